@@ -1,0 +1,67 @@
+"""JSON errors with the contract's codes: ``{"error": code, "message": text, ...details}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.domain.errors import DomainError
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+def validation_details(error: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for item in error.errors():
+        loc = [str(p) for p in item.get("loc", ()) if p not in ("body",)]
+        details.append({"field": ".".join(loc), "message": item.get("msg", ""), "type": item.get("type", "")})
+    return details
+
+
+def validation_error(error: ValidationError | RequestValidationError, prefix: str = "") -> ApiError:
+    details = validation_details(error)
+    if prefix:
+        for d in details:
+            d["field"] = f"{prefix}.{d['field']}" if d["field"] else prefix
+    first = details[0] if details else {"field": "", "message": "invalid"}
+    where = f" at {first['field']}" if first["field"] else ""
+    return ApiError(422, "validation_error", f"invalid request{where}: {first['message']}", details=details)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_error(exc).to_dict(), status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _model_invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(validation_error(exc).to_dict(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "malformed_json"}
+        code = codes.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code)

@@ -1,0 +1,579 @@
+"""The dealflow application: the service layer between senders and the Deal aggregates.
+
+It takes and returns ids and primitives. Writes go through :meth:`DealflowApp.ingest`, the one
+path every event takes (single HTTP event, batch, importer, automation): check idempotency
+keys, load the deals involved, run each command against its deal, and store every resulting
+event together with its idempotency key in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+from uuid import UUID
+
+import orjson
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from engine.commands import (
+    ActivityLoggedIn,
+    FactRecordedIn,
+    LostIn,
+    OpenedIn,
+    ReopenedIn,
+    StageChangedIn,
+    UpdatedIn,
+    WonIn,
+)
+from engine.domain.deal import (
+    EVENT_TYPES,
+    Deal,
+    DealEvent,
+    EventMeta,
+    PipelineRef,
+    deal_uuid,
+)
+from engine.domain.defaults import BUILT_IN_PIPELINES
+from engine.domain.definitions import (
+    DIRECTORY,
+    PIPELINE,
+    SEQUENCE,
+    Definition,
+    definition_uuid,
+)
+from engine.domain.errors import (
+    DealExists,
+    DomainError,
+    IdempotencyKeyReused,
+    NotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from engine.domain.events import iso, utcnow
+from engine.domain.pipeline import PipelineDefinition
+from engine.persistence.db import Database
+from engine.persistence.recorders import IDEMPOTENCY_TABLE, IdempotencyRecord
+from engine.persistence.settings import StoreSettings
+
+SYSTEM_ACTOR = "dealflow"
+MAX_SAVE_ATTEMPTS = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# What goes in and what comes out
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    """One event a sender (or dealflow's automation) asks to record on one deal."""
+
+    deal_id: str
+    type: str
+    event_id: str
+    payload: Any  # an engine.commands model, or a dict for automation types
+    request_hash: str
+    actor: str
+    occurred_at: datetime | None = None
+    expected_version: int | None = None
+
+
+@dataclass
+class Outcome:
+    status: str  # "recorded", "duplicate" or "rejected"
+    deal_id: str
+    event_id: str
+    version: int | None = None
+    position: int | None = None
+    error: DomainError | None = None
+
+    def to_dict(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": index, "status": self.status, "version": self.version}
+        if self.error is not None:
+            item["error"] = self.error.to_dict()
+        return item
+
+
+@dataclass
+class _Work:
+    """The deals a batch touches, as they evolve while its commands are applied."""
+
+    deals: dict[UUID, Deal | None] = field(default_factory=dict)
+    pipelines: dict[str, PipelineRef] = field(default_factory=dict)
+
+
+def request_hash(deal_id: str, body: dict[str, Any]) -> str:
+    """The fingerprint that tells a replay from a reused idempotency key."""
+    content = {k: v for k, v in body.items() if k != "deal_id"}
+    canonical = orjson.dumps({"deal_id": deal_id, "body": content}, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The application
+# ---------------------------------------------------------------------------------------------
+
+
+class DealflowApp(Application[UUID]):
+    name = "dealflow"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Deal: 100}  # type: ignore[misc]
+
+    def __init__(self, settings: StoreSettings | None = None, env: dict[str, str] | None = None) -> None:
+        self.settings = settings or StoreSettings.from_env()
+        merged = self.settings.eventsourcing_env()
+        merged.update(env or {})
+        super().__init__(env=merged)
+        self.db = Database(self.recorder)
+        # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
+        self.stage_occupancy: Callable[[str], dict[str, int]] | None = None
+        self._builtin_lock = threading.Lock()
+
+    def construct_env(self, name: str, env: Any = None) -> Any:
+        # Our env (from StoreSettings) wins over the process environment, which may carry
+        # eventsourcing variables meant for something else.
+        environment = super().construct_env(name, env)
+        if env:
+            environment.update(env)
+        return environment
+
+    # -- writes ---------------------------------------------------------------------------------
+    def ingest(self, commands: Sequence[Command], *, allow_automation: bool = False) -> list[Outcome]:
+        """Apply commands in order (per deal), storing all accepted events in one transaction."""
+        if not commands:
+            return []
+        for attempt in range(MAX_SAVE_ATTEMPTS):
+            outcomes, deals, keys, followups = self._decide(commands, allow_automation)
+            if not keys:
+                return outcomes
+            try:
+                recordings = self.save(*deals, idempotency=keys)
+            except IntegrityError:
+                # Another writer got in first (same deal version or same event_id): decide again
+                # against what is stored now. Nothing of this attempt was recorded.
+                if attempt == MAX_SAVE_ATTEMPTS - 1:
+                    raise
+                continue
+            positions = {
+                (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+                for r in recordings
+            }
+            for outcome in outcomes:
+                if outcome.status == "recorded":
+                    outcome.position = positions.get((deal_uuid(outcome.deal_id), outcome.version or 0))
+            return outcomes
+        raise AssertionError("unreachable")
+
+    def _decide(
+        self, commands: Sequence[Command], allow_automation: bool
+    ) -> tuple[list[Outcome], list[Deal], list[IdempotencyRecord], list[Deal]]:
+        known = self._known_keys([c.event_id for c in commands])
+        work = _Work()
+        self._load_deals(work, {deal_uuid(c.deal_id) for c in commands if c.event_id not in known})
+        outcomes: list[Outcome] = []
+        keys: list[IdempotencyRecord] = []
+        followups: list[Deal] = []
+        now = utcnow()
+        for command in commands:
+            seen = known.get(command.event_id)
+            if seen is not None:
+                outcomes.append(self._replay_outcome(command, seen))
+                continue
+            aggregate_id = deal_uuid(command.deal_id)
+            deal = work.deals.get(aggregate_id)
+            try:
+                if command.type in EVENT_TYPES and EVENT_TYPES[command.type].AUTOMATION and not allow_automation:
+                    raise ValidationFailed(
+                        f"events of type {command.type!r} are written by dealflow itself", field="type"
+                    )
+                meta = EventMeta(
+                    occurred_at=command.occurred_at or now,
+                    event_id=command.event_id,
+                    actor=command.actor,
+                    recorded_at=now,
+                )
+                deal = self._execute(work, deal, command, meta, followups)
+            except DomainError as error:
+                outcomes.append(Outcome("rejected", command.deal_id, command.event_id, error=error,
+                                        version=deal.version if deal else None))
+                continue
+            work.deals[aggregate_id] = deal
+            keys.append(IdempotencyRecord(command.event_id, command.request_hash, command.deal_id, deal.version))
+            known[command.event_id] = (command.request_hash, command.deal_id, deal.version)
+            outcomes.append(Outcome("recorded", command.deal_id, command.event_id, version=deal.version))
+        touched = [d for d in work.deals.values() if d is not None and d.pending]
+        return outcomes, touched, keys, followups
+
+    def _replay_outcome(self, command: Command, seen: tuple[str, str, int]) -> Outcome:
+        stored_hash, stored_deal, version = seen
+        if stored_hash != command.request_hash:
+            return Outcome(
+                "rejected",
+                command.deal_id,
+                command.event_id,
+                error=IdempotencyKeyReused(
+                    f"event_id {command.event_id!r} was already used for a different event",
+                    deal_id=stored_deal,
+                ),
+            )
+        return Outcome("duplicate", stored_deal, command.event_id, version=version)
+
+    def _execute(
+        self, work: _Work, deal: Deal | None, command: Command, meta: EventMeta, followups: list[Deal]
+    ) -> Deal:
+        payload = command.payload
+        if command.type == "opened":
+            assert isinstance(payload, OpenedIn)
+            if deal is not None:
+                raise DealExists(f"deal {command.deal_id!r} already exists", deal_id=command.deal_id)
+            ref = self._pipeline(work, payload.pipeline_id)
+            fields = payload.model_dump(
+                exclude={"type", "event_id", "occurred_at", "expected_version", "pipeline_id", "name", "stage", "currency"},
+                exclude_none=True,
+            )
+            return Deal.open(
+                command.deal_id, ref, meta, name=payload.name, stage=payload.stage,
+                currency=payload.currency, **fields,
+            )
+        if deal is None:
+            raise NotFound(f"deal {command.deal_id!r} does not exist", deal_id=command.deal_id)
+        if command.expected_version is not None and command.expected_version != deal.version:
+            raise VersionConflict(
+                f"expected version {command.expected_version} but the deal is at {deal.version}",
+                current_version=deal.version,
+            )
+        ref = self._pipeline(work, deal.pipeline_id)
+        version = ref.version
+        if isinstance(payload, FactRecordedIn):
+            deal.record_fact(meta, version, fact=payload.fact, value=payload.value, note=payload.note)
+        elif isinstance(payload, UpdatedIn):
+            deal.update(meta, version, payload.changes())
+        elif isinstance(payload, ActivityLoggedIn):
+            deal.log_activity(meta, version, activity=payload.activity, summary=payload.summary)
+        elif isinstance(payload, StageChangedIn):
+            deal.change_stage(meta, ref, to_stage=payload.to_stage)
+        elif isinstance(payload, WonIn):
+            deal.win(meta, ref, amount=payload.amount)
+            followup = self._post_purchase(work, deal, ref, meta)
+            if followup is not None:
+                followups.append(followup)
+        elif isinstance(payload, LostIn):
+            deal.lose(meta, version, reason=payload.reason)
+        elif isinstance(payload, ReopenedIn):
+            deal.reopen(meta, ref, to_stage=payload.to_stage)
+        else:
+            self._execute_automation(deal, command.type, dict(payload), meta, version)
+        return deal
+
+    @staticmethod
+    def _execute_automation(deal: Deal, type_: str, data: dict[str, Any], meta: EventMeta, version: int) -> None:
+        if type_ == "nurture_enrolled":
+            deal.enroll_nurture(meta, version, sequence_id=data["sequence_id"], sequence_version=int(data["sequence_version"]))
+        elif type_ == "nurture_touch_sent":
+            deal.record_touch(
+                meta, version, sequence_id=data["sequence_id"], step=int(data["step"]),
+                channel=data["channel"], to=data.get("to"), subject=data.get("subject"),
+            )
+        elif type_ == "nurture_stopped":
+            deal.stop_nurture(meta, version, sequence_id=data["sequence_id"], reason=data["reason"])
+        elif type_ == "escalated":
+            deal.escalate(meta, version, stage=data["stage"], level=data["level"], to=data.get("to"))
+        elif type_ == "flagged_stale":
+            deal.flag_stale(meta, version, stage=data["stage"])
+        else:
+            raise ValidationFailed(f"unknown event type {type_!r}", field="type")
+
+    def _post_purchase(self, work: _Work, deal: Deal, ref: PipelineRef, meta: EventMeta) -> Deal | None:
+        """A won deal continues in the pipeline's ``after_won`` pipeline, as a linked new deal."""
+        target = ref.definition.after_won
+        if not target:
+            return None
+        followup_id = f"{deal.deal_id}:{target}"[:200]
+        if self._exists(deal_uuid(followup_id)) or deal_uuid(followup_id) in work.deals:
+            return None
+        target_ref = self._pipeline(work, target)
+        followup = Deal.open(
+            followup_id,
+            target_ref,
+            EventMeta(meta.occurred_at, f"{meta.event_id}:{target}", SYSTEM_ACTOR, meta.recorded_at),
+            name=deal.name,
+            currency=deal.currency,
+            owner=deal.owner,
+            account=deal.account,
+            industry=deal.industry,
+            lead_source=deal.lead_source,
+            decision_maker_role=deal.decision_maker_role,
+            attributes={"won_deal_id": deal.deal_id},
+        )
+        work.deals[followup.id] = followup
+        return followup
+
+    def record_automation(
+        self,
+        deal_id: str,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        event_id: str,
+        actor: str = f"{SYSTEM_ACTOR}:automation",
+        occurred_at: datetime | None = None,
+    ) -> Outcome:
+        """Record what dealflow's own automation did (touches, escalations...), idempotently."""
+        command = Command(
+            deal_id=deal_id,
+            type=type_,
+            event_id=event_id,
+            payload=data,
+            request_hash=request_hash(deal_id, {"type": type_, **data}),
+            actor=actor,
+            occurred_at=occurred_at,
+        )
+        return self.ingest([command], allow_automation=True)[0]
+
+    # -- loading --------------------------------------------------------------------------------
+    def _known_keys(self, event_ids: list[str]) -> dict[str, tuple[str, str, int]]:
+        unique = list(dict.fromkeys(event_ids))
+        found: dict[str, tuple[str, str, int]] = {}
+        with self.db.reading() as cur:
+            for start in range(0, len(unique), 900):
+                chunk = unique[start : start + 900]
+                marks = ",".join(["%s"] * len(chunk))
+                rows = cur.execute(
+                    f"SELECT event_id, request_hash, deal_id, version FROM {IDEMPOTENCY_TABLE}"
+                    f" WHERE event_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    found[row["event_id"]] = (row["request_hash"], row["deal_id"], int(row["version"]))
+        return found
+
+    def _load_deals(self, work: _Work, ids: set[UUID]) -> None:
+        if len(ids) <= 4:
+            for aggregate_id in ids:
+                work.deals[aggregate_id] = self._get_deal(aggregate_id)
+            return
+        stored = self.recorder.select_events_for_many(sorted(ids))  # type: ignore[attr-defined]
+        for aggregate_id in ids:
+            work.deals[aggregate_id] = None
+        for record in stored:
+            event = self.mapper.to_domain_event(record)
+            work.deals[event.originator_id] = event.mutate(work.deals[event.originator_id])
+
+    def _get_deal(self, aggregate_id: UUID, version: int | None = None) -> Deal | None:
+        try:
+            return self.repository.get(aggregate_id, version=version)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, limit=1))
+
+    def deal(self, deal_id: str, *, version: int | None = None) -> Deal:
+        deal = self._get_deal(deal_uuid(deal_id), version)
+        if deal is None:
+            raise NotFound(f"deal {deal_id!r} does not exist", deal_id=deal_id)
+        if version is not None and deal.version != version:
+            raise NotFound(f"deal {deal_id!r} has no version {version}", deal_id=deal_id, version=version)
+        return deal
+
+    def deal_events(self, deal_id: str) -> list[DealEvent]:
+        events = list(self.events.get(deal_uuid(deal_id)))
+        if not events:
+            raise NotFound(f"deal {deal_id!r} does not exist", deal_id=deal_id)
+        return events  # type: ignore[return-value]
+
+    def deal_as_of(self, deal_id: str, as_of: datetime) -> Deal:
+        """The deal as it stood at a business time: every event that had occurred by then."""
+        deal: Deal | None = None
+        for event in self.deal_events(deal_id):
+            if event.occurred_at > as_of:
+                break
+            deal = event.mutate(deal)
+        if deal is None:
+            raise NotFound(f"deal {deal_id!r} did not exist at {iso(as_of)}", deal_id=deal_id, as_of=iso(as_of))
+        return deal
+
+    # -- views ----------------------------------------------------------------------------------
+    def deal_state(self, deal: Deal, *, at: datetime | None = None) -> dict[str, Any]:
+        ref = self.pipeline_ref(deal.pipeline_id)
+        return deal_view(deal, ref.definition, at or utcnow())
+
+    def history(self, deal_id: str) -> dict[str, Any]:
+        return {"deal_id": deal_id, "events": [history_item(e) for e in self.deal_events(deal_id)]}
+
+    def position_of(self, deal_id: str, version: int) -> int | None:
+        table = self.db.events_table
+        column = "notification_id" if self.db.is_postgres else "rowid"
+        aggregate_id = deal_uuid(deal_id)
+        row = self.db.fetchone(
+            f"SELECT {column} AS position FROM {table} WHERE originator_id = %s AND originator_version = %s",
+            (aggregate_id if self.db.is_postgres else aggregate_id.hex, version),
+        )
+        return int(row["position"]) if row else None
+
+    def max_position(self) -> int:
+        return int(self.recorder.max_notification_id() or 0)
+
+    # -- definitions: pipelines, sequences, the directory --------------------------------------
+    def _definition(self, kind: str, key: str, version: int | None = None) -> Definition | None:
+        try:
+            return self.repository.get(definition_uuid(kind, key), version=version)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    def put_definition(self, kind: str, key: str, body: dict[str, Any], actor: str) -> int:
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            definition = self._definition(kind, key) or Definition.create(kind, key)
+            if not definition.apply_body(body, actor, utcnow()):
+                return definition.version
+            try:
+                self.save(definition)
+            except IntegrityError:
+                continue
+            return definition.version
+        raise VersionConflict(f"{kind} {key!r} is being changed concurrently", current_version=0)
+
+    def get_definition(self, kind: str, key: str, version: int | None = None) -> tuple[int, dict[str, Any]]:
+        definition = self._definition(kind, key, version)
+        if definition is None and kind == PIPELINE and key in BUILT_IN_PIPELINES:
+            self._install_builtin(key)
+            definition = self._definition(kind, key, version)
+        if definition is None:
+            raise NotFound(f"{kind} {key!r} does not exist", **{f"{kind}_id": key})
+        return definition.version, definition.body
+
+    def definition_history(self, kind: str, key: str) -> list[dict[str, Any]]:
+        return [
+            {"version": e.originator_version, "applied_at": iso(e.timestamp), "actor": e.actor, "body": e.body}
+            for e in self.events.get(definition_uuid(kind, key))
+        ]
+
+    def _install_builtin(self, pipeline_id: str) -> None:
+        with self._builtin_lock:
+            if self._definition(PIPELINE, pipeline_id) is None:
+                body = PipelineDefinition.model_validate(BUILT_IN_PIPELINES[pipeline_id]).model_dump(mode="json", exclude_none=True)
+                self.put_definition(PIPELINE, pipeline_id, body, f"{SYSTEM_ACTOR}:built-in")
+
+    def put_pipeline(self, pipeline_id: str, definition: PipelineDefinition, actor: str) -> int:
+        from engine.domain.errors import PipelineInUse
+
+        if self.stage_occupancy is not None:
+            occupied = self.stage_occupancy(pipeline_id)
+            dropped = sorted(s for s, n in occupied.items() if n > 0 and not definition.has_stage(s))
+            if dropped:
+                raise PipelineInUse(
+                    f"open deals sit in stages the new definition drops: {', '.join(dropped)}",
+                    stages=dropped,
+                )
+        body = definition.model_dump(mode="json", exclude_none=True)
+        return self.put_definition(PIPELINE, pipeline_id, body, actor)
+
+    def pipeline_ref(self, pipeline_id: str, version: int | None = None) -> PipelineRef:
+        found_version, body = self.get_definition(PIPELINE, pipeline_id, version)
+        return PipelineRef(pipeline_id, found_version, _parse_pipeline(pipeline_id, found_version, body))
+
+    def _pipeline(self, work: _Work, pipeline_id: str) -> PipelineRef:
+        ref = work.pipelines.get(pipeline_id)
+        if ref is None:
+            try:
+                ref = self.pipeline_ref(pipeline_id)
+            except NotFound as missing:
+                raise ValidationFailed(f"pipeline {pipeline_id!r} does not exist", field="pipeline_id") from missing
+            work.pipelines[pipeline_id] = ref
+        return ref
+
+    def put_sequence(self, sequence_id: str, body: dict[str, Any], actor: str) -> int:
+        return self.put_definition(SEQUENCE, sequence_id, body, actor)
+
+    def put_directory(self, body: dict[str, Any], actor: str) -> int:
+        return self.put_definition(DIRECTORY, "team", body, actor)
+
+
+_parsed_pipelines: dict[tuple[str, int], PipelineDefinition] = {}
+
+
+def _parse_pipeline(pipeline_id: str, version: int, body: dict[str, Any]) -> PipelineDefinition:
+    """Definitions never change once applied, so each (id, version) is parsed once per process."""
+    key = (pipeline_id, version)
+    parsed = _parsed_pipelines.get(key)
+    if parsed is None or parsed.model_dump(mode="json", exclude_none=True) != body:
+        parsed = PipelineDefinition.model_validate(body)
+        _parsed_pipelines[key] = parsed
+    return parsed
+
+
+# ---------------------------------------------------------------------------------------------
+# Read shapes (contract: Deal state and History)
+# ---------------------------------------------------------------------------------------------
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[str, Any]:
+    """The contract's deal state. ``stale`` is judged at ``at`` (now, or the as-of time)."""
+    return {
+        "deal_id": deal.deal_id,
+        "pipeline_id": deal.pipeline_id,
+        "pipeline_version": deal.pipeline_version,
+        "name": deal.name,
+        "stage": deal.stage,
+        "status": deal.status,
+        "amount": _money(deal.amount),
+        "currency": deal.currency,
+        "owner": deal.owner,
+        "account": deal.account,
+        "industry": deal.industry,
+        "lead_source": deal.lead_source,
+        "decision_maker_role": deal.decision_maker_role,
+        "expected_close": deal.expected_close.isoformat() if deal.expected_close else None,
+        "attributes": deal.attributes,
+        "facts": dict(deal.facts),
+        "activities_in_stage": dict(deal.activities_in_stage),
+        "opened_at": iso(deal.opened_at) if deal.opened_at else None,
+        "stage_entered_at": iso(deal.stage_entered_at) if deal.stage_entered_at else None,
+        "closed_at": iso(deal.closed_at) if deal.closed_at else None,
+        "lost_reason": deal.lost_reason,
+        "stale": is_stale(deal, definition, at),
+        "nurture": sorted(deal.nurture),
+        "version": deal.version,
+    }
+
+
+def is_stale(deal: Deal, definition: PipelineDefinition, at: datetime) -> bool:
+    """Open, and in its current stage longer than the stage allows (or flagged by escalation)."""
+    if deal.is_closed:
+        return False
+    if deal.flagged_stale:
+        return True
+    if not definition.has_stage(deal.stage) or deal.stage_entered_at is None:
+        return False
+    limit = definition.stage(deal.stage).max_days_in_stage
+    return limit is not None and at - deal.stage_entered_at > timedelta(days=limit)
+
+
+def history_item(event: DealEvent) -> dict[str, Any]:
+    return {
+        "version": event.originator_version,
+        "type": event.TYPE,
+        "occurred_at": iso(event.occurred_at),
+        "recorded_at": iso(event.timestamp),
+        "event_id": event.event_id,
+        "actor": event.actor,
+        "pipeline_version": event.pipeline_version,
+        "hash": event.hash,
+        "data": event.data(),
+    }
+
+
+def replay(events: Iterable[DealEvent]) -> Deal | None:
+    deal: Deal | None = None
+    for event in events:
+        deal = event.mutate(deal)
+    return deal

@@ -1,0 +1,79 @@
+"""Where dealflow keeps its data: PostgreSQL when DATABASE_URL is set, else SQLite files.
+
+Translates dealflow's environment (DATABASE_URL, DEALFLOW_HOME) into eventsourcing's
+(PERSISTENCE_MODULE, POSTGRES_*, SQLITE_DBNAME) for one application.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.utils import get_topic
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    database_url: str | None
+    home: Path
+    # PostgreSQL connections per process (the API runs handlers in threads).
+    pool_size: int = 4
+    max_overflow: int = 8
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StoreSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            home=Path(env.get("DEALFLOW_HOME") or "./.dealflow"),
+            pool_size=int(env.get("DEALFLOW_DB_POOL_SIZE", "4")),
+            max_overflow=int(env.get("DEALFLOW_DB_MAX_OVERFLOW", "8")),
+        )
+
+    @property
+    def is_postgres(self) -> bool:
+        return bool(self.database_url)
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.is_postgres else "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "dealflow.sqlite3"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        from engine.persistence.mapper import PydanticMapper
+        from engine.persistence.recorders import (
+            DealflowPostgresRecorder,
+            DealflowSQLiteRecorder,
+        )
+
+        env = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
+        if self.is_postgres:
+            url = urlparse(self.database_url)
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.postgres",
+                APPLICATION_RECORDER_TOPIC=get_topic(DealflowPostgresRecorder),
+                POSTGRES_DBNAME=(url.path or "/postgres").lstrip("/") or "postgres",
+                POSTGRES_HOST=url.hostname or "127.0.0.1",
+                POSTGRES_PORT=str(url.port or 5432),
+                POSTGRES_USER=unquote(url.username or "postgres"),
+                POSTGRES_PASSWORD=unquote(url.password or ""),
+                POSTGRES_POOL_SIZE=str(self.pool_size),
+                POSTGRES_MAX_OVERFLOW=str(self.max_overflow),
+                POSTGRES_CONNECT_TIMEOUT="10",
+                POSTGRES_LOCK_TIMEOUT="10",
+            )
+        else:
+            self.home.mkdir(parents=True, exist_ok=True)
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                APPLICATION_RECORDER_TOPIC=get_topic(DealflowSQLiteRecorder),
+                SQLITE_DBNAME=str(self.sqlite_path),
+                SQLITE_LOCK_TIMEOUT="30",
+            )
+        return env
+
