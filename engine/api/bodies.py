@@ -1,0 +1,31 @@
+"""Reading request bodies: JSON with exact decimals, and clear errors for everything else."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from fastapi import Request
+
+from engine.api.errors import ApiError
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        # Numbers with a fraction become Decimal: money is never a float, not even in transit.
+        body = json.loads(raw or b"null", parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    return body
+
+
+def json_schema_body(schema: dict[str, Any], example: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its body by hand, so /openapi.json still shows it."""
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}

@@ -1,0 +1,189 @@
+"""Deal events in (single and batch, idempotent), deal state and history out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+
+from engine.api.bodies import json_schema_body, read_json_object
+from engine.api.deps import Principal, get_services, require
+from engine.api.errors import ApiError, validation_error
+from engine.application import Command, DealflowApp, Outcome, request_hash
+from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent, incoming_event
+from engine.domain.deal import AUTOMATION_TYPES
+from engine.domain.errors import DomainError, ValidationFailed
+
+router = APIRouter(tags=["deals"])
+
+MAX_BATCH = 5000
+_event_schema = TypeAdapter(IncomingEvent).json_schema(ref_template="#/components/schemas/{model}")
+_time = TypeAdapter(BusinessTime)
+
+
+def _event_body_schema() -> dict[str, Any]:
+    return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in _event_schema.get("$defs", {})
+                      if name.endswith("In")]}
+
+
+def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
+    """Validate one incoming event; raises a DomainError (422) that names the bad field."""
+    if not isinstance(deal_id, str) or not _valid_deal_id(deal_id):
+        raise ValidationFailed("deal_id must be 1-200 letters, digits or -_.:", field="deal_id")
+    if body.get("type") in AUTOMATION_TYPES:
+        raise ValidationFailed(f"events of type {body['type']!r} are written by dealflow itself", field="type")
+    fields = {k: v for k, v in body.items() if k != "deal_id"}
+    try:
+        payload = incoming_event.validate_python(fields)
+    except ValidationError as error:
+        api_error = validation_error(error)
+        raise ValidationFailed(api_error.message, details=api_error.details["details"]) from error
+    return Command(
+        deal_id=deal_id,
+        type=payload.type,
+        event_id=payload.event_id,
+        payload=payload,
+        request_hash=request_hash(deal_id, fields),
+        actor=actor,
+        occurred_at=payload.occurred_at,
+        expected_version=payload.expected_version,
+    )
+
+
+def _valid_deal_id(deal_id: str) -> bool:
+    import re
+
+    return re.fullmatch(DEAL_ID_PATTERN, deal_id) is not None
+
+
+def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
+    """The deal as it stood right after the event: the same body on a first send and a replay."""
+    deal = app.deal(outcome.deal_id, version=outcome.version)
+    events = app.deal_events(outcome.deal_id)
+    recorded_at = events[(outcome.version or 1) - 1].timestamp
+    state = app.deal_state(deal, at=recorded_at)
+    position = outcome.position if outcome.position is not None else app.position_of(outcome.deal_id, outcome.version or 0)
+    state["position"] = position
+    return state
+
+
+@router.post(
+    "/v1/deals/{deal_id}/events",
+    status_code=201,
+    summary="Record one deal event",
+    openapi_extra=json_schema_body(
+        _event_body_schema(),
+        {"type": "fact_recorded", "event_id": "crm-123-need", "fact": "need", "value": True},
+    ),
+)
+async def post_event(deal_id: str, request: Request, principal: Principal = require("ingest")) -> JSONResponse:
+    body = await read_json_object(request)
+    services = get_services(request)
+    command = to_command(deal_id, body, principal.name)
+
+    def work() -> tuple[int, dict[str, Any], dict[str, str]]:
+        outcome = services.app.ingest([command])[0]
+        if outcome.status == "rejected":
+            assert outcome.error is not None
+            raise outcome.error
+        state = _state_after(services.app, outcome)
+        if outcome.status == "duplicate":
+            return 200, state, {"Idempotent-Replay": "true"}
+        return 201, state, {}
+
+    status, state, headers = await run_in_threadpool(work)
+    return JSONResponse(state, status_code=status, headers=headers)
+
+
+@router.post(
+    "/v1/events",
+    summary="Record a batch of deal events (up to 5,000), one transaction for the batch",
+    openapi_extra=json_schema_body(
+        {
+            "type": "object",
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "maxItems": MAX_BATCH,
+                    "items": {"allOf": [_event_body_schema(), {"type": "object", "required": ["deal_id"],
+                                         "properties": {"deal_id": {"type": "string", "pattern": DEAL_ID_PATTERN}}}]},
+                }
+            },
+        }
+    ),
+)
+async def post_events(request: Request, principal: Principal = require("ingest")) -> JSONResponse:
+    body = await read_json_object(request)
+    events = body.get("events")
+    if not isinstance(events, list):
+        raise ApiError(422, "validation_error", "the body needs an `events` array",
+                       details=[{"field": "events", "message": "required array"}])
+    if len(events) > MAX_BATCH:
+        raise ApiError(422, "validation_error", f"at most {MAX_BATCH} events per batch",
+                       details=[{"field": "events", "message": f"{len(events)} items"}])
+    services = get_services(request)
+
+    def work() -> dict[str, Any]:
+        results: list[dict[str, Any] | None] = [None] * len(events)
+        commands: list[Command] = []
+        indexes: list[int] = []
+        for index, item in enumerate(events):
+            try:
+                if not isinstance(item, dict):
+                    raise ValidationFailed("each event must be a JSON object", field=f"events.{index}")
+                commands.append(to_command(item.get("deal_id"), item, principal.name))  # type: ignore[arg-type]
+                indexes.append(index)
+            except DomainError as error:
+                results[index] = {"index": index, "status": "rejected", "version": None, "error": error.to_dict()}
+        outcomes = services.app.ingest(commands)
+        position = None
+        for index, outcome in zip(indexes, outcomes, strict=True):
+            results[index] = outcome.to_dict(index)
+            if outcome.position is not None:
+                position = max(position or 0, outcome.position)
+        return {"results": results, "position": position}
+
+    return JSONResponse(await run_in_threadpool(work))
+
+
+@router.get("/v1/deals/{deal_id}", summary="A deal's state, now or as of a time or version")
+async def get_deal(
+    deal_id: str,
+    request: Request,
+    as_of: str | None = Query(None, description="business time (needs scope audit)"),
+    version: int | None = Query(None, ge=1, description="deal version (needs scope audit)"),
+    principal: Principal = require("read"),
+) -> dict[str, Any]:
+    if (as_of is not None or version is not None) and not principal.has("audit"):
+        raise ApiError(403, "forbidden", "as_of and version need the audit scope", required=["audit"])
+    if as_of is not None and version is not None:
+        raise ApiError(422, "validation_error", "give as_of or version, not both",
+                       details=[{"field": "as_of", "message": "conflicts with version"}])
+    moment = parse_time(as_of, "as_of") if as_of is not None else None
+    app = get_services(request).app
+
+    def work() -> dict[str, Any]:
+        if moment is not None:
+            return app.deal_state(app.deal_as_of(deal_id, moment), at=moment)
+        return app.deal_state(app.deal(deal_id, version=version))
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/v1/deals/{deal_id}/history", summary="Every recorded event of a deal, in version order")
+async def get_history(deal_id: str, request: Request, _: Principal = require("audit")) -> dict[str, Any]:
+    app = get_services(request).app
+    return await run_in_threadpool(app.history, deal_id)
+
+
+def parse_time(value: str, field: str) -> datetime:
+    try:
+        return _time.validate_python(value)
+    except ValidationError as error:
+        raise ApiError(422, "validation_error", f"{field} must be an ISO 8601 time with an offset, or a date",
+                       details=[{"field": field, "message": str(error.errors()[0]["msg"])}]) from error

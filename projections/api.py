@@ -1,0 +1,5 @@
+"""Placeholder router; its area fills it in."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
