@@ -29,7 +29,9 @@ def _tokens_create(args: argparse.Namespace) -> int:
     from engine.runtime import build_services
 
     services = build_services(run_projections=False)
-    token = services.tokens.create(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+    token = services.tokens.create(
+        args.name, [s.strip() for s in args.scopes.split(",") if s.strip()]
+    )
     print(token)
     return 0
 
@@ -62,7 +64,11 @@ def _pipelines_apply(args: argparse.Namespace) -> int:
     from engine.runtime import build_services
 
     document = load_document(Path(args.file))
-    pipeline_id = args.id or (document.pop("id", None) if isinstance(document, dict) else None) or Path(args.file).stem
+    pipeline_id = (
+        args.id
+        or (document.pop("id", None) if isinstance(document, dict) else None)
+        or Path(args.file).stem
+    )
     try:
         definition = PipelineDefinition.model_validate(document)
     except ValidationError as error:
@@ -86,17 +92,25 @@ def _pipelines_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dealflow", description="Event-sourced sales pipeline engine.")
+    parser = argparse.ArgumentParser(
+        prog="dealflow", description="Event-sourced sales pipeline engine."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP API (and, by default, the projections)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--no-projections", action="store_true", help="leave read models to `dealflow projections run`")
+    serve.add_argument(
+        "--no-projections",
+        action="store_true",
+        help="leave read models to `dealflow projections run`",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
-    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(dest="tokens_command", required=True)
+    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
     create = tokens.add_parser("create", help="create a token and print it (once)")
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", required=True, help="comma-separated: ingest,read,audit,admin")
@@ -109,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipelines = commands.add_parser("pipelines", help="pipeline definitions").add_subparsers(
         dest="pipelines_command", required=True
     )
-    apply = pipelines.add_parser("apply", help="create or replace a pipeline from a YAML or JSON file")
+    apply = pipelines.add_parser(
+        "apply", help="create or replace a pipeline from a YAML or JSON file"
+    )
     apply.add_argument("file")
     apply.add_argument("--id", help="pipeline id (default: the file's `id` key, else its name)")
     apply.set_defaults(func=_pipelines_apply)
@@ -117,16 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.set_defaults(func=_pipelines_show)
 
-    bench = commands.add_parser("bench", help="benchmarks that print figures against a same-run baseline")
+    bench = commands.add_parser(
+        "bench", help="benchmarks that print figures against a same-run baseline"
+    )
     benches = bench.add_subparsers(dest="bench_command", required=True)
 
     from engine import bench_ingest
     from engine.audit import cli as audit_cli
     from projections import cli as projections_cli
+    from projections import cli_demo
     from workflows import cli as workflows_cli
 
     bench_ingest.register(benches)
-    for area in (projections_cli, workflows_cli, audit_cli):
+    for area in (projections_cli, cli_demo, workflows_cli, audit_cli):
         area.register(commands, benches)
     return parser
 

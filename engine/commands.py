@@ -52,9 +52,7 @@ def _to_aware_datetime(value: Any) -> Any:
 
 
 BusinessTime = Annotated[datetime, BeforeValidator(_to_aware_datetime)]
-Money = Annotated[
-    Decimal, Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False)
-]
+Money = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
@@ -148,7 +146,16 @@ IncomingEvent = Annotated[
 incoming_event = TypeAdapter(IncomingEvent)
 
 CLIENT_TYPES = frozenset(
-    ["opened", "fact_recorded", "updated", "activity_logged", "stage_changed", "won", "lost", "reopened"]
+    [
+        "opened",
+        "fact_recorded",
+        "updated",
+        "activity_logged",
+        "stage_changed",
+        "won",
+        "lost",
+        "reopened",
+    ]
 )
 
 

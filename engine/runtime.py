@@ -44,7 +44,11 @@ def build_services(
     models up to date (``dealflow serve`` does by default; API replicas in production do not)."""
     settings = settings or StoreSettings.from_env()
     app = DealflowApp(settings)
-    token = bootstrap_token if bootstrap_token is not None else os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN")
+    token = (
+        bootstrap_token
+        if bootstrap_token is not None
+        else os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN")
+    )
     services = Services(app=app, tokens=TokenStore(app.db, token or None), settings=settings)
 
     from projections.runtime import attach as attach_projections

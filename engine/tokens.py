@@ -60,9 +60,16 @@ class TokenStore:
             return cur.rowcount
 
     def list(self) -> list[dict[str, object]]:
-        rows = self.db.fetchall(f"SELECT name, scopes, created_at, revoked_at FROM {TOKENS_TABLE} ORDER BY created_at")
+        rows = self.db.fetchall(
+            f"SELECT name, scopes, created_at, revoked_at FROM {TOKENS_TABLE} ORDER BY created_at"
+        )
         return [
-            {"name": r["name"], "scopes": r["scopes"].split(","), "created_at": r["created_at"], "revoked_at": r["revoked_at"]}
+            {
+                "name": r["name"],
+                "scopes": r["scopes"].split(","),
+                "created_at": r["created_at"],
+                "revoked_at": r["revoked_at"],
+            }
             for r in rows
         ]
 
@@ -72,6 +79,7 @@ class TokenStore:
             return Principal(BOOTSTRAP_NAME, frozenset(SCOPES))
         # One indexed lookup per request, no cache: a revocation takes effect on every replica at once.
         row = self.db.fetchone(
-            f"SELECT name, scopes FROM {TOKENS_TABLE} WHERE token_hash = %s AND revoked_at IS NULL", (digest,)
+            f"SELECT name, scopes FROM {TOKENS_TABLE} WHERE token_hash = %s AND revoked_at IS NULL",
+            (digest,),
         )
         return Principal(row["name"], frozenset(row["scopes"].split(","))) if row else None

@@ -53,10 +53,20 @@ class _TooLarge(Exception):
 
 async def _too_large(send: Send, limit: int) -> None:
     body = (
-        b'{"error":"body_too_large","message":"request body exceeds ' + str(limit).encode() + b' bytes"}'
+        b'{"error":"body_too_large","message":"request body exceeds '
+        + str(limit).encode()
+        + b' bytes"}'
     )
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -83,6 +93,7 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
 
     from engine.audit.api import router as audit_router
     from projections.api import router as projections_router
+    from projections.dashboard.routes import router as dashboard_router
     from workflows.api import router as workflows_router
 
     for router in (
@@ -92,6 +103,7 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         projections_router,
         workflows_router,
         audit_router,
+        dashboard_router,
     ):
         api.include_router(router)
     api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]

@@ -23,7 +23,9 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def json_schema_body(schema: dict[str, Any], example: dict[str, Any] | None = None) -> dict[str, Any]:
+def json_schema_body(
+    schema: dict[str, Any], example: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads its body by hand, so /openapi.json still shows it."""
     content: dict[str, Any] = {"schema": schema}
     if example is not None:

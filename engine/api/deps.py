@@ -47,8 +47,12 @@ def require(*scopes: str) -> Any:
     def check(principal: Principal = Depends(authenticate)) -> Principal:
         missing = [s for s in scopes if not principal.has(s)]
         if missing:
-            raise ApiError(403, "forbidden", f"this token lacks the scope(s): {', '.join(missing)}",
-                           required=list(scopes))
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this token lacks the scope(s): {', '.join(missing)}",
+                required=list(scopes),
+            )
         return principal
 
     return Depends(check)

@@ -29,7 +29,9 @@ def validation_details(error: ValidationError | RequestValidationError) -> list[
     details = []
     for item in error.errors():
         loc = [str(p) for p in item.get("loc", ()) if p not in ("body",)]
-        details.append({"field": ".".join(loc), "message": item.get("msg", ""), "type": item.get("type", "")})
+        details.append(
+            {"field": ".".join(loc), "message": item.get("msg", ""), "type": item.get("type", "")}
+        )
     return details
 
 
@@ -40,7 +42,9 @@ def validation_error(error: ValidationError | RequestValidationError, prefix: st
             d["field"] = f"{prefix}.{d['field']}" if d["field"] else prefix
     first = details[0] if details else {"field": "", "message": "invalid"}
     where = f" at {first['field']}" if first["field"] else ""
-    return ApiError(422, "validation_error", f"invalid request{where}: {first['message']}", details=details)
+    return ApiError(
+        422, "validation_error", f"invalid request{where}: {first['message']}", details=details
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -62,6 +66,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "malformed_json"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+            400: "malformed_json",
+        }
         code = codes.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code
+        )

@@ -26,8 +26,13 @@ _time = TypeAdapter(BusinessTime)
 
 
 def _event_body_schema() -> dict[str, Any]:
-    return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in _event_schema.get("$defs", {})
-                      if name.endswith("In")]}
+    return {
+        "oneOf": [
+            {"$ref": f"#/components/schemas/{name}"}
+            for name in _event_schema.get("$defs", {})
+            if name.endswith("In")
+        ]
+    }
 
 
 def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
@@ -35,7 +40,9 @@ def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
     if not isinstance(deal_id, str) or not _valid_deal_id(deal_id):
         raise ValidationFailed("deal_id must be 1-200 letters, digits or -_.:", field="deal_id")
     if body.get("type") in AUTOMATION_TYPES:
-        raise ValidationFailed(f"events of type {body['type']!r} are written by dealflow itself", field="type")
+        raise ValidationFailed(
+            f"events of type {body['type']!r} are written by dealflow itself", field="type"
+        )
     fields = {k: v for k, v in body.items() if k != "deal_id"}
     try:
         payload = incoming_event.validate_python(fields)
@@ -66,7 +73,11 @@ def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
     events = app.deal_events(outcome.deal_id)
     recorded_at = events[(outcome.version or 1) - 1].timestamp
     state = app.deal_state(deal, at=recorded_at)
-    position = outcome.position if outcome.position is not None else app.position_of(outcome.deal_id, outcome.version or 0)
+    position = (
+        outcome.position
+        if outcome.position is not None
+        else app.position_of(outcome.deal_id, outcome.version or 0)
+    )
     state["position"] = position
     return state
 
@@ -80,7 +91,9 @@ def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
         {"type": "fact_recorded", "event_id": "crm-123-need", "fact": "need", "value": True},
     ),
 )
-async def post_event(deal_id: str, request: Request, principal: Principal = require("ingest")) -> JSONResponse:
+async def post_event(
+    deal_id: str, request: Request, principal: Principal = require("ingest")
+) -> JSONResponse:
     body = await read_json_object(request)
     services = get_services(request)
     command = to_command(deal_id, body, principal.name)
@@ -110,8 +123,18 @@ async def post_event(deal_id: str, request: Request, principal: Principal = requ
                 "events": {
                     "type": "array",
                     "maxItems": MAX_BATCH,
-                    "items": {"allOf": [_event_body_schema(), {"type": "object", "required": ["deal_id"],
-                                         "properties": {"deal_id": {"type": "string", "pattern": DEAL_ID_PATTERN}}}]},
+                    "items": {
+                        "allOf": [
+                            _event_body_schema(),
+                            {
+                                "type": "object",
+                                "required": ["deal_id"],
+                                "properties": {
+                                    "deal_id": {"type": "string", "pattern": DEAL_ID_PATTERN}
+                                },
+                            },
+                        ]
+                    },
                 }
             },
         }
@@ -121,11 +144,19 @@ async def post_events(request: Request, principal: Principal = require("ingest")
     body = await read_json_object(request)
     events = body.get("events")
     if not isinstance(events, list):
-        raise ApiError(422, "validation_error", "the body needs an `events` array",
-                       details=[{"field": "events", "message": "required array"}])
+        raise ApiError(
+            422,
+            "validation_error",
+            "the body needs an `events` array",
+            details=[{"field": "events", "message": "required array"}],
+        )
     if len(events) > MAX_BATCH:
-        raise ApiError(422, "validation_error", f"at most {MAX_BATCH} events per batch",
-                       details=[{"field": "events", "message": f"{len(events)} items"}])
+        raise ApiError(
+            422,
+            "validation_error",
+            f"at most {MAX_BATCH} events per batch",
+            details=[{"field": "events", "message": f"{len(events)} items"}],
+        )
     services = get_services(request)
 
     def work() -> dict[str, Any]:
@@ -135,11 +166,18 @@ async def post_events(request: Request, principal: Principal = require("ingest")
         for index, item in enumerate(events):
             try:
                 if not isinstance(item, dict):
-                    raise ValidationFailed("each event must be a JSON object", field=f"events.{index}")
+                    raise ValidationFailed(
+                        "each event must be a JSON object", field=f"events.{index}"
+                    )
                 commands.append(to_command(item.get("deal_id"), item, principal.name))  # type: ignore[arg-type]
                 indexes.append(index)
             except DomainError as error:
-                results[index] = {"index": index, "status": "rejected", "version": None, "error": error.to_dict()}
+                results[index] = {
+                    "index": index,
+                    "status": "rejected",
+                    "version": None,
+                    "error": error.to_dict(),
+                }
         outcomes = services.app.ingest(commands)
         position = None
         for index, outcome in zip(indexes, outcomes, strict=True):
@@ -160,10 +198,16 @@ async def get_deal(
     principal: Principal = require("read"),
 ) -> dict[str, Any]:
     if (as_of is not None or version is not None) and not principal.has("audit"):
-        raise ApiError(403, "forbidden", "as_of and version need the audit scope", required=["audit"])
+        raise ApiError(
+            403, "forbidden", "as_of and version need the audit scope", required=["audit"]
+        )
     if as_of is not None and version is not None:
-        raise ApiError(422, "validation_error", "give as_of or version, not both",
-                       details=[{"field": "as_of", "message": "conflicts with version"}])
+        raise ApiError(
+            422,
+            "validation_error",
+            "give as_of or version, not both",
+            details=[{"field": "as_of", "message": "conflicts with version"}],
+        )
     moment = parse_time(as_of, "as_of") if as_of is not None else None
     app = get_services(request).app
 
@@ -175,8 +219,12 @@ async def get_deal(
     return await run_in_threadpool(work)
 
 
-@router.get("/v1/deals/{deal_id}/history", summary="Every recorded event of a deal, in version order")
-async def get_history(deal_id: str, request: Request, _: Principal = require("audit")) -> dict[str, Any]:
+@router.get(
+    "/v1/deals/{deal_id}/history", summary="Every recorded event of a deal, in version order"
+)
+async def get_history(
+    deal_id: str, request: Request, _: Principal = require("audit")
+) -> dict[str, Any]:
     app = get_services(request).app
     return await run_in_threadpool(app.history, deal_id)
 
@@ -185,5 +233,9 @@ def parse_time(value: str, field: str) -> datetime:
     try:
         return _time.validate_python(value)
     except ValidationError as error:
-        raise ApiError(422, "validation_error", f"{field} must be an ISO 8601 time with an offset, or a date",
-                       details=[{"field": field, "message": str(error.errors()[0]["msg"])}]) from error
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{field} must be an ISO 8601 time with an offset, or a date",
+            details=[{"field": field, "message": str(error.errors()[0]["msg"])}],
+        ) from error

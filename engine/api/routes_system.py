@@ -27,10 +27,14 @@ async def readyz(request: Request) -> JSONResponse:
         position = await run_in_threadpool(services.app.max_position)
     except Exception as error:  # noqa: BLE001 - any store failure means not ready
         return JSONResponse({"status": "unavailable", "error": str(error)}, status_code=503)
-    return JSONResponse({"status": "ready", "backend": services.settings.backend, "position": position})
+    return JSONResponse(
+        {"status": "ready", "backend": services.settings.backend, "position": position}
+    )
 
 
-@router.get("/metrics", tags=["system"], summary="Prometheus metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics", tags=["system"], summary="Prometheus metrics", response_class=PlainTextResponse
+)
 async def prometheus_metrics(request: Request) -> PlainTextResponse:
     services = get_services(request)
     lines = [
@@ -39,10 +43,14 @@ async def prometheus_metrics(request: Request) -> PlainTextResponse:
         f"dealflow_log_position {await run_in_threadpool(services.app.max_position)}",
     ]
     if services.projections is not None and hasattr(services.projections, "status"):
-        lines += ["# HELP dealflow_projection_lag Events a projection has yet to process.",
-                  "# TYPE dealflow_projection_lag gauge"]
+        lines += [
+            "# HELP dealflow_projection_lag Events a projection has yet to process.",
+            "# TYPE dealflow_projection_lag gauge",
+        ]
         for item in await run_in_threadpool(services.projections.status):
-            lines.append(f'dealflow_projection_lag{{projection="{item["name"]}"}} {item.get("lag", 0)}')
+            lines.append(
+                f'dealflow_projection_lag{{projection="{item["name"]}"}} {item.get("lag", 0)}'
+            )
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
@@ -50,9 +58,17 @@ async def prometheus_metrics(request: Request) -> PlainTextResponse:
 async def create_token(request: Request, _: Principal = require("admin")) -> dict[str, Any]:
     body = await read_json_object(request)
     name, scopes = body.get("name"), body.get("scopes")
-    if not isinstance(name, str) or not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise ApiError(422, "validation_error", f"send {{\"name\": str, \"scopes\": [{', '.join(SCOPES)}]}}",
-                       details=[{"field": "scopes", "message": "list of scopes"}])
+    if (
+        not isinstance(name, str)
+        or not isinstance(scopes, list)
+        or not all(isinstance(s, str) for s in scopes)
+    ):
+        raise ApiError(
+            422,
+            "validation_error",
+            f'send {{"name": str, "scopes": [{", ".join(SCOPES)}]}}',
+            details=[{"field": "scopes", "message": "list of scopes"}],
+        )
     tokens = get_services(request).tokens
     token = await run_in_threadpool(tokens.create, name, scopes)
     return {"name": name, "scopes": sorted(set(scopes)), "token": token}
@@ -64,7 +80,9 @@ async def list_tokens(request: Request, _: Principal = require("admin")) -> dict
 
 
 @router.delete("/v1/tokens/{name}", tags=["admin"], summary="Revoke every token with this name")
-async def revoke_token(name: str, request: Request, _: Principal = require("admin")) -> dict[str, Any]:
+async def revoke_token(
+    name: str, request: Request, _: Principal = require("admin")
+) -> dict[str, Any]:
     revoked = await run_in_threadpool(get_services(request).tokens.revoke, name)
     if not revoked:
         raise ApiError(404, "not_found", f"no active token named {name!r}")

@@ -12,8 +12,11 @@ import copy
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
+
+import orjson
 
 from engine.domain.errors import (
     DealClosed,
@@ -50,6 +53,7 @@ DEAL_FIELDS = (
 OPEN, WON, LOST = "open", "won", "lost"
 
 
+@lru_cache(maxsize=65536)
 def deal_uuid(deal_id: str) -> UUID:
     """The aggregate id of a deal, derived from the sender's id so every writer agrees on it."""
     return uuid5(DEAL_NAMESPACE, f"deal:{deal_id}")
@@ -94,7 +98,7 @@ class DealEvent(DomainEvent):
         """The event's own payload, JSON-ready (what history shows as ``data``)."""
         return self.model_dump(mode="json", exclude=META_FIELDS)  # type: ignore[arg-type]
 
-    def content_hash(self, previous_hash: str) -> str:
+    def content_hash(self, previous_hash: str, data: dict[str, Any] | None = None) -> str:
         return chain_hash(
             previous_hash,
             hash_content(
@@ -105,7 +109,7 @@ class DealEvent(DomainEvent):
                 actor=self.actor,
                 event_id=self.event_id,
                 pipeline_version=self.pipeline_version,
-                data=self.data(),
+                data=self.data() if data is None else data,
             ),
         )
 
@@ -378,6 +382,8 @@ class Deal:
         self.flagged_stale = False
         self.last_hash = GENESIS_HASH
         self.pending: list[DealEvent] = []
+        # The stored JSON of each pending event, made once when it was sealed (see _seal).
+        self.sealed: dict[int, bytes] = {}
 
     # -- state helpers used by events ---------------------------------------------------------
     def enter_stage(self, stage: str, at: datetime) -> None:
@@ -400,12 +406,20 @@ class Deal:
     # -- eventsourcing protocol ---------------------------------------------------------------
     def collect_events(self) -> list[DealEvent]:
         events, self.pending = self.pending, []
+        self.sealed = {}
         return events
+
+    def collect_sealed(self) -> list[tuple[DealEvent, bytes]]:
+        """Pending events with their stored JSON (the batch path stores these bytes as they are)."""
+        sealed = self.sealed
+        return [(event, sealed[event.originator_version]) for event in self.collect_events()]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Deal:
         clone = Deal.__new__(Deal)
         for key, value in self.__dict__.items():
-            clone.__dict__[key] = copy.deepcopy(value, memo) if isinstance(value, (dict, list)) else value
+            clone.__dict__[key] = (
+                copy.deepcopy(value, memo) if isinstance(value, (dict, list)) else value
+            )
         return clone
 
     def _trigger(
@@ -423,8 +437,10 @@ class Deal:
                 field="occurred_at",
             )
         version = self.version + 1
-        data_json = event_class.model_validate(
-            {
+        # Commands pass values already validated (engine.commands) and typed, so the event is
+        # constructed without a second validation: it costs more than everything else per event.
+        event = event_class.model_construct(
+            **{
                 "originator_id": self.id,
                 "originator_version": version,
                 "timestamp": meta.recorded_at,
@@ -436,9 +452,10 @@ class Deal:
                 **data,
             }
         )
-        event = data_json.model_copy(update={"hash": data_json.content_hash(self.last_hash)})
+        stored = _seal(event, self.last_hash)
         event.mutate(self)
         self.pending.append(event)
+        self.sealed[version] = stored
         return event
 
     # -- commands -----------------------------------------------------------------------------
@@ -466,11 +483,9 @@ class Deal:
         if unknown:
             raise ValidationFailed(f"unknown deal fields: {', '.join(sorted(unknown))}")
         _check_amount(fields.get("amount"))
-        deal = cls(deal_uuid(deal_id))
-        deal.opened_at = meta.occurred_at
-        event = Opened.model_validate(
-            {
-                "originator_id": deal.id,
+        event = Opened.model_construct(
+            **{
+                "originator_id": deal_uuid(deal_id),
                 "originator_version": 1,
                 "timestamp": meta.recorded_at,
                 "occurred_at": meta.occurred_at,
@@ -486,16 +501,27 @@ class Deal:
                 **{k: v for k, v in fields.items() if v is not None},
             }
         )
-        event = event.model_copy(update={"hash": event.content_hash(GENESIS_HASH)})
+        stored = _seal(event, GENESIS_HASH)
         opened = event.mutate(None)
         opened.pending.append(event)
+        opened.sealed[1] = stored
         return opened
 
-    def record_fact(self, meta: EventMeta, pipeline_version: int | None, *, fact: str, value: bool, note: str | None = None) -> None:
+    def record_fact(
+        self,
+        meta: EventMeta,
+        pipeline_version: int | None,
+        *,
+        fact: str,
+        value: bool,
+        note: str | None = None,
+    ) -> None:
         self._require_open("fact_recorded")
         self._trigger(FactRecorded, meta, pipeline_version, fact=fact, value=value, note=note)
 
-    def update(self, meta: EventMeta, pipeline_version: int | None, changes: dict[str, Any]) -> None:
+    def update(
+        self, meta: EventMeta, pipeline_version: int | None, changes: dict[str, Any]
+    ) -> None:
         self._require_open("updated")
         unknown = set(changes) - set(DEAL_FIELDS)
         if unknown:
@@ -507,7 +533,14 @@ class Deal:
         _check_amount(changes.get("amount"))
         self._trigger(Updated, meta, pipeline_version, changes=_json_ready(changes))
 
-    def log_activity(self, meta: EventMeta, pipeline_version: int | None, *, activity: str, summary: str | None = None) -> None:
+    def log_activity(
+        self,
+        meta: EventMeta,
+        pipeline_version: int | None,
+        *,
+        activity: str,
+        summary: str | None = None,
+    ) -> None:
         self._require_open("activity_logged")
         self._trigger(ActivityLogged, meta, pipeline_version, activity=activity, summary=summary)
 
@@ -527,7 +560,9 @@ class Deal:
         criteria: list[dict[str, Any]] = []
         if target > current:
             # Leaving forward: the current stage and every stage skipped must be satisfied.
-            criteria = self._require_criteria(definition, definition.stage_ids[current:target], f"move to {to_stage!r}")
+            criteria = self._require_criteria(
+                definition, definition.stage_ids[current:target], f"move to {to_stage!r}"
+            )
         self._trigger(
             StageChanged,
             meta,
@@ -543,8 +578,12 @@ class Deal:
         _check_amount(amount)
         definition = pipeline.definition
         current = self._current_index(definition)
-        criteria = self._require_criteria(definition, definition.stage_ids[current:], "win the deal")
-        self._trigger(Won, meta, pipeline.version, from_stage=self.stage, amount=amount, criteria=criteria)
+        criteria = self._require_criteria(
+            definition, definition.stage_ids[current:], "win the deal"
+        )
+        self._trigger(
+            Won, meta, pipeline.version, from_stage=self.stage, amount=amount, criteria=criteria
+        )
 
     def lose(self, meta: EventMeta, pipeline_version: int | None, *, reason: str) -> None:
         self._require_open("lost")
@@ -564,25 +603,70 @@ class Deal:
         self._trigger(Reopened, meta, pipeline.version, from_status=self.status, to_stage=to_stage)
 
     # -- automation commands (dealflow's own workflows) ---------------------------------------
-    def enroll_nurture(self, meta: EventMeta, pipeline_version: int | None, *, sequence_id: str, sequence_version: int) -> None:
+    def enroll_nurture(
+        self,
+        meta: EventMeta,
+        pipeline_version: int | None,
+        *,
+        sequence_id: str,
+        sequence_version: int,
+    ) -> None:
         self._require_open("nurture_enrolled")
         if sequence_id in self.nurture:
-            raise InvalidTransition(f"the deal is already enrolled in {sequence_id!r}", sequence_id=sequence_id)
-        self._trigger(NurtureEnrolled, meta, pipeline_version, sequence_id=sequence_id, sequence_version=sequence_version)
-
-    def record_touch(self, meta: EventMeta, pipeline_version: int | None, *, sequence_id: str, step: int, channel: str, to: str | None, subject: str | None) -> None:
-        self._require_open("nurture_touch_sent")
+            raise InvalidTransition(
+                f"the deal is already enrolled in {sequence_id!r}", sequence_id=sequence_id
+            )
         self._trigger(
-            NurtureTouchSent, meta, pipeline_version,
-            sequence_id=sequence_id, step=step, channel=channel, to=to, subject=subject,
+            NurtureEnrolled,
+            meta,
+            pipeline_version,
+            sequence_id=sequence_id,
+            sequence_version=sequence_version,
         )
 
-    def stop_nurture(self, meta: EventMeta, pipeline_version: int | None, *, sequence_id: str, reason: str) -> None:
-        if sequence_id not in self.nurture:
-            raise InvalidTransition(f"the deal is not enrolled in {sequence_id!r}", sequence_id=sequence_id)
-        self._trigger(NurtureStopped, meta, pipeline_version, sequence_id=sequence_id, reason=reason)
+    def record_touch(
+        self,
+        meta: EventMeta,
+        pipeline_version: int | None,
+        *,
+        sequence_id: str,
+        step: int,
+        channel: str,
+        to: str | None,
+        subject: str | None,
+    ) -> None:
+        self._require_open("nurture_touch_sent")
+        self._trigger(
+            NurtureTouchSent,
+            meta,
+            pipeline_version,
+            sequence_id=sequence_id,
+            step=step,
+            channel=channel,
+            to=to,
+            subject=subject,
+        )
 
-    def escalate(self, meta: EventMeta, pipeline_version: int | None, *, stage: str, level: str, to: str | None) -> None:
+    def stop_nurture(
+        self, meta: EventMeta, pipeline_version: int | None, *, sequence_id: str, reason: str
+    ) -> None:
+        if sequence_id not in self.nurture:
+            raise InvalidTransition(
+                f"the deal is not enrolled in {sequence_id!r}", sequence_id=sequence_id
+            )
+        self._trigger(
+            NurtureStopped, meta, pipeline_version, sequence_id=sequence_id, reason=reason
+        )
+
+    def escalate(
+        self,
+        meta: EventMeta,
+        pipeline_version: int | None,
+        *,
+        stage: str,
+        level: str,
+        to: str | None,
+    ) -> None:
         self._require_open("escalated")
         self._require_stage(stage)
         if level in self.escalations:
@@ -615,13 +699,37 @@ class Deal:
             return 0
         return definition.index(self.stage)
 
-    def _require_criteria(self, definition: PipelineDefinition, stage_ids: list[str], action: str) -> list[dict[str, Any]]:
+    def _require_criteria(
+        self, definition: PipelineDefinition, stage_ids: list[str], action: str
+    ) -> list[dict[str, Any]]:
         results = evaluate_criteria(definition, stage_ids, self)
-        unmet = [{"stage": r["stage"], "criterion": r["criterion"]} for r in results if not r["held"]]
+        unmet = [
+            {"stage": r["stage"], "criterion": r["criterion"]} for r in results if not r["held"]
+        ]
         if unmet:
             names = ", ".join(f"{u['stage']}.{u['criterion']}" for u in unmet)
             raise ExitCriteriaUnmet(f"cannot {action}: exit criteria not met: {names}", unmet=unmet)
         return results
+
+
+def _seal(event: DealEvent, previous_hash: str) -> bytes:
+    """Set a just-built event's chain hash, and keep its stored JSON.
+
+    The event is frozen, but nobody has seen it yet; copying a whole pydantic model per event
+    only to change one field, and serialising it twice (hash, then store), are measurable costs
+    on the batch path.
+    """
+    state = event.model_dump(mode="json", exclude=_ENVELOPE)
+    data = {key: value for key, value in state.items() if key not in META_FIELDS}
+    digest = event.content_hash(previous_hash, data)
+    object.__setattr__(event, "hash", digest)
+    state["hash"] = digest
+    if event.class_version > 1:
+        state["class_version"] = event.class_version
+    return orjson.dumps(state)
+
+
+_ENVELOPE = {"originator_id", "originator_version"}
 
 
 def _check_amount(amount: Any) -> None:
@@ -657,7 +765,7 @@ class DealSnapshot(DomainEvent):
 
     @classmethod
     def take(cls, deal: Deal) -> DealSnapshot:
-        state = {k: v for k, v in deal.__dict__.items() if k not in ("id", "pending")}
+        state = {k: v for k, v in deal.__dict__.items() if k not in ("id", "pending", "sealed")}
         return cls(
             originator_id=deal.id,
             originator_version=deal.version,
@@ -668,7 +776,15 @@ class DealSnapshot(DomainEvent):
     def mutate(self, _: Deal | None) -> Deal:
         deal = Deal(self.originator_id)
         restored = dict(self.state)
-        for key in ("opened_at", "created_at", "modified_at", "stage_entered_at", "closed_at", "last_activity_at", "last_occurred_at"):
+        for key in (
+            "opened_at",
+            "created_at",
+            "modified_at",
+            "stage_entered_at",
+            "closed_at",
+            "last_activity_at",
+            "last_occurred_at",
+        ):
             if restored.get(key) is not None:
                 restored[key] = datetime.fromisoformat(restored[key])
         if restored.get("amount") is not None:

@@ -62,7 +62,9 @@ class FieldCriterion(_Strict):
     def _known_field(cls, value: str) -> str:
         if value not in CRITERION_FIELDS and not ATTRIBUTE_FIELD.match(value):
             known = ", ".join(sorted(CRITERION_FIELDS))
-            raise ValueError(f"unknown deal field {value!r}; use one of {known} or attributes.<key>")
+            raise ValueError(
+                f"unknown deal field {value!r}; use one of {known} or attributes.<key>"
+            )
         return value
 
     @model_validator(mode="after")
@@ -117,7 +119,9 @@ class Stage(_Strict):
         seen: set[str] = set()
         for criterion in self.exit_criteria:
             if criterion.id in seen:
-                raise ValueError(f"duplicate exit criterion id {criterion.id!r} in stage {self.id!r}")
+                raise ValueError(
+                    f"duplicate exit criterion id {criterion.id!r} in stage {self.id!r}"
+                )
             seen.add(criterion.id)
         return self
 
@@ -191,7 +195,9 @@ def _comparable(left: Any, right: Any) -> tuple[Any, Any] | None:
     return str(left), str(right)
 
 
-def criterion_holds(criterion: FactCriterion | FieldCriterion | ActivityCriterion, deal: DealFacts) -> bool:
+def criterion_holds(
+    criterion: FactCriterion | FieldCriterion | ActivityCriterion, deal: DealFacts
+) -> bool:
     if isinstance(criterion, FactCriterion):
         return deal.facts.get(criterion.id) is True
     if isinstance(criterion, ActivityCriterion):
@@ -224,6 +230,10 @@ def evaluate_criteria(
     for stage_id in stage_ids:
         for criterion in definition.stage(stage_id).exit_criteria:
             results.append(
-                {"stage": stage_id, "criterion": criterion.id, "held": criterion_holds(criterion, deal)}
+                {
+                    "stage": stage_id,
+                    "criterion": criterion.id,
+                    "held": criterion_holds(criterion, deal),
+                }
             )
     return results

@@ -37,12 +37,22 @@ class PydanticMapper(Mapper):  # type: ignore[type-arg]
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        return decode_event(stored_event.topic, stored_event.state, stored_event.originator_id,
-                            stored_event.originator_version, self)
+        return decode_event(
+            stored_event.topic,
+            stored_event.state,
+            stored_event.originator_id,
+            stored_event.originator_version,
+            self,
+        )
 
 
-def decode_event(topic: str, state: bytes, originator_id: Any, originator_version: int,
-                 mapper: Mapper | None = None) -> Any:  # type: ignore[type-arg]
+def decode_event(
+    topic: str,
+    state: bytes,
+    originator_id: Any,
+    originator_version: int,
+    mapper: Mapper | None = None,
+) -> Any:  # type: ignore[type-arg]
     """Rebuild a domain event from a stored record (also used by readers outside the application)."""
     stored_state = state
     if mapper is not None:

@@ -76,4 +76,3 @@ class StoreSettings:
                 SQLITE_LOCK_TIMEOUT="30",
             )
         return env
-
