@@ -91,6 +91,16 @@ def _pipelines_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(_: argparse.Namespace) -> int:
+    """Create every table once, before replicas start (concurrent CREATE IF NOT EXISTS can race)."""
+    from engine.runtime import build_services
+
+    services = build_services(run_projections=False)
+    print(f"store ready ({services.settings.backend}), log position {services.app.max_position()}")
+    services.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dealflow", description="Event-sourced sales pipeline engine."
@@ -107,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
+
+    commands.add_parser("migrate", help="create the store's tables (run once before starting replicas)").set_defaults(
+        func=_migrate
+    )
 
     tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(
         dest="tokens_command", required=True

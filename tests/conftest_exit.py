@@ -23,6 +23,7 @@ only the outermost session of the process exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -69,20 +70,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _hard_exit(config: pytest.Config, status: int) -> None:
-    try:
+    # Never let this cleanup turn a result into a crash.
+    with contextlib.suppress(Exception):
         capman = config.pluginmanager.getplugin("capturemanager")
         if capman is not None:
             capman.stop_global_capturing()
-    except Exception:  # never let cleanup turn a result into a crash
-        pass
-    try:
+    with contextlib.suppress(Exception):
         logging.shutdown()
-    except Exception:
-        pass
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
+        with contextlib.suppress(Exception):
             if stream is not None:
                 stream.flush()
-        except Exception:
-            pass
     os._exit(status)
