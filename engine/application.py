@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
 import orjson
@@ -43,6 +43,7 @@ from engine.domain.deal import (
 from engine.domain.defaults import BUILT_IN_PIPELINES
 from engine.domain.definitions import (
     DIRECTORY,
+    DefinitionApplied,
     PIPELINE,
     SEQUENCE,
     Definition,
@@ -197,8 +198,9 @@ class DealflowApp(Application[UUID]):
         ids = self.recorder.insert_events(stored, idempotency=keys) or []
         self._take_snapshots(processing_event)
         return {
-            (s.originator_id, s.originator_version): i for s, i in zip(stored, ids, strict=True)
-        }  # type: ignore[misc]
+            (cast(UUID, s.originator_id), s.originator_version): i
+            for s, i in zip(stored, ids, strict=True)
+        }
 
     def _decide(
         self, commands: Sequence[Command], allow_automation: bool
@@ -429,7 +431,7 @@ class DealflowApp(Application[UUID]):
         for aggregate_id in ids:
             work.deals[aggregate_id] = None
         for record in stored:
-            event = self.mapper.to_domain_event(record)
+            event = cast(DealEvent, self.mapper.to_domain_event(record))
             work.deals[event.originator_id] = event.mutate(work.deals[event.originator_id])
 
     def _get_deal(self, aggregate_id: UUID, version: int | None = None) -> Deal | None:
@@ -529,7 +531,9 @@ class DealflowApp(Application[UUID]):
                 "actor": e.actor,
                 "body": e.body,
             }
-            for e in self.events.get(definition_uuid(kind, key))
+            for e in cast(
+                list[DefinitionApplied], list(self.events.get(definition_uuid(kind, key)))
+            )
         ]
 
     def _install_builtin(self, pipeline_id: str) -> None:

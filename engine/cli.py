@@ -118,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
-    commands.add_parser("migrate", help="create the store's tables (run once before starting replicas)").set_defaults(
-        func=_migrate
-    )
+    commands.add_parser(
+        "migrate", help="create the store's tables (run once before starting replicas)"
+    ).set_defaults(func=_migrate)
 
     tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(
         dest="tokens_command", required=True

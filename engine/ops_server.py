@@ -16,7 +16,9 @@ MetricsSource = Callable[[], dict[str, float]]
 
 
 class OpsServer:
-    def __init__(self, port: int, ready: Callable[[], bool], metrics: MetricsSource, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self, port: int, ready: Callable[[], bool], metrics: MetricsSource, host: str = "0.0.0.0"
+    ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,7 +40,9 @@ class OpsServer:
         self._ready = ready
         self._metrics = metrics
         self._server = ThreadingHTTPServer((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ops-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ops-server", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -57,7 +61,9 @@ class OpsServer:
             return {"dealflow_metrics_errors": 1}
 
     @staticmethod
-    def _reply(handler: BaseHTTPRequestHandler, status: int, body: str, content_type: str = "text/plain") -> None:
+    def _reply(
+        handler: BaseHTTPRequestHandler, status: int, body: str, content_type: str = "text/plain"
+    ) -> None:
         data = body.encode()
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,7 +33,7 @@ class BodySizeLimit:
             return
         received = 0
 
-        async def limited() -> dict:  # type: ignore[type-arg]
+        async def limited() -> Any:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":

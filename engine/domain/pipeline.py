@@ -177,8 +177,11 @@ class PipelineDefinition(_Strict):
 class DealFacts(Protocol):
     """What criteria read from a deal (the Deal aggregate satisfies this)."""
 
-    facts: Mapping[str, bool]
-    activities_in_stage: Mapping[str, int]
+    @property
+    def facts(self) -> Mapping[str, bool]: ...
+
+    @property
+    def activities_in_stage(self) -> Mapping[str, int]: ...
 
     def field_value(self, name: str) -> Any: ...
 

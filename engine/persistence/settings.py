@@ -53,7 +53,7 @@ class StoreSettings:
 
         env = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
         if self.is_postgres:
-            url = urlparse(self.database_url)
+            url = urlparse(str(self.database_url))
             env.update(
                 PERSISTENCE_MODULE="eventsourcing.postgres",
                 APPLICATION_RECORDER_TOPIC=get_topic(DealflowPostgresRecorder),
