@@ -43,10 +43,10 @@ from engine.domain.deal import (
 from engine.domain.defaults import BUILT_IN_PIPELINES
 from engine.domain.definitions import (
     DIRECTORY,
-    DefinitionApplied,
     PIPELINE,
     SEQUENCE,
     Definition,
+    DefinitionApplied,
     definition_uuid,
 )
 from engine.domain.errors import (
