@@ -324,14 +324,22 @@ class DealflowApp(Application[UUID]):
         elif isinstance(payload, StageChangedIn):
             deal.change_stage(meta, ref, to_stage=payload.to_stage)
         elif isinstance(payload, WonIn):
+            # Resolve where a won deal continues before winning it: a command that fails after
+            # its event was triggered would leave that event pending on the working copy.
+            after_won = ref.definition.after_won
+            target = self._pipeline(work, after_won) if after_won else None
             deal.win(meta, ref, amount=payload.amount)
-            self._post_purchase(work, deal, ref, meta)
+            if target is not None:
+                self._post_purchase(work, deal, target, meta)
         elif isinstance(payload, LostIn):
             deal.lose(meta, version, reason=payload.reason)
         elif isinstance(payload, ReopenedIn):
             deal.reopen(meta, ref, to_stage=payload.to_stage)
         else:
-            self._execute_automation(deal, command.type, dict(payload), meta, version)
+            try:
+                self._execute_automation(deal, command.type, dict(payload), meta, version)
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValidationFailed(f"malformed {command.type} event: {error}", field="data") from error
         return deal
 
     @staticmethod
@@ -367,16 +375,13 @@ class DealflowApp(Application[UUID]):
             raise ValidationFailed(f"unknown event type {type_!r}", field="type")
 
     def _post_purchase(
-        self, work: _Work, deal: Deal, ref: PipelineRef, meta: EventMeta
-    ) -> Deal | None:
+        self, work: _Work, deal: Deal, target_ref: PipelineRef, meta: EventMeta
+    ) -> None:
         """A won deal continues in the pipeline's ``after_won`` pipeline, as a linked new deal."""
-        target = ref.definition.after_won
-        if not target:
-            return None
+        target = target_ref.pipeline_id
         followup_id = f"{deal.deal_id}:{target}"[:200]
-        if self._exists(deal_uuid(followup_id)) or deal_uuid(followup_id) in work.deals:
-            return None
-        target_ref = self._pipeline(work, target)
+        if deal_uuid(followup_id) in work.deals or self._exists(deal_uuid(followup_id)):
+            return
         followup = Deal.open(
             followup_id,
             target_ref,
@@ -393,7 +398,6 @@ class DealflowApp(Application[UUID]):
             attributes={"won_deal_id": deal.deal_id},
         )
         work.deals[followup.id] = followup
-        return followup
 
     def record_automation(
         self,

@@ -188,6 +188,9 @@ class DealFacts(Protocol):
 
 def _comparable(left: Any, right: Any) -> tuple[Any, Any] | None:
     """Bring a deal field and a criterion value to one comparable type, or None."""
+    if isinstance(right, bool) or isinstance(left, bool):
+        # Booleans compare only with booleans (bool is an int in Python, but True is not 1 here).
+        return (left, right) if isinstance(left, bool) and isinstance(right, bool) else None
     if isinstance(left, Decimal) or isinstance(right, (int, float, Decimal)):
         try:
             return Decimal(str(left)), Decimal(str(right))
