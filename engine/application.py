@@ -108,6 +108,9 @@ class _Work:
 
     deals: dict[UUID, Deal | None] = field(default_factory=dict)
     pipelines: dict[str, PipelineRef] = field(default_factory=dict)
+    # Keys of events dealflow itself adds to the batch (post-purchase follow-ups): every stored
+    # event has its idempotency record, which is what lets audit tell an inserted row.
+    extra_keys: list[IdempotencyRecord] = field(default_factory=list)
 
 
 def request_hash(deal_id: str, body: dict[str, Any]) -> str:
@@ -257,7 +260,7 @@ class DealflowApp(Application[UUID]):
                 Outcome("recorded", command.deal_id, command.event_id, version=deal.version)
             )
         touched = [d for d in work.deals.values() if d is not None and d.pending]
-        return outcomes, touched, keys
+        return outcomes, touched, keys + work.extra_keys
 
     def _replay_outcome(self, command: Command, seen: tuple[str, str, int]) -> Outcome:
         stored_hash, stored_deal, version = seen
@@ -339,7 +342,9 @@ class DealflowApp(Application[UUID]):
             try:
                 self._execute_automation(deal, command.type, dict(payload), meta, version)
             except (KeyError, TypeError, ValueError) as error:
-                raise ValidationFailed(f"malformed {command.type} event: {error}", field="data") from error
+                raise ValidationFailed(
+                    f"malformed {command.type} event: {error}", field="data"
+                ) from error
         return deal
 
     @staticmethod
@@ -382,12 +387,11 @@ class DealflowApp(Application[UUID]):
         followup_id = f"{deal.deal_id}:{target}"[:200]
         if deal_uuid(followup_id) in work.deals or self._exists(deal_uuid(followup_id)):
             return
+        event_id = f"{meta.event_id}:{target}"
         followup = Deal.open(
             followup_id,
             target_ref,
-            EventMeta(
-                meta.occurred_at, f"{meta.event_id}:{target}", SYSTEM_ACTOR, meta.recorded_at
-            ),
+            EventMeta(meta.occurred_at, event_id, SYSTEM_ACTOR, meta.recorded_at),
             name=deal.name,
             currency=deal.currency,
             owner=deal.owner,
@@ -398,6 +402,11 @@ class DealflowApp(Application[UUID]):
             attributes={"won_deal_id": deal.deal_id},
         )
         work.deals[followup.id] = followup
+        work.extra_keys.append(
+            IdempotencyRecord(
+                event_id, request_hash(followup_id, {"won_deal_id": deal.deal_id}), followup_id, 1
+            )
+        )
 
     def record_automation(
         self,

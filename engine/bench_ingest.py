@@ -1,9 +1,371 @@
-"""Placeholder: `dealflow bench ingest` (batch path vs raw COPY)."""
+"""`dealflow bench ingest`: the batch write path against raw COPY, plus single-event HTTP latency.
+
+Needs DATABASE_URL (PostgreSQL). Each run works in a fresh scratch database (dropped afterwards
+unless --keep):
+
+1. generates N deal events as JSON dicts (a realistic mix: opened, facts, activities, stage
+   changes, updates, won/lost), deal histories spread over consecutive batches;
+2. times validating them exactly as ``POST /v1/events`` does (``routes_deals.to_command``) and
+   sending them through ``DealflowApp.ingest`` in batches (one transaction per batch);
+3. in the same run, writes the same number of rows, with the same state byte sizes, with raw
+   psycopg binary COPY into a scratch table shaped like the events table (same batches);
+4. unless --no-http, starts ``dealflow serve --no-projections`` on the scratch database and sends
+   single events at a steady rate, reporting p50/p99 latency.
+"""
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
+import os
+import pstats
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+STEPS_WON: list[dict[str, Any]] = [
+    {"type": "fact_recorded", "fact": "contact_made", "value": True},
+    {"type": "activity_logged", "activity": "call", "summary": "intro call"},
+    {"type": "stage_changed", "to_stage": "qualification"},
+    {"type": "fact_recorded", "fact": "need", "value": True, "note": "pain confirmed"},
+    {"type": "fact_recorded", "fact": "budget", "value": True},
+    {"type": "fact_recorded", "fact": "authority", "value": True},
+    {"type": "fact_recorded", "fact": "timeline", "value": True},
+    {"type": "stage_changed", "to_stage": "meeting"},
+    {"type": "activity_logged", "activity": "demo", "summary": "product demo"},
+    {"type": "stage_changed", "to_stage": "proposal"},
+    {"type": "updated", "amount": "48250.50", "expected_close": "2024-09-30"},
+    {"type": "activity_logged", "activity": "proposal"},
+    {"type": "stage_changed", "to_stage": "negotiation"},
+    {"type": "activity_logged", "activity": "email", "summary": "redlines"},
+    {"type": "fact_recorded", "fact": "verbal_commit", "value": True},
+    {"type": "stage_changed", "to_stage": "contract"},
+    {"type": "fact_recorded", "fact": "contract_signed", "value": True},
+    {"type": "won", "amount": "47900"},
+]
+INDUSTRIES = ["software", "retail", "finance", "health", "manufacturing"]
+SOURCES = ["webinar", "referral", "outbound", "inbound", "partner"]
+
+
+def _deal_events(deal_id: str, rng: random.Random, start_day: int) -> list[dict[str, Any]]:
+    """One deal's history: won (~40%), lost somewhere on the way (~60%)."""
+    opened = {
+        "type": "opened",
+        "pipeline_id": "default",
+        "name": f"Deal {deal_id}",
+        "amount": f"{rng.randint(1000, 90000)}.{rng.randint(0, 99):02d}",
+        "owner": rng.choice(["Moses Frase", "Ann Lee", "Raj Patel", "Eva Novak"]),
+        "account": f"Account {rng.randint(1, 5000)}",
+        "industry": rng.choice(INDUSTRIES),
+        "lead_source": rng.choice(SOURCES),
+        "decision_maker_role": rng.choice(["CFO", "CTO", "VP Sales"]),
+        "attributes": {"region": rng.choice(["emea", "amer", "apac"]), "seats": rng.randint(5, 500)},
+    }
+    steps = list(STEPS_WON)
+    if rng.random() < 0.6:
+        cut = rng.randint(1, len(steps) - 2)
+        steps = [*steps[:cut], {"type": "lost", "reason": rng.choice(["price", "timing", "competitor"])}]
+    events = []
+    for n, body in enumerate([opened, *steps]):
+        day, hour = divmod(start_day * 24 + n * 7, 24)
+        events.append(
+            {
+                **body,
+                "deal_id": deal_id,
+                "event_id": f"{deal_id}-{n}",
+                "occurred_at": f"2024-{1 + day // 28 % 12:02d}-{1 + day % 28:02d}T{hour:02d}:00:00Z",
+            }
+        )
+    return events
+
+
+def generate(count: int, batch: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``count`` events; deals interleaved so that most deals span two consecutive batches."""
+    rng = random.Random(seed)
+    group = max(batch // 12, 1)  # deals in flight at once
+    events: list[dict[str, Any]] = []
+    serial = 0
+    while len(events) < count:
+        histories = []
+        for _ in range(group):
+            serial += 1
+            histories.append(_deal_events(f"bench-{serial}", rng, start_day=rng.randint(0, 200)))
+        longest = max(len(h) for h in histories)
+        for step in range(longest):
+            for history in histories:
+                if step < len(history):
+                    events.append(history[step])
+    return events[:count]
+
+
+# -- PostgreSQL scratch database ---------------------------------------------------------------
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlparse(url)
+    return urlunparse(parts._replace(path=f"/{name}"))
+
+
+@contextmanager
+def scratch_database(url: str, keep: bool) -> Iterator[str]:
+    import psycopg
+
+    name = f"dealflow_bench_{uuid.uuid4().hex[:10]}"
+    admin = _with_db(url, urlparse(url).path.lstrip("/") or "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_db(url, name)
+    finally:
+        if not keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the two write paths -----------------------------------------------------------------------
+
+
+def run_ingest(
+    database_url: str, events: list[dict[str, Any]], batch: int, profile: str | None
+) -> dict[str, Any]:
+    from engine.api.routes_deals import to_command
+    from engine.application import DealflowApp
+    from engine.domain.errors import DomainError
+    from engine.persistence.settings import StoreSettings
+
+    app = DealflowApp(StoreSettings(database_url=database_url, home=Path(".")))
+    app.pipeline_ref("default")  # install the built-in pipeline outside the timing
+    app.pipeline_ref("post-purchase")
+    counts = {"recorded": 0, "duplicate": 0, "rejected": 0}
+    invalid = 0
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for start in range(0, len(events), batch):
+        commands = []
+        for item in events[start : start + batch]:
+            try:
+                commands.append(to_command(item["deal_id"], item, "bench"))
+            except DomainError:
+                invalid += 1
+        for outcome in app.ingest(commands):
+            counts[outcome.status] += 1
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    if profiler and profile:
+        profiler.dump_stats(profile)
+    sizes = [
+        int(r["n"])
+        for r in app.db.fetchall(f"SELECT octet_length(state) AS n FROM {app.db.events_table} ORDER BY notification_id")
+    ]
+    stored = len(sizes)
+    app.close()
+    return {
+        "seconds": elapsed,
+        "outcomes": counts,
+        "invalid": invalid,
+        "stored_events": stored,
+        "state_sizes": sizes,
+    }
+
+
+def run_copy(database_url: str, sizes: list[int], batch: int) -> float:
+    """The same number of rows, same state sizes, raw binary COPY, one transaction per batch."""
+    import psycopg
+
+    rng = random.Random(11)
+    rows = [
+        (uuid.UUID(int=rng.getrandbits(128)), 1 + i % 20, "engine.domain.deal:FactRecorded", rng.randbytes(n))
+        for i, n in enumerate(sizes)
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE bench_copy (originator_id uuid NOT NULL, originator_version bigint NOT NULL,"
+            " topic text NOT NULL, state bytea, notification_id bigserial,"
+            " PRIMARY KEY (originator_id, originator_version))"
+        )
+        started = time.perf_counter()
+        for start in range(0, len(rows), batch):
+            with conn.transaction(), conn.cursor() as cur, cur.copy(
+                "COPY bench_copy (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea"])
+                for row in rows[start : start + batch]:
+                    copy.write_row(row)
+        return time.perf_counter() - started
+
+
+# -- single-event HTTP path --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -> dict[str, Any]:
+    import httpx
+
+    token = f"bench-{uuid.uuid4().hex}"
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "DEALFLOW_BOOTSTRAP_TOKEN": token}
+    exe = Path(sys.executable).with_name("dealflow")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
+    process = subprocess.Popen(
+        [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-projections", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dealflow serve did not start")
+            time.sleep(0.1)
+        client = httpx.Client(base_url=base, headers=headers, timeout=30, limits=httpx.Limits(max_connections=64))
+        opened = [
+            {"deal_id": f"http-{i}", "type": "opened", "event_id": f"http-{i}-open", "pipeline_id": "default", "name": f"HTTP {i}"}
+            for i in range(deals)
+        ]
+        client.post("/v1/events", json={"events": opened}).raise_for_status()
+        # Warm up (connections, caches) outside the measurement.
+        for i in range(20):
+            client.post(f"/v1/deals/http-{i}/events", json={"type": "activity_logged", "event_id": f"warm-{i}", "activity": "call"})
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        lock = threading.Lock()
+
+        def send(n: int) -> None:
+            deal = f"http-{n % deals}"
+            body = (
+                {"type": "activity_logged", "event_id": f"h-{n}", "activity": "email", "summary": "follow-up"}
+                if n % 3
+                else {"type": "fact_recorded", "event_id": f"h-{n}", "fact": "need", "value": bool(n % 2)}
+            )
+            t = time.perf_counter()
+            r = client.post(f"/v1/deals/{deal}/events", json=body)
+            elapsed = time.perf_counter() - t
+            with lock:
+                latencies.append(elapsed * 1000)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        total = int(rate * seconds)
+        threads = []
+        start = time.perf_counter()
+        for n in range(total):  # open loop: a request every 1/rate s, whatever the answers do
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            t = threading.Thread(target=send, args=(n,))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join(60)
+        wall = time.perf_counter() - start
+        client.close()
+        ordered = sorted(latencies)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+        return {
+            "http_rate": rate,
+            "http_requests": len(ordered),
+            "http_seconds": wall,
+            "http_statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "http_p50_ms": pct(50),
+            "http_p90_ms": pct(90),
+            "http_p99_ms": pct(99),
+            "http_max_ms": ordered[-1],
+            "http_mean_ms": statistics.fmean(ordered),
+        }
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# -- command -----------------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        print("dealflow bench ingest needs DATABASE_URL (PostgreSQL)", file=sys.stderr)
+        return 2
+    events = generate(args.events, args.batch)
+    result: dict[str, Any] = {"events": len(events), "batch": args.batch}
+    with scratch_database(database_url, args.keep) as url:
+        ingest = run_ingest(url, events, args.batch, args.profile)
+        copy_seconds = run_copy(url, ingest["state_sizes"], args.batch)
+        sizes = ingest.pop("state_sizes")
+        events_per_s = len(events) / ingest["seconds"]
+        copy_rows_per_s = len(sizes) / copy_seconds
+        result.update(
+            events_per_s=events_per_s,
+            copy_rows_per_s=copy_rows_per_s,
+            ratio_vs_copy=events_per_s / copy_rows_per_s,
+            ingest_seconds=ingest["seconds"],
+            copy_seconds=copy_seconds,
+            copy_rows=len(sizes),
+            stored_events=ingest["stored_events"],
+            outcomes=ingest["outcomes"],
+            invalid=ingest["invalid"],
+            mean_state_bytes=statistics.fmean(sizes) if sizes else 0,
+        )
+        print(f"events            {len(events):>12,}  (stored {ingest['stored_events']:,} incl. post-purchase follow-ups)")
+        print(f"outcomes          {ingest['outcomes']}")
+        print(f"batch path        {events_per_s:>12,.0f} events/s  ({ingest['seconds']:.2f} s, validation included)")
+        print(f"raw COPY          {copy_rows_per_s:>12,.0f} rows/s    ({copy_seconds:.2f} s, {len(sizes):,} rows, mean {result['mean_state_bytes']:.0f} B)")
+        print(f"ratio_vs_copy     {result['ratio_vs_copy']:>12.3f}")
+        if not args.no_http:
+            http = run_http(url, args.http_rate, args.http_seconds)
+            result.update(http)
+            print(
+                f"HTTP single event {http['http_requests']} requests at {args.http_rate:g}/s: "
+                f"p50 {http['http_p50_ms']:.1f} ms, p99 {http['http_p99_ms']:.1f} ms, statuses {http['http_statuses']}"
+            )
+    if args.profile:
+        stats = pstats.Stats(args.profile)
+        stats.sort_stats("tottime").print_stats(25)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
 
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `dealflow bench ingest`."""
+    parser = benches.add_parser("ingest", help="batch ingest vs raw COPY, and single-event HTTP latency (PostgreSQL)")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--http-rate", type=float, default=50.0, help="single-event requests per second")
+    parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--no-http", action="store_true", help="skip the single-event HTTP measurement")
+    parser.add_argument("--profile", help="cProfile the ingest loop into this file and print the top entries")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.set_defaults(func=_bench)

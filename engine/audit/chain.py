@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from engine.application import SYSTEM_ACTOR
 from engine.audit.breaks import (
     HASH_MISMATCH,
     INSERTED,
@@ -55,20 +54,6 @@ def decode_row(row: StoredRow) -> tuple[Any, str | None]:
         return decode_event(row.topic, row.state, row.originator_id, row.version), None
     except Exception as error:  # any failure to read a row is itself the finding
         return None, f"{type(error).__name__}: {str(error)[:200]}"
-
-
-def followup_source(event: DealEvent) -> str | None:
-    """The ``won`` event id that opened this post-purchase deal, if it is one.
-
-    ``DealflowApp._post_purchase`` opens the follow-up deal in the won event's transaction
-    without an idempotency record of its own; its event id is ``<won event id>:<pipeline>``.
-    """
-    if not isinstance(event, Opened) or event.actor != SYSTEM_ACTOR:
-        return None
-    if "won_deal_id" not in event.attributes:
-        return None
-    source, _, pipeline = event.event_id.rpartition(":")
-    return source if source and pipeline == event.pipeline_id else None
 
 
 def deal_id_of(originator_id: UUID, events: list[Any], keys: Mapping[str, KeyRecord]) -> str | None:
@@ -183,10 +168,6 @@ def _check_key(event: DealEvent, row: StoredRow, keys: Mapping[str, KeyRecord], 
                report: Any) -> None:
     key = keys.get(event.event_id)
     if key is None:
-        source = followup_source(event)
-        source_key = keys.get(source) if source else None
-        if source_key is not None and source_key.deal_id == getattr(event, "attributes", {}).get("won_deal_id"):
-            return
         report(INSERTED, row.version,
                f"no ingest recorded event {event.event_id!r}: every recorded event has an idempotency"
                " record written in its own transaction; this one was inserted into the table",

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.application import DealflowApp
 from engine.audit.breaks import UNDECODABLE, Break, BreakLog
-from engine.audit.chain import check_deal, decode_row, followup_source
+from engine.audit.chain import check_deal, decode_row
 from engine.audit.checkpoints import (
     ensure_schema,
     heads_for,
@@ -102,9 +102,6 @@ def verify(app: DealflowApp, deal_id: str | None = None, *, page: int = PAGE_SIZ
             for event in events:
                 if isinstance(event, DealEvent):
                     event_ids.append(event.event_id)
-                    source = followup_source(event)
-                    if source:
-                        event_ids.append(source)
         keys = keys_for(app, event_ids)
         deal_groups = [g for g in batch if any(row.is_deal_event for row in g)]
         heads = heads_for(app, [group[0].originator_id for group in deal_groups])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -98,14 +98,22 @@ class DealEvent(DomainEvent):
         """The event's own payload, JSON-ready (what history shows as ``data``)."""
         return self.model_dump(mode="json", exclude=META_FIELDS)  # type: ignore[arg-type]
 
-    def content_hash(self, previous_hash: str, data: dict[str, Any] | None = None) -> str:
+    def content_hash(
+        self,
+        previous_hash: str,
+        data: dict[str, Any] | None = None,
+        times: tuple[str, str] | None = None,
+    ) -> str:
+        """The chain link. ``data`` and ``times`` (occurred_at, recorded_at as :func:`iso`
+        spells them) may be passed in when the caller has them already."""
+        occurred_at, recorded_at = times or (iso(self.occurred_at), iso(self.timestamp))
         return chain_hash(
             previous_hash,
             hash_content(
                 type_=self.TYPE,
                 version=self.originator_version,
-                occurred_at=iso(self.occurred_at),
-                recorded_at=iso(self.timestamp),
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
                 actor=self.actor,
                 event_id=self.event_id,
                 pipeline_version=self.pipeline_version,
@@ -721,7 +729,11 @@ def _seal(event: DealEvent, previous_hash: str) -> bytes:
     """
     state = event.model_dump(mode="json", exclude=_ENVELOPE)
     data = {key: value for key, value in state.items() if key not in META_FIELDS}
-    digest = event.content_hash(previous_hash, data)
+    times = None
+    if event.occurred_at.tzinfo is UTC and event.timestamp.tzinfo is UTC:
+        # pydantic spells a UTC time exactly as iso() does, and it just did the work.
+        times = (state["occurred_at"], state["timestamp"])
+    digest = event.content_hash(previous_hash, data, times)
     object.__setattr__(event, "hash", digest)
     state["hash"] = digest
     if event.class_version > 1:
