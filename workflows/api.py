@@ -1,5 +1,178 @@
-"""Placeholder router; its area fills it in."""
+"""Automation routes: sequences, the team directory, enrolling by hand, the outbox."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from engine.api.bodies import json_schema_body, read_json_object
+from engine.api.deps import Principal, get_services, require
+from engine.api.errors import ApiError, validation_error
+from engine.api.routes_pipelines import check_slug
+from engine.application import Command, DealflowApp, Outcome, request_hash
+from engine.commands import DEAL_ID_PATTERN, BusinessTime
+from engine.domain.definitions import DIRECTORY, SEQUENCE
+from engine.domain.errors import NotFound
+from workflows.models import Directory, SequenceDefinition
+
+router = APIRouter(tags=["automation"])
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+# -- sequences ---------------------------------------------------------------------------------
+
+
+@router.put(
+    "/v1/sequences/{sequence_id}",
+    summary="Create or replace a nurture sequence (a new version)",
+    openapi_extra=json_schema_body(_schema(SequenceDefinition)),
+)
+async def put_sequence(sequence_id: str, request: Request, principal: Principal = require("admin")) -> dict[str, Any]:
+    check_slug(sequence_id, "sequence_id")
+    body = await read_json_object(request)
+    try:
+        definition = SequenceDefinition.model_validate(body)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    stored = definition.model_dump(mode="json")
+    app = get_services(request).app
+    version = await run_in_threadpool(app.put_sequence, sequence_id, stored, principal.name)
+    return {"sequence_id": sequence_id, "version": version, **stored}
+
+
+@router.get("/v1/sequences/{sequence_id}", summary="The current sequence definition with its version")
+async def get_sequence(sequence_id: str, request: Request, _: Principal = require("read")) -> dict[str, Any]:
+    app = get_services(request).app
+    version, body = await run_in_threadpool(app.get_definition, SEQUENCE, sequence_id)
+    return {"sequence_id": sequence_id, "version": version, **body}
+
+
+# -- the team directory ------------------------------------------------------------------------
+
+
+@router.put(
+    "/v1/directory",
+    summary="Replace the team directory (owners, their managers and e-mail addresses)",
+    openapi_extra=json_schema_body(_schema(Directory)),
+)
+async def put_directory(request: Request, principal: Principal = require("admin")) -> dict[str, Any]:
+    body = await read_json_object(request)
+    try:
+        directory = Directory.model_validate(body)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    stored = directory.model_dump(mode="json", exclude_none=True)
+    app = get_services(request).app
+    version = await run_in_threadpool(app.put_directory, stored, principal.name)
+    return {"version": version, **stored}
+
+
+@router.get("/v1/directory", summary="The team directory with its version")
+async def get_directory(request: Request, _: Principal = require("read")) -> dict[str, Any]:
+    app = get_services(request).app
+    try:
+        version, body = await run_in_threadpool(app.get_definition, DIRECTORY, "team")
+    except NotFound:
+        return {"version": 0, "people": []}
+    return {"version": version, **body}
+
+
+# -- enrolling by hand -------------------------------------------------------------------------
+
+
+class NurtureRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    event_id: str = Field(min_length=1, max_length=200)
+    action: Literal["enroll", "unenroll"]
+    sequence_id: str = Field(min_length=1, max_length=200)
+    occurred_at: BusinessTime | None = None
+
+
+def _nurture_command(app: DealflowApp, deal_id: str, body: dict[str, Any], request: NurtureRequest,
+                     actor: str) -> Command:
+    if request.action == "enroll":
+        try:
+            version, _ = app.get_definition(SEQUENCE, request.sequence_id)
+        except NotFound as missing:
+            raise ApiError(422, "validation_error", f"sequence {request.sequence_id!r} does not exist",
+                           details=[{"field": "sequence_id", "message": "unknown sequence"}]) from missing
+        type_, data = "nurture_enrolled", {"sequence_id": request.sequence_id, "sequence_version": version}
+    else:
+        type_, data = "nurture_stopped", {"sequence_id": request.sequence_id, "reason": "unenrolled"}
+    return Command(
+        deal_id=deal_id, type=type_, event_id=request.event_id, payload=data,
+        # The sender's body is the fingerprint: a replay matches even if the sequence moved on.
+        request_hash=request_hash(deal_id, {"route": "nurture", **{k: v for k, v in body.items() if k != "deal_id"}}),
+        actor=actor, occurred_at=request.occurred_at,
+    )
+
+
+def _state(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
+    deal = app.deal(outcome.deal_id, version=outcome.version)
+    recorded_at = app.deal_events(outcome.deal_id)[(outcome.version or 1) - 1].timestamp
+    state = app.deal_state(deal, at=recorded_at)
+    state["position"] = outcome.position if outcome.position is not None else app.position_of(
+        outcome.deal_id, outcome.version or 0
+    )
+    return state
+
+
+@router.post(
+    "/v1/deals/{deal_id}/nurture",
+    status_code=201,
+    summary="Enroll a deal in a nurture sequence, or unenroll it, by hand",
+    openapi_extra=json_schema_body(
+        _schema(NurtureRequest), {"event_id": "crm-991-nurture", "action": "enroll", "sequence_id": "qualification"}
+    ),
+)
+async def post_nurture(deal_id: str, request: Request, principal: Principal = require("ingest")) -> JSONResponse:
+    if not re.fullmatch(DEAL_ID_PATTERN, deal_id):
+        raise ApiError(422, "validation_error", "deal_id must be 1-200 letters, digits or -_.:",
+                       details=[{"field": "deal_id", "message": "invalid deal id"}])
+    body = await read_json_object(request)
+    try:
+        parsed = NurtureRequest.model_validate(body)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    app = get_services(request).app
+
+    def work() -> tuple[int, dict[str, Any], dict[str, str]]:
+        outcome = app.ingest([_nurture_command(app, deal_id, body, parsed, principal.name)], allow_automation=True)[0]
+        if outcome.status == "rejected":
+            assert outcome.error is not None
+            raise outcome.error
+        state = _state(app, outcome)
+        if outcome.status == "duplicate":
+            return 200, state, {"Idempotent-Replay": "true"}
+        return 201, state, {}
+
+    status, state, headers = await run_in_threadpool(work)
+    return JSONResponse(state, status_code=status, headers=headers)
+
+
+# -- the outbox --------------------------------------------------------------------------------
+
+
+@router.get("/v1/outbox", summary="Messages automation sent (or left in the outbox when no channel is set)")
+async def get_outbox(
+    request: Request,
+    deal_id: str | None = Query(None),
+    kind: Literal["nurture", "escalation"] | None = Query(None),
+    status: Literal["pending", "sent", "failed"] | None = Query(None, description="delivery status"),
+    limit: int = Query(500, ge=1, le=5000),
+    _: Principal = require("read"),
+) -> dict[str, Any]:
+    automation = get_services(request).automation
+    messages = await run_in_threadpool(
+        lambda: automation.outbox.list(deal_id=deal_id, kind=kind, status=status, limit=limit)
+    )
+    return {"messages": messages}

@@ -1,0 +1,201 @@
+"""Activities: the only door from workflows to the outside world (the store, the channels).
+
+Every effect is keyed by a deterministic id and checked before it is made, so an activity that
+Temporal retries (after a timeout, a crash, a lost worker) finds its earlier effect and does
+not send or record twice: the message is claimed in the outbox by id, the history event is
+recorded with the same id as its idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from engine.application import DealflowApp
+from engine.domain.deal import (
+    ActivityLogged,
+    Deal,
+    Lost,
+    NurtureStopped,
+    NurtureTouchSent,
+    Reopened,
+    StageChanged,
+    Won,
+    deal_uuid,
+)
+from engine.domain.definitions import DIRECTORY, SEQUENCE
+from engine.domain.errors import DealClosed, InvalidTransition, NotFound
+from workflows import ids
+from workflows.batching import AutomationRecorder, Batcher
+from workflows.channels import Channels, deliver
+from workflows.models import (
+    Directory,
+    EscalateInput,
+    EscalateResult,
+    SequenceDefinition,
+    SequenceRef,
+    StopInput,
+    TouchInput,
+    TouchResult,
+)
+from workflows.outbox import Entry, Message, Outbox
+from workflows.schedule import render
+
+
+def enrollment_end(events: Iterable[Any], sequence_id: str, stop_on: Iterable[str]) -> tuple[str | None, bool]:
+    """Why an enrollment is over, judged from the deal events recorded after it.
+
+    Returns ``(reason, already_recorded)``: the first stop condition in the history, and whether
+    a ``nurture_stopped`` for the sequence is itself already recorded. A closed deal ends every
+    sequence (touches cannot be recorded on it) even when ``stop_on`` leaves won or lost out.
+    """
+    stops = set(stop_on)
+    for event in events:
+        if isinstance(event, NurtureStopped) and event.sequence_id == sequence_id:
+            return event.reason, True
+        if isinstance(event, (StageChanged, Reopened)) and "stage_changed" in stops:
+            return "stage_changed", False
+        if isinstance(event, (Won, Lost)):
+            return event.TYPE, False
+        if isinstance(event, ActivityLogged) and event.activity == "reply" and "reply" in stops:
+            return "reply", False
+    return None, False
+
+
+def deal_fields(deal: Deal) -> dict[str, Any]:
+    return {
+        "deal_id": deal.deal_id, "name": deal.name, "stage": deal.stage, "pipeline_id": deal.pipeline_id,
+        "amount": None if deal.amount is None else str(deal.amount), "currency": deal.currency,
+        "owner": deal.owner, "account": deal.account, "industry": deal.industry,
+        "lead_source": deal.lead_source, "decision_maker_role": deal.decision_maker_role,
+        "expected_close": deal.expected_close.isoformat() if deal.expected_close else None,
+        "attributes": deal.attributes,
+    }
+
+
+class AutomationActivities:
+    """Activities bound to one process's application, outbox and channels."""
+
+    def __init__(self, app: DealflowApp, outbox: Outbox, channels: Channels) -> None:
+        self.app = app
+        self.outbox = outbox
+        self.channels = channels
+        self.recorder = AutomationRecorder(app)
+        self._claims: Batcher[tuple[Message, str, str], Entry] = Batcher(outbox.claim_many)
+
+    def _deliver(self, message: Message) -> Entry:
+        return deliver(self.outbox, self.channels, message, self._claims.submit)
+
+    # -- lookups -------------------------------------------------------------------------------
+    def directory(self) -> Directory:
+        try:
+            _, body = self.app.get_definition(DIRECTORY, "team")
+        except NotFound:
+            return Directory()
+        return Directory.model_validate(body)
+
+    @activity.defn(name="load_sequence")
+    def load_sequence(self, ref: SequenceRef) -> SequenceDefinition:
+        try:
+            _, body = self.app.get_definition(SEQUENCE, ref.sequence_id, ref.version)
+        except NotFound as missing:
+            raise ApplicationError(missing.message, type="NotFound", non_retryable=True) from missing
+        return SequenceDefinition.model_validate(body)
+
+    # -- nurture -------------------------------------------------------------------------------
+    @activity.defn(name="send_touch")
+    def send_touch(self, touch: TouchInput) -> TouchResult:
+        message_id = ids.touch_id(touch.workflow_id, touch.step_index)
+        later = list(self.app.events.get(deal_uuid(touch.deal_id), gt=touch.enrolled_version))
+        if any(isinstance(e, NurtureTouchSent) and e.event_id == message_id for e in later):
+            return TouchResult(sent=True, message_id=message_id)  # a retry after the record
+        reason, recorded = enrollment_end(later, touch.sequence_id, touch.stop_on)
+        if reason is not None:
+            return TouchResult(sent=False, stop_reason=reason, stop_recorded=recorded)
+        deal = self.app.deal(touch.deal_id)
+        fields = deal_fields(deal)
+        message = Message(
+            id=message_id, deal_id=touch.deal_id, kind="nurture", channel=touch.step.channel,
+            to=self._touch_recipient(touch.step.channel, deal),
+            subject=render(touch.step.subject, fields), body=render(touch.step.body, fields),
+        )
+        entry = self._deliver(message)
+        sent = entry.message  # as first rendered: a retry records exactly what went out
+        outcome = self.recorder.record(
+            touch.deal_id, "nurture_touch_sent",
+            {"sequence_id": touch.sequence_id, "step": touch.step_index, "channel": sent.channel,
+             "to": sent.to, "subject": sent.subject},
+            event_id=message_id, actor="dealflow:nurture",
+        )
+        if outcome.status == "rejected":
+            if isinstance(outcome.error, (DealClosed, InvalidTransition)):
+                later = list(self.app.events.get(deal_uuid(touch.deal_id), gt=touch.enrolled_version))
+                reason, recorded = enrollment_end(later, touch.sequence_id, touch.stop_on)
+                return TouchResult(sent=False, stop_reason=reason or "unenrolled", stop_recorded=recorded)
+            raise ApplicationError(str(outcome.error), type="Rejected")
+        return TouchResult(sent=True, message_id=message_id)
+
+    def _touch_recipient(self, channel: str, deal: Deal) -> str | None:
+        if channel == "email":
+            contact = deal.attributes.get("contact_email") or deal.attributes.get("email")
+            return str(contact) if contact else None
+        owner = self.directory().person(deal.owner)
+        return (owner.email if owner and owner.email else None) or deal.owner
+
+    @activity.defn(name="record_nurture_stopped")
+    def record_stopped(self, stop: StopInput) -> bool:
+        outcome = self.recorder.record(
+            stop.deal_id, "nurture_stopped", {"sequence_id": stop.sequence_id, "reason": stop.reason},
+            event_id=ids.stop_event_id(stop.workflow_id), actor="dealflow:nurture",
+        )
+        if outcome.status == "rejected":
+            if isinstance(outcome.error, InvalidTransition):
+                return False  # already stopped (unenrolled by hand, say)
+            raise ApplicationError(str(outcome.error), type="Rejected")
+        return True
+
+    # -- escalation ----------------------------------------------------------------------------
+    @activity.defn(name="escalate")
+    def escalate(self, step: EscalateInput) -> EscalateResult:
+        deal = self.app.deal(step.deal_id)
+        if deal.is_closed or deal.stage_entries != step.stage_entries or deal.stage != step.stage:
+            return EscalateResult(done=False, reason="superseded")
+        event_id = ids.escalation_event_id(step.deal_id, step.stage_entries, step.level)
+        if step.level == "flagged":
+            outcome = self.recorder.record(
+                step.deal_id, "flagged_stale", {"stage": step.stage}, event_id=event_id,
+                actor="dealflow:escalation",
+            )
+            return self._escalation_outcome(outcome)
+        directory = self.directory()
+        owner = directory.person(deal.owner)
+        person = owner if step.level == "owner" else directory.person(owner.manager if owner else None)
+        person_id = (owner.manager if owner else None) if step.level == "manager" else deal.owner
+        to = (person.email if person and person.email else None) or person_id
+        whose = "your deal" if step.level == "owner" else f"{deal.owner or 'an owner'}'s deal"
+        message = Message(
+            id=event_id, deal_id=step.deal_id, kind="escalation", channel="email", to=to,
+            subject=f"Stale deal: {deal.name} in {step.stage}",
+            body=(f"{whose} {deal.name!r} ({deal.deal_id}) has stayed in stage {step.stage!r} "
+                  f"longer than the pipeline allows. Level: {step.level}."),
+        )
+        entry = self._deliver(message)
+        outcome = self.recorder.record(
+            step.deal_id, "escalated", {"stage": step.stage, "level": step.level, "to": entry.message.to},
+            event_id=event_id, actor="dealflow:escalation",
+        )
+        return self._escalation_outcome(outcome)
+
+    @staticmethod
+    def _escalation_outcome(outcome: Any) -> EscalateResult:
+        if outcome.status == "rejected":
+            if isinstance(outcome.error, (DealClosed, InvalidTransition)):
+                return EscalateResult(done=False, reason="superseded")
+            raise ApplicationError(str(outcome.error), type="Rejected")
+        return EscalateResult(done=True)
+
+    def all(self) -> list[Any]:
+        return [self.load_sequence, self.send_touch, self.record_stopped, self.escalate]

@@ -1,0 +1,179 @@
+"""`dealflow bench workflows`: starts per second through the bridge, escalation lateness, memory.
+
+N deals are opened through the normal write path (``app.ingest``) straight into a stage that
+both enrolls them in a two-step sequence and limits their stay, with timers of a few seconds.
+The bridge starts one escalation per deal from the ``opened`` event, records the enrollment, and
+starts one nurture workflow per deal from the ``nurture_enrolled`` event: 2N starts in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from engine.application import Command, request_hash
+from engine.commands import incoming_event
+from engine.domain.definitions import SEQUENCE
+from engine.domain.pipeline import PipelineDefinition
+from engine.persistence.recorders import IDEMPOTENCY_TABLE
+from engine.persistence.settings import StoreSettings
+from engine.runtime import build_services
+from workflows.channels import Channels
+from workflows.devserver import DevServer, free_port
+from workflows.settings import TemporalSettings
+from workflows.worker import AutomationProcess
+
+DAY = 86400.0
+STEP_SECONDS = 1.0
+MANAGER_AFTER_SECONDS = 1.0
+FLAG_AFTER_SECONDS = 2.0
+
+
+def _rss_mb() -> tuple[float, float]:
+    """Current and peak resident memory of this process (worker, bridge and store client)."""
+    current, peak = 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                current = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return current, max(peak, current)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _opened(deal_id: str) -> Command:
+    body = {"type": "opened", "event_id": f"bench-open-{deal_id}", "pipeline_id": "bench", "name": deal_id,
+            "stage": "nurture", "owner": "owner", "account": "Bench Inc"}
+    payload = incoming_event.validate_python(body)
+    return Command(deal_id=deal_id, type="opened", event_id=payload.event_id, payload=payload,
+                   request_hash=request_hash(deal_id, body), actor="bench")
+
+
+async def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench: timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def run_bench(deals: int, *, limit_seconds: float | None = None, database_url: str | None = None) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="dealflow-bench-"))
+    temporal = TemporalSettings.from_env()
+    server: DevServer | None = None
+    if not temporal.explicit_address:
+        server = DevServer(port=free_port())
+        await server.start()
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+    else:
+        client = await temporal.connect()
+    services = build_services(StoreSettings(database_url=database_url, home=home), run_projections=False)
+    app = services.app
+    limit = limit_seconds if limit_seconds is not None else max(8.0, deals / 75)
+    run = uuid.uuid4().hex[:8]
+    process: AutomationProcess | None = None
+    try:
+        app.put_pipeline("bench", PipelineDefinition.model_validate({
+            "name": "Bench",
+            "stages": [
+                {"id": "new", "name": "New", "probability": 0.1},
+                {"id": "nurture", "name": "Nurture", "probability": 0.2, "max_days_in_stage": limit / DAY,
+                 "escalation": {"manager_after_days": MANAGER_AFTER_SECONDS / DAY,
+                                "flag_after_days": FLAG_AFTER_SECONDS / DAY}},
+                {"id": "done", "name": "Done", "probability": 0.9},
+            ],
+        }), "bench")
+        app.put_definition(SEQUENCE, "bench", {
+            "name": "Bench", "enroll": {"pipeline_id": "bench", "on_enter_stage": "nurture"},
+            "stop_on": ["stage_changed", "won", "lost", "reply"],
+            "steps": [{"after_days": 0, "channel": "email", "subject": "Hello {name}", "body": "Hi"},
+                      {"after_days": STEP_SECONDS / DAY, "channel": "task", "subject": "Call {account}"}],
+        }, "bench")
+        process = AutomationProcess(
+            app, client, f"bench-{run}", channels=Channels(), max_concurrent_activities=64,
+            bridge_options={"workflow_id_prefix": f"bench-{run}/", "poll_interval": 0.02, "batch_size": 1000,
+                            "concurrency": 256},
+        )
+        await process.start()
+        assert process.bridge is not None
+        stats = process.bridge.stats
+        ids = [f"bench-{run}-{i:06d}" for i in range(deals)]
+        started_at = time.monotonic()
+        for chunk in range(0, deals, 500):
+            outcomes = await asyncio.to_thread(app.ingest, [_opened(d) for d in ids[chunk:chunk + 500]])
+            assert all(o.status == "recorded" for o in outcomes), outcomes[:1]
+        ingest_s = time.monotonic() - started_at
+        await _wait(lambda: stats.started >= 2 * deals, 60 + deals / 20, "workflow starts")
+        starts_s = stats.start_times[-1] - started_at
+
+        def flagged() -> bool:
+            row = app.db.fetchone(f"SELECT COUNT(*) AS n FROM {IDEMPOTENCY_TABLE} WHERE event_id LIKE %s",
+                                  ("escalation:bench-%:flagged",))
+            return int(row["n"]) >= deals
+
+        await _wait(flagged, limit + FLAG_AFTER_SECONDS + 60 + deals / 20, "escalations")
+        rss, peak = _rss_mb()
+        lateness: list[float] = []
+        touches = 0
+        offsets = {"owner": 0.0, "manager": MANAGER_AFTER_SECONDS, "flagged": FLAG_AFTER_SECONDS}
+        for deal_id in ids:
+            events = app.history(deal_id)["events"]
+            entered = _time(events[0]["occurred_at"])
+            for event in events:
+                level = event["data"].get("level") if event["type"] == "escalated" else (
+                    "flagged" if event["type"] == "flagged_stale" else None)
+                if level is not None:
+                    due = entered.timestamp() + limit + offsets[level]
+                    lateness.append(_time(event["recorded_at"]).timestamp() - due)
+                touches += event["type"] == "nurture_touch_sent"
+        messages = services.automation.outbox.list(limit=10 * deals + 10)
+        return {
+            "deals": deals,
+            "backend": app.db.dialect,
+            "workflow_starts": stats.started,
+            "workflow_starts_per_s": round(stats.started / starts_s, 1),
+            "ingest_s": round(ingest_s, 3),
+            "starts_done_after_s": round(starts_s, 3),
+            "stale_limit_s": limit,
+            "escalation_events": len(lateness),
+            "escalation_lateness_p50_s": round(statistics.median(lateness), 3),
+            "escalation_lateness_p95_s": round(_percentile(lateness, 0.95), 3),
+            "escalation_lateness_max_s": round(max(lateness), 3),
+            "touches_recorded_so_far": touches,
+            "outbox_messages": len(messages),
+            "duplicate_messages": len(messages) - len({m["id"] for m in messages}),
+            "worker_rss_mb": round(rss, 1),
+            "worker_peak_rss_mb": round(peak, 1),
+            "note": "worker, bridge and store client share this one process; RSS is the process's",
+        }
+    finally:
+        if process is not None:
+            await process.stop()
+        services.close()
+        if server is not None:
+            server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,410 @@
+"""The bridge from the event log to Temporal: follows the log, starts, signals and cancels.
+
+Exactly-once effect: the bridge reads the log in batches from its tracked position, makes each
+batch's effects (automation events recorded with deterministic event ids, workflows started
+with deterministic ids and a reject-duplicate id policy, signals and cancellations that are
+harmless to repeat) and only then stores the new position, in the same transaction as its own
+bookkeeping. A crash in between redelivers the batch, and redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from engine.application import Command, DealflowApp, request_hash
+from engine.domain.deal import (
+    ActivityLogged,
+    Deal,
+    DealEvent,
+    Lost,
+    NurtureEnrolled,
+    NurtureStopped,
+    Opened,
+    Reopened,
+    StageChanged,
+    Won,
+)
+from engine.domain.definitions import SEQUENCE, DefinitionApplied
+from engine.domain.events import utcnow
+from engine.domain.pipeline import PipelineDefinition
+from workflows import ids
+from workflows.escalation import StaleDealEscalation
+from workflows.models import (
+    ActivitySignal,
+    DealSignal,
+    EscalationInput,
+    NurtureInput,
+    SequenceDefinition,
+)
+from workflows.nurture import NurtureWorkflow
+
+log = logging.getLogger("dealflow.bridge")
+
+TRACKING = "dealflow_bridge_tracking"
+RUNS = "dealflow_nurture_runs"
+_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {TRACKING} (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {RUNS} ("
+    " workflow_id TEXT PRIMARY KEY, deal_id TEXT NOT NULL, sequence_id TEXT NOT NULL,"
+    " active INTEGER NOT NULL DEFAULT 1)",
+    f"CREATE INDEX IF NOT EXISTS {RUNS}_deal ON {RUNS} (deal_id, active)",
+)
+_WATCHED = {get_topic(cls) for cls in (Opened, StageChanged, Reopened, Won, Lost, ActivityLogged,
+                                       NurtureEnrolled, NurtureStopped)}
+_DEFINITION_TOPIC = get_topic(DefinitionApplied)
+# A workflow id is used once, ever: a redelivered start finds the first workflow (running or
+# closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
+REUSE_POLICY = WorkflowIDReusePolicy.REJECT_DUPLICATE
+CONFLICT_POLICY = WorkflowIDConflictPolicy.FAIL
+
+
+def create_tables(app: DealflowApp) -> None:
+    app.db.execute_script(_DDL)
+
+
+@dataclass
+class BridgeStats:
+    batches: int = 0
+    events: int = 0
+    started: int = 0
+    already_started: int = 0
+    signals: int = 0
+    cancels: int = 0
+    enrollments: int = 0
+    start_times: list[float] = field(default_factory=list)  # monotonic time of each new start
+
+
+@dataclass
+class _Batch:
+    """What one batch decided: automation commands, per-deal Temporal effects, bookkeeping."""
+
+    commands: list[Command] = field(default_factory=list)
+    effects: dict[str, list[Callable[[], Awaitable[None]]]] = field(default_factory=lambda: defaultdict(list))
+    new_runs: list[tuple[str, str, str]] = field(default_factory=list)
+    ended_runs: list[str] = field(default_factory=list)
+
+
+class Bridge:
+    def __init__(
+        self,
+        app: DealflowApp,
+        client: Client,
+        task_queue: str,
+        *,
+        name: str = "workflows",
+        batch_size: int = 500,
+        poll_interval: float = 0.2,
+        concurrency: int = 64,
+        nurture_steps_per_run: int = 25,
+        workflow_id_prefix: str = "",
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.task_queue = task_queue
+        self.name = name
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self.nurture_steps_per_run = nurture_steps_per_run
+        # Installations sharing one namespace tell their workflow ids apart by a prefix.
+        self.prefix = workflow_id_prefix
+        self.stats = BridgeStats()
+        self.sequences: dict[str, tuple[int, SequenceDefinition]] = {}
+        self._position: int | None = None
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        if self._position is None:
+            row = self.app.db.fetchone(f"SELECT position FROM {TRACKING} WHERE name = %s", (self.name,))
+            self._position = int(row["position"]) if row else 0
+        return self._position
+
+    async def start(self) -> None:
+        await asyncio.to_thread(create_tables, self.app)
+        await asyncio.to_thread(self._load_catalog)
+
+    async def run(self) -> None:
+        """Follow the log until :meth:`stop`; a failing batch is retried with backoff."""
+        await self.start()
+        delay = self.poll_interval
+        while not self._stopping.is_set():
+            try:
+                count = await self.process_batch()
+                delay = self.poll_interval
+            except Exception:
+                log.exception("bridge batch failed at position %s; retrying", self._position)
+                self._position = None  # reread: the failed batch is redelivered
+                count = 0
+                delay = min(delay * 2, 10.0)
+            if count < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def catch_up(self, timeout: float = 30.0) -> int:
+        """Process until the log is exhausted (tests, bench)."""
+        deadline = time.monotonic() + timeout
+        total = 0
+        while time.monotonic() < deadline:
+            count = await self.process_batch()
+            total += count
+            if count == 0:
+                return total
+        raise TimeoutError("the bridge did not catch up")
+
+    def _load_catalog(self) -> None:
+        """Sequences as they stood at the tracked position (later ones arrive through the log)."""
+        self.sequences.clear()
+        start, stop = 1, self.position
+        while stop and start <= stop:
+            found = self.app.recorder.select_notifications(start, 1000, stop=stop, topics=[_DEFINITION_TOPIC])
+            for notification in found:
+                self._learn(self.app.mapper.to_domain_event(notification))
+            if len(found) < 1000:
+                break
+            start = found[-1].id + 1
+
+    def _learn(self, event: Any) -> None:
+        if event.kind != SEQUENCE:
+            return
+        try:
+            self.sequences[event.key] = (event.originator_version, SequenceDefinition.model_validate(event.body))
+        except ValueError:
+            log.warning("sequence %s v%s does not parse; ignored", event.key, event.originator_version)
+
+    # -- one batch -------------------------------------------------------------------------------
+    async def process_batch(self) -> int:
+        start = self.position + 1
+        notifications = await asyncio.to_thread(self.app.recorder.select_notifications, start, self.batch_size)
+        if not notifications:
+            return 0
+        batch = await asyncio.to_thread(self._decide, notifications)
+        if batch.commands:
+            outcomes = await asyncio.to_thread(self.app.ingest, batch.commands, allow_automation=True)
+            self.stats.enrollments += sum(1 for o in outcomes if o.status == "recorded")
+        await self._run_effects(batch)
+        last = notifications[-1].id
+        await asyncio.to_thread(self._commit, batch, last)
+        self._position = last
+        self.stats.batches += 1
+        self.stats.events += len(notifications)
+        return len(notifications)
+
+    async def _run_effects(self, batch: _Batch) -> None:
+        """Each deal's effects in log order; different deals concurrently."""
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one_deal(effects: list[Callable[[], Awaitable[None]]]) -> None:
+            async with gate:
+                for effect in effects:
+                    await effect()
+
+        await asyncio.gather(*(one_deal(effects) for effects in batch.effects.values()))
+
+    def _commit(self, batch: _Batch, position: int) -> None:
+        with self.app.db.transaction() as cur:
+            if batch.new_runs:
+                cur.executemany(
+                    f"INSERT INTO {RUNS} (workflow_id, deal_id, sequence_id, active) VALUES (%s, %s, %s, 1)"
+                    " ON CONFLICT (workflow_id) DO NOTHING",
+                    batch.new_runs,
+                )
+            if batch.ended_runs:
+                cur.executemany(f"UPDATE {RUNS} SET active = 0 WHERE workflow_id = %s",
+                                [(w,) for w in batch.ended_runs])
+            cur.execute(
+                f"INSERT INTO {TRACKING} (name, position) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (self.name, position),
+            )
+
+    # -- decisions (in a thread: they read the store) ----------------------------------------------
+    def _decide(self, notifications: Sequence[Any]) -> _Batch:
+        batch = _Batch()
+        events: list[Any] = []
+        for notification in notifications:
+            if notification.topic == _DEFINITION_TOPIC or notification.topic in _WATCHED:
+                events.append(self.app.mapper.to_domain_event(notification))
+        # A stay that already ended within this batch needs no escalation workflow.
+        left: dict[UUID, int] = {}
+        for event in events:
+            if isinstance(event, (StageChanged, Reopened, Won, Lost)):
+                left[event.originator_id] = event.originator_version
+        runs = _RunIndex(self.app)
+        for event in events:
+            if isinstance(event, DefinitionApplied):
+                self._learn(event)
+            else:
+                self._decide_one(event, batch, runs, left)
+        return batch
+
+    def _decide_one(self, event: DealEvent, batch: _Batch, runs: _RunIndex, left: dict[UUID, int]) -> None:
+        deal = _opened_state(event) if isinstance(event, Opened) else self.app.repository.get(
+            event.originator_id, version=event.originator_version
+        )
+        deal_id = deal.deal_id
+        effects = batch.effects[deal_id]
+        if isinstance(event, (Opened, StageChanged, Reopened)):
+            if isinstance(event, (StageChanged, Reopened)):
+                effects.append(self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries - 1)))
+                if isinstance(event, StageChanged):
+                    self._signal_runs(effects, runs.active(deal_id), DealSignal(reason="stage_changed"))
+            self._enroll_by_rule(event, deal, batch)
+            if left.get(event.originator_id, 0) <= event.originator_version:
+                self._escalate(event, deal, effects)
+        elif isinstance(event, (Won, Lost)):
+            effects.append(self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries)))
+            self._signal_runs(effects, runs.active(deal_id), DealSignal(reason=event.TYPE))
+        elif isinstance(event, ActivityLogged):
+            if event.activity == "reply":
+                self._signal_runs(effects, runs.active(deal_id), DealSignal(reason="reply"))
+            stage = self._stage(deal, event.pipeline_version)
+            if stage is not None and stage.max_days_in_stage and stage.effective_escalation.activity_extends_limit:
+                workflow_id = self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries)
+                effects.append(self._signal(workflow_id, "activity", ActivitySignal(at=event.occurred_at)))
+        elif isinstance(event, NurtureEnrolled):
+            workflow_id = self.prefix + ids.nurture_workflow_id(deal_id, event.sequence_id, event.originator_version)
+            enrollment = NurtureInput(
+                deal_id=deal_id, sequence_id=event.sequence_id, sequence_version=event.sequence_version,
+                enrolled_version=event.originator_version, max_steps_per_run=self.nurture_steps_per_run,
+            )
+            effects.append(self._start(NurtureWorkflow.run, enrollment, workflow_id))
+            runs.add(deal_id, event.sequence_id, workflow_id)
+            batch.new_runs.append((workflow_id, deal_id, event.sequence_id))
+        elif isinstance(event, NurtureStopped):
+            ending = [w for w, s in runs.active(deal_id) if s == event.sequence_id]
+            signal = DealSignal(reason=event.reason, already_recorded=True)
+            self._signal_runs(effects, [(w, event.sequence_id) for w in ending], signal)
+            runs.end(deal_id, event.sequence_id)
+            batch.ended_runs.extend(ending)
+
+    def _enroll_by_rule(self, event: DealEvent, deal: Deal, batch: _Batch) -> None:
+        for sequence_id, (version, definition) in self.sequences.items():
+            rule = definition.enroll
+            if rule is None or not rule.matches(deal.pipeline_id, deal.stage, deal.lead_source, deal.industry):
+                continue
+            data = {"sequence_id": sequence_id, "sequence_version": version}
+            batch.commands.append(Command(
+                deal_id=deal.deal_id, type="nurture_enrolled",
+                event_id=ids.auto_enroll_event_id(sequence_id, deal.deal_id, deal.stage_entries),
+                payload=data, request_hash=request_hash(deal.deal_id, {"type": "nurture_enrolled", **data}),
+                actor="dealflow:enrollment", occurred_at=max(utcnow(), event.occurred_at),
+            ))
+
+    def _escalate(self, event: DealEvent, deal: Deal, effects: list[Callable[[], Awaitable[None]]]) -> None:
+        stage = self._stage(deal, event.pipeline_version)
+        if stage is None or not stage.max_days_in_stage:
+            return
+        settings = stage.effective_escalation
+        stay = EscalationInput(
+            deal_id=deal.deal_id, stage=deal.stage, stage_entries=deal.stage_entries,
+            entered_at=event.occurred_at, max_days=stage.max_days_in_stage,
+            manager_after_days=settings.manager_after_days, flag_after_days=settings.flag_after_days,
+            activity_extends_limit=settings.activity_extends_limit,
+        )
+        effects.append(self._start(StaleDealEscalation.run, stay,
+                                   self.prefix + ids.escalation_workflow_id(deal.deal_id, deal.stage_entries)))
+
+    def _stage(self, deal: Deal, pipeline_version: int | None) -> Any:
+        definition: PipelineDefinition = self.app.pipeline_ref(deal.pipeline_id, pipeline_version).definition
+        return definition.stage(deal.stage) if definition.has_stage(deal.stage) else None
+
+    def _signal_runs(self, effects: list[Callable[[], Awaitable[None]]], runs: list[tuple[str, str]],
+                     signal: DealSignal) -> None:
+        for workflow_id, _ in runs:
+            effects.append(self._signal(workflow_id, "deal_event", signal))
+
+    # -- effects (coroutines, run after the decisions) -------------------------------------------
+    def _start(self, run: Any, argument: Any, workflow_id: str) -> Callable[[], Awaitable[None]]:
+        async def start() -> None:
+            try:
+                await self.client.start_workflow(
+                    run, argument, id=workflow_id, task_queue=self.task_queue,
+                    id_reuse_policy=REUSE_POLICY, id_conflict_policy=CONFLICT_POLICY,
+                )
+            except WorkflowAlreadyStartedError:
+                self.stats.already_started += 1
+                return
+            self.stats.started += 1
+            self.stats.start_times.append(time.monotonic())
+
+        return start
+
+    def _signal(self, workflow_id: str, name: str, argument: Any) -> Callable[[], Awaitable[None]]:
+        async def signal() -> None:
+            try:
+                await self.client.get_workflow_handle(workflow_id).signal(name, argument)
+                self.stats.signals += 1
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+
+        return signal
+
+    def _cancel(self, workflow_id: str) -> Callable[[], Awaitable[None]]:
+        async def cancel() -> None:
+            try:
+                await self.client.get_workflow_handle(workflow_id).cancel()
+                self.stats.cancels += 1
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+
+        return cancel
+
+
+class _RunIndex:
+    """Active nurture runs per deal: the table, overlaid with what this batch decided."""
+
+    def __init__(self, app: DealflowApp) -> None:
+        self.app = app
+        self.cache: dict[str, list[tuple[str, str]]] = {}
+
+    def active(self, deal_id: str) -> list[tuple[str, str]]:
+        if deal_id not in self.cache:
+            rows = self.app.db.fetchall(
+                f"SELECT workflow_id, sequence_id FROM {RUNS} WHERE deal_id = %s AND active = 1", (deal_id,)
+            )
+            self.cache[deal_id] = [(r["workflow_id"], r["sequence_id"]) for r in rows]
+        return self.cache[deal_id]
+
+    def add(self, deal_id: str, sequence_id: str, workflow_id: str) -> None:
+        runs = self.active(deal_id)
+        if (workflow_id, sequence_id) not in runs:
+            runs.append((workflow_id, sequence_id))
+
+    def end(self, deal_id: str, sequence_id: str) -> None:
+        self.cache[deal_id] = [r for r in self.active(deal_id) if r[1] != sequence_id]
+
+
+def _opened_state(event: Opened) -> Deal:
+    """The deal right after it was opened, without a trip to the store."""
+    return event.mutate(None)
+
+
+async def workflow_status(client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
+    try:
+        return (await client.get_workflow_handle(workflow_id).describe()).status
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+

@@ -1,0 +1,158 @@
+"""Senders behind the activities: the outbox (default), SMTP and a webhook.
+
+A sender raises on failure; the activity records the failure on the outbox row (visible at
+``GET /v1/outbox``) and lets Temporal retry with backoff. SMTP messages carry a deterministic
+``Message-ID`` and webhook calls an ``Idempotency-Key`` so a receiver can drop the rare duplicate
+left by a crash between delivery and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import smtplib
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlparse
+
+from workflows.outbox import PENDING, SENT, Entry, Message, Outbox
+
+
+class Sender(Protocol):
+    name: str
+
+    def send(self, message: Message) -> None: ...
+
+
+class OutboxSender:
+    """No channel configured: the outbox row is the delivery."""
+
+    name = "outbox"
+
+    def send(self, message: Message) -> None:
+        return None
+
+
+@dataclass
+class SmtpSender:
+    host: str
+    port: int = 25
+    sender: str = "dealflow@localhost"
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    timeout: float = 10.0
+    name: str = "smtp"
+
+    @classmethod
+    def from_url(cls, url: str, sender: str | None = None) -> SmtpSender:
+        """``smtp://user:pass@host:port?starttls=1``."""
+        parsed = urlparse(url)
+        query = parse_qs(parsed.query)
+        return cls(
+            host=parsed.hostname or "localhost",
+            port=parsed.port or 25,
+            sender=sender or "dealflow@localhost",
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
+        )
+
+    def send(self, message: Message) -> None:
+        if not message.to or "@" not in message.to:
+            raise ValueError(f"no e-mail address to send {message.id!r} to")
+        mail = EmailMessage()
+        mail["From"] = self.sender
+        mail["To"] = message.to
+        mail["Subject"] = message.subject
+        mail["Message-ID"] = f"<{hashlib.sha256(message.id.encode()).hexdigest()[:40]}@dealflow>"
+        mail["X-Dealflow-Message"] = message.id
+        mail.set_content(message.body or "")
+        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            if self.starttls:
+                smtp.starttls()
+            if self.username:
+                smtp.login(self.username, self.password or "")
+            smtp.send_message(mail)
+
+
+@dataclass
+class WebhookSender:
+    url: str
+    timeout: float = 10.0
+    headers: dict[str, str] = field(default_factory=dict)
+    name: str = "webhook"
+
+    def send(self, message: Message) -> None:
+        payload = {
+            "id": message.id, "deal_id": message.deal_id, "kind": message.kind,
+            "channel": message.channel, "to": message.to, "subject": message.subject,
+            "body": message.body,
+        }
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(payload).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Idempotency-Key": message.id, **self.headers},
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            if not 200 <= response.status < 300:
+                raise RuntimeError(f"webhook answered {response.status}")
+
+
+@dataclass
+class Channels:
+    """Which sender each channel goes through; anything unrouted lands in the outbox."""
+
+    smtp: SmtpSender | None = None
+    webhook: WebhookSender | None = None
+    webhook_channels: frozenset[str] = frozenset({"webhook"})
+    outbox_sender: OutboxSender = field(default_factory=OutboxSender)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Channels:
+        env = os.environ if environ is None else environ
+        smtp_url = env.get("DEALFLOW_SMTP_URL")
+        webhook_url = env.get("DEALFLOW_WEBHOOK_URL")
+        routed = env.get("DEALFLOW_WEBHOOK_CHANNELS", "webhook")
+        return cls(
+            smtp=SmtpSender.from_url(smtp_url, env.get("DEALFLOW_SMTP_FROM")) if smtp_url else None,
+            webhook=WebhookSender(webhook_url) if webhook_url else None,
+            webhook_channels=frozenset(c.strip() for c in routed.split(",") if c.strip()),
+        )
+
+    def route(self, message: Message) -> Sender:
+        if message.channel == "email" and self.smtp is not None and message.to and "@" in message.to:
+            return self.smtp
+        if message.channel in self.webhook_channels and self.webhook is not None:
+            return self.webhook
+        return self.outbox_sender
+
+    def named(self, name: str) -> Sender:
+        found = {"smtp": self.smtp, "webhook": self.webhook}.get(name)
+        return found if found is not None else self.outbox_sender
+
+
+def deliver(outbox: Outbox, channels: Channels, message: Message,
+            claim: Callable[[tuple[Message, str, str]], Entry] | None = None) -> Entry:
+    """Send a message at most once per id: claim its row, skip if already sent, else send and mark.
+
+    ``claim`` may batch the claim with other activities' (group commit).
+    """
+    route = channels.route(message)
+    request = (message, route.name, SENT if isinstance(route, OutboxSender) else PENDING)
+    entry = claim(request) if claim is not None else outbox.claim(*request)
+    if entry.status == SENT:
+        return entry
+    sender = channels.named(entry.delivery)
+    try:
+        sender.send(entry.message)
+    except Exception as error:
+        outbox.mark_failed(message.id, f"{type(error).__name__}: {error}")
+        raise
+    outbox.mark_sent(message.id)
+    return Entry(entry.message, entry.delivery, SENT, entry.attempts + 1)

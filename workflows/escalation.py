@@ -1,0 +1,89 @@
+"""StaleDealEscalation: one stay of one deal in a stage with ``max_days_in_stage``.
+
+At the limit the owner is notified, ``manager_after_days`` later the owner's manager, and
+``flag_after_days`` after the limit the deal is flagged stale; each level fires once. The
+bridge cancels the workflow when the deal leaves the stay (stage change, win, loss) and, when
+the stage says ``activity_extends_limit``, signals new activity, which restarts the clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import ActivitySignal, EscalateInput, EscalateResult, EscalationInput
+    from workflows.schedule import days
+
+Level = Literal["owner", "manager", "flagged"]
+ESCALATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+)
+
+
+@workflow.defn(name="StaleDealEscalation")
+class StaleDealEscalation:
+    def __init__(self) -> None:
+        self.last_activity_at: datetime | None = None
+        self.clock_moved = False
+        self.done: list[str] = []
+
+    @workflow.signal(name="activity")
+    def activity(self, signal: ActivitySignal) -> None:
+        if self.last_activity_at is None or signal.at > self.last_activity_at:
+            self.last_activity_at = signal.at
+            self.clock_moved = True
+
+    @workflow.query(name="levels")
+    def levels(self) -> list[str]:
+        return list(self.done)
+
+    @workflow.run
+    async def run(self, stay: EscalationInput) -> str:
+        if stay.last_activity_at is not None and (
+            self.last_activity_at is None or stay.last_activity_at > self.last_activity_at
+        ):
+            self.last_activity_at = stay.last_activity_at
+        self.done = list(stay.done)
+        levels: list[tuple[Level, float]] = [
+            ("owner", 0.0), ("manager", stay.manager_after_days), ("flagged", stay.flag_after_days)
+        ]
+        for level, offset in levels:
+            if level in self.done:
+                continue
+            while True:
+                wait = self._due(stay, offset) - workflow.now()
+                if wait <= timedelta(0):
+                    break
+                self.clock_moved = False
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self.clock_moved, timeout=wait)
+                if workflow.info().is_continue_as_new_suggested():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        stay.model_copy(update={"done": self.done, "last_activity_at": self.last_activity_at})
+                    )
+            result = await workflow.execute_local_activity(
+                "escalate",
+                EscalateInput(deal_id=stay.deal_id, stage=stay.stage, stage_entries=stay.stage_entries, level=level),
+                result_type=EscalateResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ESCALATE_RETRY,
+                local_retry_threshold=timedelta(seconds=10),
+            )
+            if not result.done:
+                return result.reason or "superseded"
+            self.done.append(level)
+        return "flagged"
+
+    def _due(self, stay: EscalationInput, offset_days: float) -> datetime:
+        start = stay.entered_at
+        if stay.activity_extends_limit and self.last_activity_at is not None and self.last_activity_at > start:
+            start = self.last_activity_at
+        return start + days(stay.max_days) + days(offset_days)

@@ -1,0 +1,32 @@
+"""Deterministic ids: the same fact always gets the same workflow id, event id and message id,
+so a redelivered event or a retried activity finds the earlier effect instead of repeating it."""
+
+from __future__ import annotations
+
+
+def nurture_workflow_id(deal_id: str, sequence_id: str, enrolled_version: int) -> str:
+    """One workflow per enrollment: the deal version of its ``nurture_enrolled`` event names it."""
+    return f"nurture:{deal_id}:{sequence_id}:{enrolled_version}"
+
+
+def escalation_workflow_id(deal_id: str, stage_entries: int) -> str:
+    """At most one escalation per deal and stage entry (``Deal.stage_entries`` names the stay)."""
+    return f"escalation:{deal_id}:{stage_entries}"
+
+
+def auto_enroll_event_id(sequence_id: str, deal_id: str, stage_entries: int) -> str:
+    return f"auto-enroll:{sequence_id}:{deal_id}:{stage_entries}"
+
+
+def touch_id(workflow_id: str, step: int) -> str:
+    """Event id of a ``nurture_touch_sent`` and id of its outbox message."""
+    return f"touch:{workflow_id}:{step}"
+
+
+def stop_event_id(workflow_id: str) -> str:
+    return f"nurture-stop:{workflow_id}"
+
+
+def escalation_event_id(deal_id: str, stage_entries: int, level: str) -> str:
+    """Event id of an ``escalated``/``flagged_stale`` and id of its outbox message."""
+    return f"escalation:{deal_id}:{stage_entries}:{level}"

@@ -1,0 +1,106 @@
+"""The Temporal worker and the bridge, run together in one process (``dealflow worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from engine.application import DealflowApp
+from workflows.activities import AutomationActivities
+from workflows.bridge import Bridge
+from workflows.channels import Channels
+from workflows.escalation import StaleDealEscalation
+from workflows.nurture import NurtureWorkflow
+from workflows.outbox import Outbox
+
+log = logging.getLogger("dealflow.worker")
+
+WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation]
+PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "zoneinfo", "workflows.models",
+               "workflows.schedule", "workflows.ids")
+
+
+def build_worker(
+    client: Client,
+    activities: AutomationActivities,
+    task_queue: str,
+    *,
+    max_concurrent_activities: int = 32,
+) -> Worker:
+    return Worker(
+        client,
+        workflow_runner=SandboxedWorkflowRunner(
+            # Pure modules every run shares instead of re-importing them per workflow run.
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities,
+                                             thread_name_prefix="dealflow-activity"),
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+@dataclass
+class AutomationProcess:
+    """A worker and a bridge over one application: start them, stop them."""
+
+    app: DealflowApp
+    client: Client
+    task_queue: str
+    channels: Channels = field(default_factory=Channels.from_env)
+    run_worker: bool = True
+    run_bridge: bool = True
+    bridge_options: dict[str, Any] = field(default_factory=dict)
+    max_concurrent_activities: int = 32
+    worker: Worker | None = None
+    bridge: Bridge | None = None
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        outbox = Outbox(self.app.db)
+        await asyncio.to_thread(outbox.create_tables)
+        if self.run_worker:
+            activities = AutomationActivities(self.app, outbox, self.channels)
+            self.worker = build_worker(self.client, activities, self.task_queue,
+                                       max_concurrent_activities=self.max_concurrent_activities)
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
+        if self.run_bridge:
+            self.bridge = Bridge(self.app, self.client, self.task_queue, **self.bridge_options)
+            await self.bridge.start()
+            self._tasks.append(asyncio.create_task(self.bridge.run(), name="dealflow-bridge"))
+
+    async def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+        if self.worker is not None:
+            with contextlib.suppress(Exception):
+                await self.worker.shutdown()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=10)
+        self._tasks.clear()
+
+    async def __aenter__(self) -> AutomationProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.stop()
+
+    async def wait(self) -> None:
+        """Until a part stops on its own (a crash): re-raise its error."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
