@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.ops_server import start_from_env
+
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands (and its `dealflow bench <name>`)."""
@@ -75,17 +77,34 @@ def _worker(args: argparse.Namespace) -> int:
             bridge_options=_bridge_options(), max_concurrent_activities=args.max_concurrent_activities,
         )
         await process.start()
+        ops = start_from_env(
+            ready=lambda: services.app.max_position() >= 0,
+            metrics=lambda: _worker_metrics(services.app, process),
+        )
         logging.getLogger("dealflow.worker").info(
             "worker on %s (namespace %s, task queue %s)", temporal.address, temporal.namespace, temporal.task_queue
         )
         try:
             await _first(stop.wait(), process.wait())
         finally:
+            if ops is not None:
+                ops.stop()
             await process.stop()
             services.close()
 
     asyncio.run(_until_signalled(work))
     return 0
+
+
+def _worker_metrics(app: Any, process: Any) -> dict[str, float]:
+    """What Prometheus scrapes from a worker: the log head and how far the bridge trails it."""
+    head = float(app.max_position())
+    metrics = {"dealflow_log_position": head}
+    bridge = getattr(process, "bridge", None)
+    if bridge is not None:
+        metrics["dealflow_bridge_position"] = float(bridge.position)
+        metrics["dealflow_bridge_lag"] = head - float(bridge.position)
+    return metrics
 
 
 def _bridge_options() -> dict[str, object]:
