@@ -1,9 +1,116 @@
-"""Placeholder: the projections area fills this in (read models, runner, wait)."""
+"""Plugs the projections into a dealflow process: ``attach(services, run=...)``.
+
+``services.projections`` gets an object with ``runs_here``, ``start()``, ``stop()``,
+``status()`` and ``wait(position, timeout)``; ``status`` and ``wait`` read the tracking table,
+so they also work in an API replica that leaves the running to ``dealflow projections run``.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+from projections.readmodel.projection import DealsProjection
+from projections.readmodel.runner import BatchRunner
+from projections.readmodel.views import DealsViewMixin, build_view
+
+
+class ProjectionsService:
+    def __init__(self, app: Any, *, run: bool) -> None:
+        self.app = app
+        self.runs_here = run
+        self.view: DealsViewMixin = build_view(app)
+        self.projection = DealsProjection(self.view)
+        self._committed = threading.Condition()
+        self.runner = BatchRunner(app, self.projection, on_commit=self._notify)
+        self.runners = {self.runner.name: self.runner}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.runs_here:
+            self.runner.start()
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    def _notify(self, _: int) -> None:
+        with self._committed:
+            self._committed.notify_all()
+
+    # -- what the API and the CLI ask ----------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.runners)
+
+    def position(self, name: str = "deals") -> int:
+        return self.runners[name].projection.view.position()
+
+    def status(self) -> list[dict[str, Any]]:
+        head = self.app.max_position()
+        items = []
+        for name, runner in self.runners.items():
+            position = runner.projection.view.position()
+            items.append(
+                {
+                    "name": name,
+                    "position": position,
+                    "head": head,
+                    "lag": max(head - position, 0),
+                    "running": runner.running,
+                    "runs_here": self.runs_here,
+                    "events_processed": runner.stats.processed,
+                    "last_error": runner.stats.last_error,
+                }
+            )
+        return items
+
+    def wait(self, position: int, timeout: float = 5.0) -> bool:
+        """True once every projection has processed ``position``; False after ``timeout``."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        pause = 0.01
+        while True:
+            if all(r.projection.view.position() >= position for r in self.runners.values()):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.runner.running:
+                with self._committed:
+                    self._committed.wait(min(remaining, 0.25))
+            else:
+                time.sleep(min(remaining, pause))
+                pause = min(pause * 2, 0.2)
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        """Process everything recorded so far in this thread (tests, the CLI, benches)."""
+        return self.runner.catch_up(until=self.app.max_position(), progress=progress)
+
+    def rebuild(
+        self, name: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        for runner_name, runner in self.runners.items():
+            if name is None or name == runner_name:
+                runner.projection.view.reset()
+                runner.catch_up(until=self.app.max_position(), progress=progress)
+                runner.projection.view.analyze()
+        return self.app.max_position()
+
+    def stage_occupancy(self, pipeline_id: str) -> dict[str, int]:
+        """Open deals per stage, after the read model has caught up with the log (briefly)."""
+        head = self.app.max_position()
+        if not self.wait(head, timeout=2.0) and self.runs_here:
+            self.catch_up()
+        rows = self.app.db.fetchall(
+            "SELECT stage, COUNT(*) AS n FROM rm_deals WHERE pipeline_id = %s AND status = 'open' GROUP BY stage",
+            (pipeline_id,),
+        )
+        return {row["stage"]: int(row["n"]) for row in rows}
 
 
 def attach(services: Any, *, run: bool = True) -> None:
     """Create the read-model tables and, if ``run``, the runner that keeps them current."""
+    service = ProjectionsService(services.app, run=run)
+    services.projections = service
+    services.app.stage_occupancy = service.stage_occupancy

@@ -1,0 +1,93 @@
+"""The board: a column per stage with count, value, weighted value and a page of its deals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.queries.common import (
+    Moment,
+    deal_item,
+    deal_source,
+    decode_cursor,
+    definition_at,
+    encode_cursor,
+    money,
+    snapshot,
+    stale_sql,
+    tracked_position,
+    units_to_decimal,
+    weighted,
+)
+from projections.queries.metrics import open_by_stage
+
+ITEM_COLUMNS = (
+    "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
+    " decision_maker_role, opened_at, stage_entered_at, closed_at, lost_reason, flagged_stale, version"
+)
+
+
+def board(
+    app: Any,
+    pipeline_id: str,
+    moment: Moment,
+    *,
+    limit: int = 20,
+    stage: str | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Deals in a column are listed longest-in-stage first; ``stage`` + ``cursor`` page one column."""
+    after = decode_cursor(cursor) if cursor else None
+    with snapshot(app) as cur:
+        version, definition = definition_at(app, pipeline_id, moment, cur)
+        position = tracked_position(app, cur)
+        source = deal_source(moment, pipeline_id)
+        by_stage = open_by_stage(
+            cur, source, stale_sql({pipeline_id: definition}, moment.at), moment.at
+        )
+        columns = []
+        for column in definition.stages:
+            if stage is not None and column.id != stage:
+                continue
+            sql, params = source
+            keyset, keyset_params = "", []
+            if after is not None and stage is not None:
+                keyset = (
+                    " AND (d.stage_entered_at > %s OR (d.stage_entered_at = %s AND d.deal_id > %s))"
+                )
+                keyset_params = [after[0], after[0], after[1]]
+            rows = cur.execute(
+                f"SELECT {ITEM_COLUMNS} FROM {sql} WHERE d.status = 'open' AND d.stage = %s{keyset}"
+                " ORDER BY d.stage_entered_at, d.deal_id LIMIT %s",
+                [*params, column.id, *keyset_params, limit + 1],
+            ).fetchall()
+            page = rows[:limit]
+            stats = by_stage.get(column.id, {"n": 0, "units": 0, "stale": 0})
+            columns.append(
+                {
+                    "stage": column.id,
+                    "name": column.name,
+                    "probability": column.probability,
+                    "max_days_in_stage": column.max_days_in_stage,
+                    "count": stats["n"],
+                    "value": money(units_to_decimal(stats["units"])),
+                    "weighted_value": money(weighted(stats["units"], column.probability)),
+                    "stale_count": stats["stale"],
+                    "deals": [deal_item(r, definition, moment.at) for r in page],
+                    "next_cursor": encode_cursor(page[-1]["stage_entered_at"], page[-1]["deal_id"])
+                    if len(rows) > limit
+                    else None,
+                }
+            )
+    return {
+        "pipeline_id": pipeline_id,
+        "pipeline_version": version,
+        "currency": definition.currency,
+        "as_of": moment.iso,
+        "position": position,
+        "open_deals": sum(v["n"] for v in by_stage.values()),
+        "open_value": money(
+            sum((units_to_decimal(v["units"]) for v in by_stage.values()), units_to_decimal(0))
+        ),
+        "stale_deals": sum(v["stale"] for v in by_stage.values()),
+        "columns": columns,
+    }

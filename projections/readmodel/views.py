@@ -1,0 +1,311 @@
+"""Where the deal read models live: tracking recorders that also hold the view tables.
+
+Each subclass of eventsourcing's ``PostgresTrackingRecorder`` / ``SQLiteTrackingRecorder`` writes
+a whole batch of view changes and the batch's tracking record (its last position) in one
+transaction, so a batch is either entirely applied and tracked or not at all (exactly once).
+Both share the application's datastore: one database, one connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from psycopg.sql import SQL
+
+from projections.readmodel.fold import (
+    CURRENT_COLUMNS,
+    HISTORY_COLUMNS,
+    STAY_COLUMNS,
+    ChangeSet,
+    DealFold,
+    DealRow,
+)
+from projections.readmodel.records import EventRecord
+from projections.readmodel.schema import (
+    CURRENT_TABLE,
+    HISTORY_TABLE,
+    PIPELINES_TABLE,
+    POSTGRES_DDL,
+    SQLITE_DDL,
+    STAYS_TABLE,
+    VIEW_TABLES,
+)
+
+POSTGRES_TRACKING_TABLE = "dealflow_projection_tracking"
+SQLITE_TRACKING_TABLE = "tracking"  # fixed by eventsourcing's SQLiteTrackingRecorder
+
+
+class PositionMoved(Exception):
+    """The tracked position is not where the runner thought (a rebuild or a second runner)."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"the tracked position moved to {position}")
+        self.position = position
+
+
+class DealsViewMixin:
+    """The transaction shape both backends share: lock, load, fold, write, track."""
+
+    tracking_name = "deals"
+    datastore: Any
+
+    def position(self) -> int:
+        return int(self.max_tracking_id(self.tracking_name) or 0)  # type: ignore[attr-defined]
+
+    def process(
+        self, records: Sequence[EventRecord], tracking: Tracking, expected: int | None = None
+    ) -> ChangeSet | None:
+        """Apply one batch and record ``tracking`` in the same transaction.
+
+        ``expected`` is the position the caller believes is tracked; if the database says
+        otherwise nothing is written and :class:`PositionMoved` tells the caller where to resume.
+        Returns None when the batch was already applied."""
+        with self.datastore.transaction(commit=True) as curs:
+            stored = self._lock_position(curs)
+            if expected is not None and stored != expected:
+                raise PositionMoved(stored)
+            if tracking.notification_id <= stored:
+                return None
+            deals = list({r.deal for r in records})
+            fold = DealFold(self._load(curs, deals) if deals else {})
+            changes = fold.apply_all(records)
+            if not changes.empty:
+                self._write(curs, changes)
+            self._insert_tracking(curs, tracking)  # type: ignore[attr-defined]
+            return changes
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics after a bulk change (a rebuild)."""
+
+    def reset(self) -> None:
+        """Forget every row and the tracked position (the start of a rebuild)."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._clear(curs)
+
+    # -- backend specifics --------------------------------------------------------------------
+    def _lock_position(self, curs: Any) -> int:
+        raise NotImplementedError
+
+    def _load(self, curs: Any, deals: list[UUID]) -> dict[UUID, DealRow]:
+        raise NotImplementedError
+
+    def _write(self, curs: Any, changes: ChangeSet) -> None:
+        raise NotImplementedError
+
+    def _clear(self, curs: Any) -> None:
+        raise NotImplementedError
+
+
+# Binary COPY needs each column's exact type (see schema.py).
+_DEAL_TYPES = [
+    "uuid",
+    "text",
+    "text",
+    "int4",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "int8",
+    "text",
+    "int2",
+    "int4",
+    "int8",
+]
+_CURRENT_TYPES = [*_DEAL_TYPES, "int4", "text", "text", "int8"]
+_HISTORY_TYPES = [*_DEAL_TYPES, "int8", "int8"]
+_STAY_TYPES = ["uuid", "int4", "text", "text", "int8", "int8", "text", "int2", "int2"]
+
+
+def _cols(columns: Sequence[str]) -> str:
+    return ", ".join(columns)
+
+
+class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, tracking_table_name=POSTGRES_TRACKING_TABLE, **kwargs)
+        self.sql_create_statements.extend(SQL(s) for s in POSTGRES_DDL)  # type: ignore[misc]
+
+    def _lock_position(self, curs: Any) -> int:
+        # A read model can always be re-derived and its tracking record commits with it, so a
+        # crash that loses the last commits only means re-processing them: no need to wait
+        # for the WAL flush on every batch.
+        curs.execute("SET LOCAL synchronous_commit TO OFF")
+        # FOR UPDATE serialises two runners of the same projection on the tracking row.
+        curs.execute(
+            f"SELECT notification_id FROM {POSTGRES_TRACKING_TABLE} WHERE application_name = %s FOR UPDATE",
+            (self.tracking_name,),
+        )
+        row = curs.fetchone()
+        return int(row["notification_id"] or 0) if row else 0
+
+    def _load(self, curs: Any, deals: list[UUID]) -> dict[UUID, DealRow]:
+        curs.execute(
+            f"SELECT {_cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)",
+            (deals,),
+        )
+        return {row["deal_uuid"]: DealRow.from_row(row) for row in curs.fetchall()}
+
+    def _write(self, curs: Any, changes: ChangeSet) -> None:
+        # The current rows: replace every touched deal (delete + COPY beats an upsert here).
+        touched = list(changes.current)
+        curs.execute(f"DELETE FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)", (touched,))
+        with curs.copy(
+            f"COPY {CURRENT_TABLE} ({_cols(CURRENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_CURRENT_TYPES)
+            for row in changes.current.values():
+                copy.write_row(row.current_values())
+        if changes.history_closes:
+            ids, versions, ends = zip(*changes.history_closes, strict=True)
+            curs.execute(
+                f"UPDATE {HISTORY_TABLE} h SET valid_to = c.t"
+                " FROM unnest(%s::uuid[], %s::int[], %s::bigint[]) AS c(d, v, t)"
+                " WHERE h.deal_uuid = c.d AND h.version = c.v",
+                (list(ids), list(versions), list(ends)),
+            )
+        with curs.copy(
+            f"COPY {HISTORY_TABLE} ({_cols(HISTORY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_HISTORY_TYPES)
+            for values in changes.history:
+                copy.write_row(values)
+        if changes.stay_closes:
+            ids, seqs, lefts, exits, firsts = zip(*changes.stay_closes, strict=True)
+            curs.execute(
+                f"UPDATE {STAYS_TABLE} s SET left_at = c.l, exit = c.x, first_advance = c.f"
+                " FROM unnest(%s::uuid[], %s::int[], %s::bigint[], %s::text[], %s::smallint[])"
+                " AS c(d, q, l, x, f) WHERE s.deal_uuid = c.d AND s.seq = c.q",
+                (list(ids), list(seqs), list(lefts), list(exits), list(firsts)),
+            )
+        if changes.stays:
+            with curs.copy(
+                f"COPY {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_STAY_TYPES)
+                for stay in changes.stays.values():
+                    copy.write_row(stay.values())
+        if changes.pipelines:
+            curs.execute(
+                f"INSERT INTO {PIPELINES_TABLE} SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                (sorted(changes.pipelines),),
+            )
+
+    def analyze(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for table in VIEW_TABLES:
+                curs.execute(f"ANALYZE {table}")
+
+    def _clear(self, curs: Any) -> None:
+        curs.execute(f"TRUNCATE {', '.join(VIEW_TABLES)}")
+        curs.execute(
+            f"DELETE FROM {POSTGRES_TRACKING_TABLE} WHERE application_name = %s",
+            (self.tracking_name,),
+        )
+
+
+def _hex(values: Sequence[Any]) -> tuple[Any, ...]:
+    return (values[0].hex, *values[1:])
+
+
+class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
+    def __init__(self, datastore: SQLiteDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *SQLITE_DDL]
+
+    def _lock_position(self, curs: Any) -> int:
+        # A write first, so the transaction holds SQLite's write lock before it reads anything
+        # (a read-then-write transaction could fail to upgrade under WAL).
+        curs.execute(
+            f"UPDATE {SQLITE_TRACKING_TABLE} SET notification_id = notification_id WHERE application_name = ?",
+            (self.tracking_name,),
+        )
+        curs.execute(
+            f"SELECT notification_id FROM {SQLITE_TRACKING_TABLE} WHERE application_name = ?",
+            (self.tracking_name,),
+        )
+        row = curs.fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def _load(self, curs: Any, deals: list[UUID]) -> dict[UUID, DealRow]:
+        found: dict[UUID, DealRow] = {}
+        for start in range(0, len(deals), 500):
+            chunk = [d.hex for d in deals[start : start + 500]]
+            curs.execute(
+                f"SELECT {_cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE}"
+                f" WHERE deal_uuid IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for row in curs.fetchall():
+                deal = DealRow.from_row(row)
+                found[deal.deal_uuid] = deal
+        return found
+
+    def _write(self, curs: Any, changes: ChangeSet) -> None:
+        marks = lambda n: ",".join("?" * n)  # noqa: E731
+        curs.executemany(
+            f"INSERT OR REPLACE INTO {CURRENT_TABLE} ({_cols(CURRENT_COLUMNS)}) VALUES ({marks(len(CURRENT_COLUMNS))})",
+            [_hex(r.current_values()) for r in changes.current.values()],
+        )
+        if changes.history_closes:
+            curs.executemany(
+                f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE deal_uuid = ? AND version = ?",
+                [(t, d.hex, v) for d, v, t in changes.history_closes],
+            )
+        curs.executemany(
+            f"INSERT INTO {HISTORY_TABLE} ({_cols(HISTORY_COLUMNS)}) VALUES ({marks(len(HISTORY_COLUMNS))})",
+            [_hex(v) for v in changes.history],
+        )
+        if changes.stay_closes:
+            curs.executemany(
+                f"UPDATE {STAYS_TABLE} SET left_at = ?, exit = ?, first_advance = ? WHERE deal_uuid = ? AND seq = ?",
+                [(lft, x, f, d.hex, q) for d, q, lft, x, f in changes.stay_closes],
+            )
+        if changes.stays:
+            curs.executemany(
+                f"INSERT INTO {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) VALUES ({marks(len(STAY_COLUMNS))})",
+                [_hex(s.values()) for s in changes.stays.values()],
+            )
+        if changes.pipelines:
+            curs.executemany(
+                f"INSERT OR IGNORE INTO {PIPELINES_TABLE} (pipeline_id) VALUES (?)",
+                [(p,) for p in sorted(changes.pipelines)],
+            )
+
+    def _clear(self, curs: Any) -> None:
+        for table in VIEW_TABLES:
+            curs.execute(f"DELETE FROM {table}")
+        curs.execute(
+            f"DELETE FROM {SQLITE_TRACKING_TABLE} WHERE application_name = ?", (self.tracking_name,)
+        )
+
+
+def build_view(app: Any) -> DealsViewMixin:
+    """The deals view for the application's backend, sharing its datastore; tables created."""
+    datastore = app.recorder.datastore
+    view: DealsViewMixin
+    if isinstance(datastore, PostgresDatastore):
+        view = PostgresDealsView(datastore)
+    else:
+        view = SQLiteDealsView(datastore)
+    view.create_table()  # type: ignore[attr-defined]
+    return view
+
+
+__all__ = ["IntegrityError", "PositionMoved", "build_view"]

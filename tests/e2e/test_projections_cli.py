@@ -1,0 +1,68 @@
+"""`dealflow projections run|status|rebuild` as separate processes (embedded SQLite store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.application import DealflowApp
+from engine.domain.pipeline import PipelineDefinition
+from engine.persistence.settings import StoreSettings
+from projections.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
+
+
+def _dealflow(home: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {
+        "DEALFLOW_HOME": str(home)
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )  # type: ignore[call-overload, no-any-return]
+
+
+def test_run_follows_the_log_and_stops_on_sigterm_then_rebuild(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    app = DealflowApp(StoreSettings(database_url=None, home=home))
+    app.put_pipeline(BENCH_PIPELINE_ID, PipelineDefinition.model_validate(BENCH_PIPELINE), "test")
+    app.ingest([to_command(d, b) for d, b in stream(20, seed=4)])
+    head = app.max_position()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {
+        "DEALFLOW_HOME": str(home)
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "projections", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            status = json.loads(_dealflow(home, "projections", "status", "--json").stdout)
+            if status[0]["position"] == head:
+                break
+            time.sleep(0.3)
+        assert status[0]["position"] == head and status[0]["lag"] == 0
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        out, err = runner.communicate(timeout=30)
+    assert runner.returncode == 0, err
+    assert "projections stopped" in out
+    rebuilt = _dealflow(home, "projections", "rebuild", "--name", "deals")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"rebuilt up to position {head}" in rebuilt.stdout
+    assert _dealflow(home, "projections", "rebuild", "--name", "nope").returncode == 2
+    app.close()
