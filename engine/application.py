@@ -9,7 +9,9 @@ event together with its idempotency key in one transaction.
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,10 +63,10 @@ from engine.domain.events import iso, utcnow
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.db import Database
 from engine.persistence.recorders import IdempotencyRecord
-from engine.persistence.settings import StoreSettings
+from engine.persistence.settings import StoreSettings, schema_lock
 
 SYSTEM_ACTOR = "dealflow"
-MAX_SAVE_ATTEMPTS = 8
+MAX_SAVE_ATTEMPTS = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +115,23 @@ class _Work:
     extra_keys: list[IdempotencyRecord] = field(default_factory=list)
 
 
+def _conflicted(outcome: Outcome) -> Outcome:
+    """After every retry lost a race, what would have been recorded is reported as a 409."""
+    if outcome.status != "recorded":
+        return outcome
+    current = (outcome.version or 1) - 1
+    return Outcome(
+        "rejected",
+        outcome.deal_id,
+        outcome.event_id,
+        version=current,
+        error=VersionConflict(
+            "the deal kept changing under concurrent writers; send the event again",
+            current_version=current,
+        ),
+    )
+
+
 def request_hash(deal_id: str, body: dict[str, Any]) -> str:
     """The fingerprint that tells a replay from a reused idempotency key."""
     content = {k: v for k, v in body.items() if k != "deal_id"}
@@ -137,7 +156,8 @@ class DealflowApp(Application[UUID]):
         self.settings = settings or StoreSettings.from_env()
         merged = self.settings.eventsourcing_env()
         merged.update(env or {})
-        super().__init__(env=merged)
+        with schema_lock(self.settings):
+            super().__init__(env=merged)
         self.db = Database(self.recorder)
         # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
         self.stage_occupancy: Callable[[str], dict[str, int]] | None = None
@@ -166,9 +186,11 @@ class DealflowApp(Application[UUID]):
                 positions = self._save_batch(deals, keys)
             except IntegrityError:
                 # Another writer got in first (same deal version or same event_id): decide again
-                # against what is stored now. Nothing of this attempt was recorded.
+                # against what is stored now. Nothing of this attempt was recorded. Random,
+                # growing pauses keep writers racing for one deal from colliding in lockstep.
                 if attempt == MAX_SAVE_ATTEMPTS - 1:
-                    raise
+                    return [_conflicted(outcome) for outcome in outcomes]
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
                 continue
             for outcome in outcomes:
                 if outcome.status == "recorded":
@@ -210,7 +232,9 @@ class DealflowApp(Application[UUID]):
     ) -> tuple[list[Outcome], list[Deal], list[IdempotencyRecord]]:
         known = self._known_keys([c.event_id for c in commands])
         work = _Work()
-        self._load_deals(work, {deal_uuid(c.deal_id) for c in commands if c.event_id not in known})
+        fresh = [c for c in commands if c.event_id not in known]
+        self._load_deals(work, {deal_uuid(c.deal_id) for c in fresh})
+        self._load_followups(work, [c for c in fresh if c.type == "won"])
         outcomes: list[Outcome] = []
         keys: list[IdempotencyRecord] = []
         now = utcnow()
@@ -384,8 +408,12 @@ class DealflowApp(Application[UUID]):
     ) -> None:
         """A won deal continues in the pipeline's ``after_won`` pipeline, as a linked new deal."""
         target = target_ref.pipeline_id
-        followup_id = f"{deal.deal_id}:{target}"[:200]
-        if deal_uuid(followup_id) in work.deals or self._exists(deal_uuid(followup_id)):
+        followup_id = _followup_id(deal.deal_id, target)
+        followup_uuid = deal_uuid(followup_id)
+        if followup_uuid in work.deals:
+            if work.deals[followup_uuid] is not None:
+                return  # already opened (earlier, or by the sender itself)
+        elif self._exists(followup_uuid):
             return
         event_id = f"{meta.event_id}:{target}"
         followup = Deal.open(
@@ -446,6 +474,24 @@ class DealflowApp(Application[UUID]):
         for record in stored:
             event = cast(DealEvent, self.mapper.to_domain_event(record))
             work.deals[event.originator_id] = event.mutate(work.deals[event.originator_id])
+
+    def _load_followups(self, work: _Work, wins: list[Command]) -> None:
+        """Load, in one go, the post-purchase deals that winning these deals would open, so that
+        deciding whether one already exists costs no query per won deal."""
+        candidates: set[UUID] = set()
+        for command in wins:
+            deal = work.deals.get(deal_uuid(command.deal_id))
+            if deal is None:
+                continue
+            try:
+                target = self._pipeline(work, deal.pipeline_id).definition.after_won
+            except DomainError:
+                continue
+            if target:
+                candidates.add(deal_uuid(_followup_id(command.deal_id, target)))
+        missing = candidates - work.deals.keys()
+        if missing:
+            self._load_deals(work, missing)
 
     def _get_deal(self, aggregate_id: UUID, version: int | None = None) -> Deal | None:
         try:
@@ -596,6 +642,10 @@ class DealflowApp(Application[UUID]):
 
     def put_directory(self, body: dict[str, Any], actor: str) -> int:
         return self.put_definition(DIRECTORY, "team", body, actor)
+
+
+def _followup_id(deal_id: str, pipeline_id: str) -> str:
+    return f"{deal_id}:{pipeline_id}"[:200]
 
 
 _topics: dict[type[Any], str] = {}

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.api import routes_deals, routes_pipelines, routes_system
+from engine.api.bodies import COMPONENT_SCHEMAS
 from engine.api.errors import install_error_handlers
 from engine.runtime import Services
 
@@ -71,6 +72,22 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _describe_hand_read_bodies(api: FastAPI) -> None:
+    """Add the schemas of bodies routes read by hand (exact decimals) to /openapi.json."""
+    build = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            document = build()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in COMPONENT_SCHEMAS.items():
+                schemas.setdefault(name, schema)
+            api.openapi_schema = document
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -107,5 +124,6 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         dashboard_router,
     ):
         api.include_router(router)
+    _describe_hand_read_bodies(api)
     api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
     return api

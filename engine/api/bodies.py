@@ -23,11 +23,25 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+# Schemas that hand-read bodies refer to (``#/components/schemas/<name>``); create_app merges
+# them into the OpenAPI document's components.
+COMPONENT_SCHEMAS: dict[str, Any] = {}
+
+
+def register_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """Move a pydantic schema's ``$defs`` into the shared components and return the rest."""
+    schema = dict(schema)
+    COMPONENT_SCHEMAS.update(schema.pop("$defs", {}))
+    return schema
+
+
 def json_schema_body(
     schema: dict[str, Any], example: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``openapi_extra`` for a route that reads its body by hand, so /openapi.json still shows it."""
-    content: dict[str, Any] = {"schema": schema}
+    """``openapi_extra`` for a route that reads its body by hand, so /openapi.json still shows it.
+
+    Build ``schema`` with ``ref_template="#/components/schemas/{model}"``."""
+    content: dict[str, Any] = {"schema": register_schemas(schema)}
     if example is not None:
         content["example"] = example
     return {"requestBody": {"required": True, "content": {"application/json": content}}}

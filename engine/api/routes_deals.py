@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -10,10 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
-from engine.api.bodies import json_schema_body, read_json_object
+from engine.api.bodies import json_schema_body, read_json_object, register_schemas
 from engine.api.deps import Principal, get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.application import Command, DealflowApp, Outcome, request_hash
+from engine.application import Command, DealflowApp, Outcome, deal_view, request_hash
 from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent, incoming_event
 from engine.domain.deal import AUTOMATION_TYPES
 from engine.domain.errors import DomainError, ValidationFailed
@@ -22,6 +23,7 @@ router = APIRouter(tags=["deals"])
 
 MAX_BATCH = 5000
 _event_schema = TypeAdapter(IncomingEvent).json_schema(ref_template="#/components/schemas/{model}")
+register_schemas(_event_schema)
 _time = TypeAdapter(BusinessTime)
 
 
@@ -61,10 +63,11 @@ def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
     )
 
 
-def _valid_deal_id(deal_id: str) -> bool:
-    import re
+_DEAL_ID = re.compile(DEAL_ID_PATTERN)
 
-    return re.fullmatch(DEAL_ID_PATTERN, deal_id) is not None
+
+def _valid_deal_id(deal_id: str) -> bool:
+    return _DEAL_ID.fullmatch(deal_id) is not None
 
 
 def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
@@ -72,7 +75,10 @@ def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
     deal = app.deal(outcome.deal_id, version=outcome.version)
     events = app.deal_events(outcome.deal_id)
     recorded_at = events[(outcome.version or 1) - 1].timestamp
-    state = app.deal_state(deal, at=recorded_at)
+    # Judged under the pipeline version the event was recorded with, at the moment it was
+    # recorded: nothing that happens later can change this body.
+    definition = app.pipeline_ref(deal.pipeline_id, deal.pipeline_version).definition
+    state = deal_view(deal, definition, recorded_at)
     position = (
         outcome.position
         if outcome.position is not None

@@ -26,6 +26,12 @@ class DomainError(Exception):
 class ValidationFailed(DomainError):
     code = "validation_error"
 
+    def __init__(self, message: str, **details: Any) -> None:
+        # The contract promises `details` on every validation_error.
+        if "details" not in details:
+            details["details"] = [{"field": str(details.get("field", "")), "message": message}]
+        super().__init__(message, **details)
+
 
 class ExitCriteriaUnmet(DomainError):
     code = "exit_criteria_unmet"

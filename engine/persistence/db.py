@@ -40,7 +40,8 @@ class Cursor:
 
     @property
     def rowcount(self) -> int:
-        return int(self._raw.rowcount)
+        # eventsourcing wraps sqlite3's cursor; the row count lives on the wrapped one.
+        return int(getattr(self._raw, "sqlite_cursor", self._raw).rowcount)
 
 
 class Database:

@@ -7,6 +7,8 @@ Translates dealflow's environment (DATABASE_URL, DEALFLOW_HOME) into eventsourci
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -76,3 +78,27 @@ class StoreSettings:
                 SQLITE_LOCK_TIMEOUT="30",
             )
         return env
+
+
+@contextmanager
+def schema_lock(settings: StoreSettings) -> Iterator[None]:
+    """Serialise table creation across processes starting at once on one PostgreSQL database.
+
+    ``CREATE ... IF NOT EXISTS`` is not safe against itself running concurrently (catalog
+    races: "tuple concurrently updated"); replicas that start together take turns here.
+    """
+    if not settings.is_postgres:
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(str(settings.database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+# An arbitrary constant: "dealflow" spelt on a phone keypad.
+SCHEMA_LOCK_KEY = 33253569
