@@ -8,10 +8,13 @@ event together with its idempotency key in one transaction.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -162,6 +165,7 @@ class DealflowApp(Application[UUID]):
         # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
         self.stage_occupancy: Callable[[str], dict[str, int]] | None = None
         self._builtin_lock = threading.Lock()
+        self._recent = RecentDeals(int(os.environ.get("DEALFLOW_DEAL_CACHE", "20000")))
 
     def construct_env(self, name: str, env: Any = None) -> Any:
         # Our env (from StoreSettings) wins over the process environment, which may carry
@@ -184,6 +188,7 @@ class DealflowApp(Application[UUID]):
                 return outcomes
             try:
                 positions = self._save_batch(deals, keys)
+                self._recent.remember(deals)
             except IntegrityError:
                 # Another writer got in first (same deal version or same event_id): decide again
                 # against what is stored now. Nothing of this attempt was recorded. Random,
@@ -464,13 +469,17 @@ class DealflowApp(Application[UUID]):
         return {r.event_id: (r.request_hash, r.deal_id, r.version) for r in records}
 
     def _load_deals(self, work: _Work, ids: set[UUID]) -> None:
-        if len(ids) <= 4:
+        """Bring the deals a batch touches into ``work``: recently written ones from memory,
+        caught up with anything another writer stored since; the rest in one query."""
+        recent = self._recent.copies(ids)
+        if not recent and len(ids) <= 4:
             for aggregate_id in ids:
                 work.deals[aggregate_id] = self._get_deal(aggregate_id)
             return
-        stored = self.recorder.select_events_for_many(sorted(ids))  # type: ignore[attr-defined]
+        floors = {aggregate_id: deal.version for aggregate_id, deal in recent.items()}
+        stored = self.recorder.select_events_for_many(sorted(ids), gt=floors)  # type: ignore[attr-defined]
         for aggregate_id in ids:
-            work.deals[aggregate_id] = None
+            work.deals[aggregate_id] = recent.get(aggregate_id)
         for record in stored:
             event = cast(DealEvent, self.mapper.to_domain_event(record))
             work.deals[event.originator_id] = event.mutate(work.deals[event.originator_id])
@@ -642,6 +651,36 @@ class DealflowApp(Application[UUID]):
 
     def put_directory(self, body: dict[str, Any], actor: str) -> int:
         return self.put_definition(DIRECTORY, "team", body, actor)
+
+
+class RecentDeals:
+    """Deals as last committed by this process, so a deal that spans batches is not re-read
+    and re-decoded in full each time. Only committed state goes in, and callers get copies:
+    a batch that fails to commit can never leave its working state behind here."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._deals: OrderedDict[UUID, Deal] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def copies(self, ids: set[UUID]) -> dict[UUID, Deal]:
+        found: dict[UUID, Deal] = {}
+        with self._lock:
+            for aggregate_id in ids:
+                deal = self._deals.get(aggregate_id)
+                if deal is not None:
+                    found[aggregate_id] = deal
+        return {aggregate_id: copy.deepcopy(deal) for aggregate_id, deal in found.items()}
+
+    def remember(self, deals: Iterable[Deal]) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            for deal in deals:
+                self._deals[deal.id] = deal
+                self._deals.move_to_end(deal.id)
+            while len(self._deals) > self.capacity:
+                self._deals.popitem(last=False)
 
 
 def _followup_id(deal_id: str, pipeline_id: str) -> str:

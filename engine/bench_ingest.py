@@ -70,12 +70,18 @@ def _deal_events(deal_id: str, rng: random.Random, start_day: int) -> list[dict[
         "industry": rng.choice(INDUSTRIES),
         "lead_source": rng.choice(SOURCES),
         "decision_maker_role": rng.choice(["CFO", "CTO", "VP Sales"]),
-        "attributes": {"region": rng.choice(["emea", "amer", "apac"]), "seats": rng.randint(5, 500)},
+        "attributes": {
+            "region": rng.choice(["emea", "amer", "apac"]),
+            "seats": rng.randint(5, 500),
+        },
     }
     steps = list(STEPS_WON)
     if rng.random() < 0.6:
         cut = rng.randint(1, len(steps) - 2)
-        steps = [*steps[:cut], {"type": "lost", "reason": rng.choice(["price", "timing", "competitor"])}]
+        steps = [
+            *steps[:cut],
+            {"type": "lost", "reason": rng.choice(["price", "timing", "competitor"])},
+        ]
     events = []
     for n, body in enumerate([opened, *steps]):
         day, hour = divmod(start_day * 24 + n * 7, 24)
@@ -169,7 +175,9 @@ def run_ingest(
         profiler.dump_stats(profile)
     sizes = [
         int(r["n"])
-        for r in app.db.fetchall(f"SELECT octet_length(state) AS n FROM {app.db.events_table} ORDER BY notification_id")
+        for r in app.db.fetchall(
+            f"SELECT octet_length(state) AS n FROM {app.db.events_table} ORDER BY notification_id"
+        )
     ]
     stored = len(sizes)
     app.close()
@@ -188,7 +196,12 @@ def run_copy(database_url: str, sizes: list[int], batch: int) -> float:
 
     rng = random.Random(11)
     rows = [
-        (uuid.UUID(int=rng.getrandbits(128)), 1 + i % 20, "engine.domain.deal:FactRecorded", rng.randbytes(n))
+        (
+            uuid.UUID(int=rng.getrandbits(128)),
+            1 + i % 20,
+            "engine.domain.deal:FactRecorded",
+            rng.randbytes(n),
+        )
         for i, n in enumerate(sizes)
     ]
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -199,9 +212,13 @@ def run_copy(database_url: str, sizes: list[int], batch: int) -> float:
         )
         started = time.perf_counter()
         for start in range(0, len(rows), batch):
-            with conn.transaction(), conn.cursor() as cur, cur.copy(
-                "COPY bench_copy (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY bench_copy (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
                 copy.set_types(["uuid", "int8", "text", "bytea"])
                 for row in rows[start : start + batch]:
                     copy.write_row(row)
@@ -226,7 +243,17 @@ def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -
     exe = Path(sys.executable).with_name("dealflow")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
     process = subprocess.Popen(
-        [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-projections", "--log-level", "warning"],
+        [
+            *cmd,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-projections",
+            "--log-level",
+            "warning",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -244,15 +271,26 @@ def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("dealflow serve did not start")
             time.sleep(0.1)
-        client = httpx.Client(base_url=base, headers=headers, timeout=30, limits=httpx.Limits(max_connections=64))
+        client = httpx.Client(
+            base_url=base, headers=headers, timeout=30, limits=httpx.Limits(max_connections=64)
+        )
         opened = [
-            {"deal_id": f"http-{i}", "type": "opened", "event_id": f"http-{i}-open", "pipeline_id": "default", "name": f"HTTP {i}"}
+            {
+                "deal_id": f"http-{i}",
+                "type": "opened",
+                "event_id": f"http-{i}-open",
+                "pipeline_id": "default",
+                "name": f"HTTP {i}",
+            }
             for i in range(deals)
         ]
         client.post("/v1/events", json={"events": opened}).raise_for_status()
         # Warm up (connections, caches) outside the measurement.
         for i in range(20):
-            client.post(f"/v1/deals/http-{i}/events", json={"type": "activity_logged", "event_id": f"warm-{i}", "activity": "call"})
+            client.post(
+                f"/v1/deals/http-{i}/events",
+                json={"type": "activity_logged", "event_id": f"warm-{i}", "activity": "call"},
+            )
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         lock = threading.Lock()
@@ -260,9 +298,19 @@ def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -
         def send(n: int) -> None:
             deal = f"http-{n % deals}"
             body = (
-                {"type": "activity_logged", "event_id": f"h-{n}", "activity": "email", "summary": "follow-up"}
+                {
+                    "type": "activity_logged",
+                    "event_id": f"h-{n}",
+                    "activity": "email",
+                    "summary": "follow-up",
+                }
                 if n % 3
-                else {"type": "fact_recorded", "event_id": f"h-{n}", "fact": "need", "value": bool(n % 2)}
+                else {
+                    "type": "fact_recorded",
+                    "event_id": f"h-{n}",
+                    "fact": "need",
+                    "value": bool(n % 2),
+                }
             )
             t = time.perf_counter()
             r = client.post(f"/v1/deals/{deal}/events", json=body)
@@ -337,10 +385,16 @@ def _bench(args: argparse.Namespace) -> int:
             invalid=ingest["invalid"],
             mean_state_bytes=statistics.fmean(sizes) if sizes else 0,
         )
-        print(f"events            {len(events):>12,}  (stored {ingest['stored_events']:,} incl. post-purchase follow-ups)")
+        print(
+            f"events            {len(events):>12,}  (stored {ingest['stored_events']:,} incl. post-purchase follow-ups)"
+        )
         print(f"outcomes          {ingest['outcomes']}")
-        print(f"batch path        {events_per_s:>12,.0f} events/s  ({ingest['seconds']:.2f} s, validation included)")
-        print(f"raw COPY          {copy_rows_per_s:>12,.0f} rows/s    ({copy_seconds:.2f} s, {len(sizes):,} rows, mean {result['mean_state_bytes']:.0f} B)")
+        print(
+            f"batch path        {events_per_s:>12,.0f} events/s  ({ingest['seconds']:.2f} s, validation included)"
+        )
+        print(
+            f"raw COPY          {copy_rows_per_s:>12,.0f} rows/s    ({copy_seconds:.2f} s, {len(sizes):,} rows, mean {result['mean_state_bytes']:.0f} B)"
+        )
         print(f"ratio_vs_copy     {result['ratio_vs_copy']:>12.3f}")
         if not args.no_http:
             http = run_http(url, args.http_rate, args.http_seconds)
@@ -359,13 +413,21 @@ def _bench(args: argparse.Namespace) -> int:
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `dealflow bench ingest`."""
-    parser = benches.add_parser("ingest", help="batch ingest vs raw COPY, and single-event HTTP latency (PostgreSQL)")
+    parser = benches.add_parser(
+        "ingest", help="batch ingest vs raw COPY, and single-event HTTP latency (PostgreSQL)"
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--json", help="write the figures to this file")
-    parser.add_argument("--http-rate", type=float, default=50.0, help="single-event requests per second")
+    parser.add_argument(
+        "--http-rate", type=float, default=50.0, help="single-event requests per second"
+    )
     parser.add_argument("--http-seconds", type=float, default=10.0)
-    parser.add_argument("--no-http", action="store_true", help="skip the single-event HTTP measurement")
-    parser.add_argument("--profile", help="cProfile the ingest loop into this file and print the top entries")
+    parser.add_argument(
+        "--no-http", action="store_true", help="skip the single-event HTTP measurement"
+    )
+    parser.add_argument(
+        "--profile", help="cProfile the ingest loop into this file and print the top entries"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.set_defaults(func=_bench)

@@ -21,7 +21,9 @@ from pydantic import (
 
 DEAL_ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,200}$"
 DealId = Annotated[str, Field(pattern=DEAL_ID_PATTERN)]
-EventId = Annotated[str, Field(min_length=1, max_length=200)]
+# Control characters are refused: PostgreSQL text cannot hold NUL, and both stores must agree.
+EventId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+MAX_ATTRIBUTE_DEPTH = 32
 SlugStr = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 Text = Annotated[str, Field(max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
@@ -48,7 +50,10 @@ def _to_aware_datetime(value: Any) -> Any:
         return value
     if moment.tzinfo is None:
         raise ValueError("a time needs an offset, e.g. 2017-03-01T00:00:00Z")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("time out of range") from error
 
 
 BusinessTime = Annotated[datetime, BeforeValidator(_to_aware_datetime)]
@@ -81,7 +86,17 @@ class _DealFields(BaseModel):
     def _small_attributes(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and len(value) > 100:
             raise ValueError("at most 100 attributes")
+        if value is not None and _depth(value) > MAX_ATTRIBUTE_DEPTH:
+            raise ValueError(f"attributes nested deeper than {MAX_ATTRIBUTE_DEPTH} levels")
         return value
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deeply a JSON value nests, giving up as soon as it is too deep."""
+    if level > MAX_ATTRIBUTE_DEPTH or not isinstance(value, (dict, list)):
+        return level
+    items = value.values() if isinstance(value, dict) else value
+    return max((_depth(item, level + 1) for item in items), default=level + 1)
 
 
 class OpenedIn(_Event, _DealFields):

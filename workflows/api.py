@@ -15,7 +15,7 @@ from engine.api.deps import Principal, get_services, require
 from engine.api.errors import ApiError, validation_error
 from engine.api.routes_pipelines import check_slug
 from engine.application import Command, DealflowApp, Outcome, request_hash
-from engine.commands import DEAL_ID_PATTERN, BusinessTime
+from engine.commands import DEAL_ID_PATTERN, BusinessTime, EventId
 from engine.domain.definitions import DIRECTORY, SEQUENCE
 from engine.domain.errors import NotFound
 from workflows.models import Directory, SequenceDefinition
@@ -91,7 +91,7 @@ async def get_directory(request: Request, _: Principal = require("read")) -> dic
 class NurtureRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: EventId
     action: Literal["enroll", "unenroll"]
     sequence_id: str = Field(min_length=1, max_length=200)
     occurred_at: BusinessTime | None = None

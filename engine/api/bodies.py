@@ -11,12 +11,17 @@ from fastapi import Request
 from engine.api.errors import ApiError
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def read_json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         # Numbers with a fraction become Decimal: money is never a float, not even in transit.
-        body = json.loads(raw or b"null", parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as error:
+        # NaN and Infinity are not JSON: refuse them rather than store something else.
+        body = json.loads(raw or b"null", parse_float=Decimal, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from error
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")

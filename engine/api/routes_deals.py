@@ -200,7 +200,9 @@ async def get_deal(
     deal_id: str,
     request: Request,
     as_of: str | None = Query(None, description="business time (needs scope audit)"),
-    version: int | None = Query(None, ge=1, description="deal version (needs scope audit)"),
+    version: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="deal version (needs scope audit)"
+    ),
     principal: Principal = require("read"),
 ) -> dict[str, Any]:
     if (as_of is not None or version is not None) and not principal.has("audit"):

@@ -21,7 +21,10 @@ router = APIRouter(tags=["audit"])
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 
 
-@router.get("/v1/audit/verify", summary="Recompute every hash chain and check the log against its checkpoints")
+@router.get(
+    "/v1/audit/verify",
+    summary="Recompute every hash chain and check the log against its checkpoints",
+)
 async def get_verify(
     request: Request,
     deal_id: str | None = Query(None, description="check one deal only (skips the whole-log walk)"),
@@ -64,7 +67,12 @@ async def get_export(
     )
 
 
-@router.get("/v1/deals/{deal_id}/timeline", summary="A deal's replayed timeline: events, state after each, criteria")
-async def get_timeline(deal_id: str, request: Request, _: Principal = require("audit")) -> dict[str, Any]:
+@router.get(
+    "/v1/deals/{deal_id}/timeline",
+    summary="A deal's replayed timeline: events, state after each, criteria",
+)
+async def get_timeline(
+    deal_id: str, request: Request, _: Principal = require("audit")
+) -> dict[str, Any]:
     app = get_services(request).app
     return await run_in_threadpool(deal_timeline, app, deal_id)

@@ -43,14 +43,19 @@ def scratch_store(database_url: str | None) -> Iterator[StoreSettings]:
 
 
 def _deal_events(app: DealflowApp) -> int:
-    row = app.db.fetchone(f"SELECT count(*) AS n FROM {app.db.events_table} WHERE topic LIKE %s", ("engine.domain.deal:%",))
+    row = app.db.fetchone(
+        f"SELECT count(*) AS n FROM {app.db.events_table} WHERE topic LIKE %s",
+        ("engine.domain.deal:%",),
+    )
     return int(row["n"])
 
 
 def _child_peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run ``dealflow <args>`` in a child; its peak RSS in MiB and its wall time."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args], env=env, stdout=subprocess.DEVNULL
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -73,16 +78,24 @@ def bench_export(args: argparse.Namespace) -> int:
     app.close()
     env = dict(os.environ)
     output = os.devnull
-    one_deal_rss, _ = _child_peak_rss(["audit", "export", "--deal", "no-such-deal", "-o", output], env)
+    one_deal_rss, _ = _child_peak_rss(
+        ["audit", "export", "--deal", "no-such-deal", "-o", output], env
+    )
     peak, seconds = _child_peak_rss(["audit", "export", "--format", args.format, "-o", output], env)
-    print(f"export of {total} deal events ({args.format}) on {settings.backend}: {seconds:.1f}s,"
-          f" {total / seconds:,.0f} events/s")
-    print(f"peak RSS: {peak:.1f} MiB (baseline, process exporting nothing: {one_deal_rss:.1f} MiB;"
-          f" growth {peak - one_deal_rss:+.1f} MiB)")
+    print(
+        f"export of {total} deal events ({args.format}) on {settings.backend}: {seconds:.1f}s,"
+        f" {total / seconds:,.0f} events/s"
+    )
+    print(
+        f"peak RSS: {peak:.1f} MiB (baseline, process exporting nothing: {one_deal_rss:.1f} MiB;"
+        f" growth {peak - one_deal_rss:+.1f} MiB)"
+    )
     return 0
 
 
-def _ingest_seconds(settings: StoreSettings, events: int, batch: int, *, constant_hash: bool) -> tuple[float, float]:
+def _ingest_seconds(
+    settings: StoreSettings, events: int, batch: int, *, constant_hash: bool
+) -> tuple[float, float]:
     """Wall time and this process's CPU time (PostgreSQL's own work is not in it) of the ingest."""
     from engine.audit.sample import command_stream
     from engine.domain.deal import DealEvent
@@ -122,25 +135,36 @@ def bench_chain(args: argparse.Namespace) -> int:
                 )
             wall[variant].append(seconds)
             cpu[variant].append(cpu_seconds)
-            print(f"round {round_ + 1} {variant:<8} {args.events} events: {seconds:.2f}s wall,"
-                  f" {cpu_seconds:.2f}s cpu ({args.events / seconds:,.0f}/s)", flush=True)
+            print(
+                f"round {round_ + 1} {variant:<8} {args.events} events: {seconds:.2f}s wall,"
+                f" {cpu_seconds:.2f}s cpu ({args.events / seconds:,.0f}/s)",
+                flush=True,
+            )
     store = "postgres" if url else "sqlite"
-    print(f"ingest of {args.events} events in batches of {args.batch} ({store}), {args.rounds} rounds:")
+    print(
+        f"ingest of {args.events} events in batches of {args.batch} ({store}), {args.rounds} rounds:"
+    )
     for label, figures in (("wall", wall), ("process cpu", cpu)):
         for pick, fn in (("median", statistics.median), ("best", min)):
             chained, constant = fn(figures["chained"]), fn(figures["constant"])
-            print(f"  {label:<11} {pick:<6}: chained {chained:.2f}s, constant hash {constant:.2f}s,"
-                  f" overhead {100 * (chained - constant) / constant:+.1f}%")
+            print(
+                f"  {label:<11} {pick:<6}: chained {chained:.2f}s, constant hash {constant:.2f}s,"
+                f" overhead {100 * (chained - constant) / constant:+.1f}%"
+            )
     return 0
 
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    export = benches.add_parser("export", help="peak RSS of a full audit export (populates the store up to --events)")
+    export = benches.add_parser(
+        "export", help="peak RSS of a full audit export (populates the store up to --events)"
+    )
     export.add_argument("--events", type=int, default=1_000_000)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.set_defaults(func=bench_export)
 
-    chain = benches.add_parser("chain", help="ingest time with the hash chain vs with hashing replaced by a constant")
+    chain = benches.add_parser(
+        "chain", help="ingest time with the hash chain vs with hashing replaced by a constant"
+    )
     chain.add_argument("--events", type=int, default=50_000)
     chain.add_argument("--batch", type=int, default=5000)
     chain.add_argument("--rounds", type=int, default=3)

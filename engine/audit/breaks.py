@@ -64,12 +64,19 @@ class BreakLog:
         self._missing: dict[UUID, set[int]] = {}
 
     def add(self, item: Break) -> None:
-        key = (item.kind, item.originator_id, item.version, item.position if item.originator_id is None else None)
+        key = (
+            item.kind,
+            item.originator_id,
+            item.version,
+            item.position if item.originator_id is None else None,
+        )
         if key in self._seen:
             return
         self._seen.add(key)
         if item.originator_id is not None and item.kind in (VERSION_GAP, TRUNCATED):
-            self._missing.setdefault(item.originator_id, set()).update(item.details.get("missing_versions", ()))
+            self._missing.setdefault(item.originator_id, set()).update(
+                item.details.get("missing_versions", ())
+            )
         self.total += 1
         if len(self._breaks) < self.limit:
             self._breaks.append(item)
@@ -82,7 +89,13 @@ class BreakLog:
     def breaks(self) -> list[Break]:
         return sorted(
             self._breaks,
-            key=lambda b: (b.deal_id or "", str(b.originator_id or ""), b.version or 0, b.position or 0, b.kind),
+            key=lambda b: (
+                b.deal_id or "",
+                str(b.originator_id or ""),
+                b.version or 0,
+                b.position or 0,
+                b.kind,
+            ),
         )
 
     @property

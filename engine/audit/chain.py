@@ -79,7 +79,9 @@ def check_deal(
     originator_id = rows[0].originator_id
     deal_id = deal_id_of(originator_id, events, keys or {})
 
-    def report(kind: str, version: int | None, message: str, position: int | None = None, **details: Any) -> None:
+    def report(
+        kind: str, version: int | None, message: str, position: int | None = None, **details: Any
+    ) -> None:
         log.add(Break(kind, message, deal_id, originator_id, version, position, details))
 
     # Rows written in another order than their versions: a swap or an insertion in between.
@@ -113,8 +115,13 @@ def check_deal(
             )
         expected = row.version + 1
         if event is None or not isinstance(event, DealEvent):
-            report(UNDECODABLE, row.version, "the stored row is not a readable deal event", row.position,
-                   topic=row.topic)
+            report(
+                UNDECODABLE,
+                row.version,
+                "the stored row is not a readable deal event",
+                row.position,
+                topic=row.topic,
+            )
             continue
         if not after_gap and index not in disordered:
             _check_link(rows, events, index, written_before.get(index), report)
@@ -132,7 +139,10 @@ def check_deal(
                 **missing_range(last + 1, head.version),
             )
         else:
-            sealed = next(((r, e) for r, e in zip(rows, events, strict=True) if r.version == head.version), None)
+            sealed = next(
+                ((r, e) for r, e in zip(rows, events, strict=True) if r.version == head.version),
+                None,
+            )
             if sealed is not None and getattr(sealed[1], "hash", None) != head.hash:
                 report(
                     HASH_MISMATCH,
@@ -144,10 +154,14 @@ def check_deal(
     return deal_id
 
 
-def _check_link(rows: list[StoredRow], events: list[Any], index: int, written_before: int | None, report: Any) -> None:
+def _check_link(
+    rows: list[StoredRow], events: list[Any], index: int, written_before: int | None, report: Any
+) -> None:
     event: DealEvent = events[index]
     row = rows[index]
-    candidates: list[str | None] = [GENESIS_HASH] if index == 0 else [getattr(events[index - 1], "hash", None)]
+    candidates: list[str | None] = (
+        [GENESIS_HASH] if index == 0 else [getattr(events[index - 1], "hash", None)]
+    )
     if written_before is not None and written_before != index - 1:
         candidates.append(getattr(events[written_before], "hash", None))
     for previous in candidates:
@@ -164,22 +178,40 @@ def _check_link(rows: list[StoredRow], events: list[Any], index: int, written_be
     report(HASH_MISMATCH, row.version, why, row.position, stored_hash=event.hash)
 
 
-def _check_key(event: DealEvent, row: StoredRow, keys: Mapping[str, KeyRecord], *, disordered_version: bool,
-               report: Any) -> None:
+def _check_key(
+    event: DealEvent,
+    row: StoredRow,
+    keys: Mapping[str, KeyRecord],
+    *,
+    disordered_version: bool,
+    report: Any,
+) -> None:
     key = keys.get(event.event_id)
     if key is None:
-        report(INSERTED, row.version,
-               f"no ingest recorded event {event.event_id!r}: every recorded event has an idempotency"
-               " record written in its own transaction; this one was inserted into the table",
-               row.position, event_id=event.event_id)
+        report(
+            INSERTED,
+            row.version,
+            f"no ingest recorded event {event.event_id!r}: every recorded event has an idempotency"
+            " record written in its own transaction; this one was inserted into the table",
+            row.position,
+            event_id=event.event_id,
+        )
         return
     if deal_uuid(key.deal_id) != row.originator_id:
-        report(INSERTED, row.version,
-               f"event {event.event_id!r} was recorded for deal {key.deal_id!r}, not this one:"
-               " it was copied into this history",
-               row.position, event_id=event.event_id)
+        report(
+            INSERTED,
+            row.version,
+            f"event {event.event_id!r} was recorded for deal {key.deal_id!r}, not this one:"
+            " it was copied into this history",
+            row.position,
+            event_id=event.event_id,
+        )
     elif key.version != row.version and not disordered_version:
-        report(OUT_OF_ORDER, min(key.version, row.version),
-               f"event {event.event_id!r} was recorded as version {key.version} but is stored as"
-               f" version {row.version}: versions re-numbered",
-               row.position, versions=sorted((key.version, row.version)))
+        report(
+            OUT_OF_ORDER,
+            min(key.version, row.version),
+            f"event {event.event_id!r} was recorded as version {key.version} but is stored as"
+            f" version {row.version}: versions re-numbered",
+            row.position,
+            versions=sorted((key.version, row.version)),
+        )

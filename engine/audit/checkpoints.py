@@ -108,7 +108,12 @@ def roll(previous: str, row: StoredRow, digest: str) -> str:
 
 
 def _checkpoint(raw: Any) -> Checkpoint:
-    return Checkpoint(int(raw["position"]), int(raw["event_count"]), str(raw["rolling_hash"]), str(raw["created_at"]))
+    return Checkpoint(
+        int(raw["position"]),
+        int(raw["event_count"]),
+        str(raw["rolling_hash"]),
+        str(raw["created_at"]),
+    )
 
 
 def latest_checkpoint(app: DealflowApp) -> Checkpoint | None:
@@ -157,11 +162,15 @@ def heads_for(app: DealflowApp, originator_ids: Sequence[UUID]) -> dict[UUID, He
                 f" FROM {HEADS_TABLE} WHERE originator_id IN ({marks}) GROUP BY originator_id"
             )
         for raw in db.fetchall(sql, chunk):
-            heads[oid_value(raw["originator_id"])] = Head(int(raw["version"]), str(raw["hash"]), int(raw["checkpoint"]))
+            heads[oid_value(raw["originator_id"])] = Head(
+                int(raw["version"]), str(raw["hash"]), int(raw["checkpoint"])
+            )
     return heads
 
 
-def vanished_heads(app: DealflowApp, originator_id: UUID | None = None) -> Iterator[tuple[UUID, Head]]:
+def vanished_heads(
+    app: DealflowApp, originator_id: UUID | None = None
+) -> Iterator[tuple[UUID, Head]]:
     """Deals a checkpoint saw that have no stored event left at all."""
     db = app.db
     where = ""
@@ -212,18 +221,27 @@ def write_checkpoint(app: DealflowApp, *, max_span: int = MAX_SPAN) -> Checkpoin
         checkpoint = Checkpoint(sealed_to, count, rolling, iso(utcnow()))
         with db.transaction() as cur:
             exists = cur.execute(
-                f"SELECT 1 AS one FROM {CHECKPOINTS_TABLE} WHERE position = %s", (checkpoint.position,)
+                f"SELECT 1 AS one FROM {CHECKPOINTS_TABLE} WHERE position = %s",
+                (checkpoint.position,),
             ).fetchone()
             if exists is None:
                 cur.execute(
                     f"INSERT INTO {CHECKPOINTS_TABLE} (position, event_count, rolling_hash, created_at)"
                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (checkpoint.position, checkpoint.event_count, checkpoint.rolling_hash, checkpoint.created_at),
+                    (
+                        checkpoint.position,
+                        checkpoint.event_count,
+                        checkpoint.rolling_hash,
+                        checkpoint.created_at,
+                    ),
                 )
                 cur.executemany(
                     f"INSERT INTO {HEADS_TABLE} (originator_id, checkpoint, version, hash)"
                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(oid_param(db, oid), checkpoint.position, v, h) for oid, (v, h) in heads.items()],
+                    [
+                        (oid_param(db, oid), checkpoint.position, v, h)
+                        for oid, (v, h) in heads.items()
+                    ],
                 )
         last = checkpoint
     return last
@@ -239,7 +257,9 @@ def maybe_write_checkpoint(
     if last is not None and end <= last.position:
         return None
     if last is not None and end - last.position < every_events:
-        age = (utcnow() - datetime.fromisoformat(last.created_at.replace("Z", "+00:00"))).total_seconds()
+        age = (
+            utcnow() - datetime.fromisoformat(last.created_at.replace("Z", "+00:00"))
+        ).total_seconds()
         if age < every_seconds:
             return None
     return write_checkpoint(app)
@@ -276,7 +296,11 @@ def verify_log(app: DealflowApp, log: BreakLog) -> dict[str, Any]:
                 )
             )
         # Carry on from what the checkpoint sealed, so one damage is reported in one interval.
-        previous_position, rolling, count = checkpoint.position, checkpoint.rolling_hash, checkpoint.event_count
+        previous_position, rolling, count = (
+            checkpoint.position,
+            checkpoint.rolling_hash,
+            checkpoint.event_count,
+        )
 
     for row in rows_by_position(app):
         while current is not None and row.position > current.position:
@@ -299,8 +323,11 @@ def verify_log(app: DealflowApp, log: BreakLog) -> dict[str, Any]:
                 f"the log ends at position {last_seen} but a checkpoint sealed it up to position"
                 f" {final.position} ({final.event_count} rows): the tail of the log was deleted",
                 position=final.position,
-                details={"last_position": last_seen, "sealed_position": final.position,
-                         "sealed_count": final.event_count},
+                details={
+                    "last_position": last_seen,
+                    "sealed_position": final.position,
+                    "sealed_count": final.event_count,
+                },
             )
         )
     return {"rows": rows, "checkpoints": checked, "last_position": last_seen}

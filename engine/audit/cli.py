@@ -42,7 +42,11 @@ def _verify(args: argparse.Namespace) -> int:
     print(
         f"checked {counts['events']} events of {counts['deals']} deals,"
         f" {counts['idempotency_records']} idempotency records"
-        + (f", {counts['log_rows']} log rows against {counts['checkpoints']} checkpoint(s)" if report.log_checked else "")
+        + (
+            f", {counts['log_rows']} log rows against {counts['checkpoints']} checkpoint(s)"
+            if report.log_checked
+            else ""
+        )
         + f" in {report.seconds:.2f}s"
     )
     if report.ok:
@@ -50,7 +54,11 @@ def _verify(args: argparse.Namespace) -> int:
         return 0
     print(f"BROKEN: {report.breaks.total} finding(s)", file=sys.stderr)
     for item in report.breaks.breaks:
-        where = f"deal {item.deal_id or item.originator_id} v{item.version}" if item.originator_id else f"position {item.position}"
+        where = (
+            f"deal {item.deal_id or item.originator_id} v{item.version}"
+            if item.originator_id
+            else f"position {item.position}"
+        )
         print(f"  {item.kind:<14} {where}: {item.message}", file=sys.stderr)
     if report.breaks.truncated:
         print(f"  ... and {report.breaks.total - len(report.breaks.breaks)} more", file=sys.stderr)
@@ -64,8 +72,10 @@ def _checkpoint(_: argparse.Namespace) -> int:
     if checkpoint is None:
         print("the log is empty: nothing to seal")
     else:
-        print(f"sealed the log up to position {checkpoint.position} ({checkpoint.event_count} rows):"
-              f" {checkpoint.rolling_hash}")
+        print(
+            f"sealed the log up to position {checkpoint.position} ({checkpoint.event_count} rows):"
+            f" {checkpoint.rolling_hash}"
+        )
     return 0
 
 
@@ -100,15 +110,19 @@ def _replay(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `dealflow audit ...` and `dealflow bench export|chain`."""
-    audit = commands.add_parser("audit", help="tamper evidence, export and the replayed timeline").add_subparsers(
-        dest="audit_command", required=True
+    audit = commands.add_parser(
+        "audit", help="tamper evidence, export and the replayed timeline"
+    ).add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser(
+        "verify", help="recompute every hash chain; exit 1 on any broken link"
     )
-    verify = audit.add_parser("verify", help="recompute every hash chain; exit 1 on any broken link")
     verify.add_argument("--deal", help="one deal only (skips the whole-log walk)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=_verify)
 
-    checkpoint = audit.add_parser("checkpoint", help="seal the log recorded since the last checkpoint")
+    checkpoint = audit.add_parser(
+        "checkpoint", help="seal the log recorded since the last checkpoint"
+    )
     checkpoint.set_defaults(func=_checkpoint)
 
     export = audit.add_parser("export", help="stream every deal event as JSON lines or CSV")
@@ -120,7 +134,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     export.add_argument("--output", "-o", type=str, help="file to write (default: stdout)")
     export.set_defaults(func=_export)
 
-    replay = audit.add_parser("replay", help="a deal's timeline: events, state after each, criteria")
+    replay = audit.add_parser(
+        "replay", help="a deal's timeline: events, state after each, criteria"
+    )
     replay.add_argument("--deal", required=True)
     replay.add_argument("--json", action="store_true", help="print the timeline JSON instead")
     replay.set_defaults(func=_replay)
@@ -128,4 +144,3 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     from engine.audit import bench as audit_bench
 
     audit_bench.register(bench)
-

@@ -70,11 +70,19 @@ class _DealNames:
         for row, event in zip(rows, events, strict=True):
             if isinstance(event, Opened):
                 self._put(row.originator_id, (event.deal_id, event.pipeline_id))
-        unknown = list(dict.fromkeys(r.originator_id for r in rows if r.is_deal_event and r.originator_id not in self._known))
+        unknown = list(
+            dict.fromkeys(
+                r.originator_id
+                for r in rows
+                if r.is_deal_event and r.originator_id not in self._known
+            )
+        )
         found = first_rows(self.app, unknown) if unknown else {}
         for originator_id in unknown:
             opened = decode_row(found[originator_id])[0] if originator_id in found else None
-            names = (opened.deal_id, opened.pipeline_id) if isinstance(opened, Opened) else (None, None)
+            names = (
+                (opened.deal_id, opened.pipeline_id) if isinstance(opened, Opened) else (None, None)
+            )
             self._put(originator_id, names)
 
     def _put(self, originator_id: UUID, names: tuple[str | None, str | None]) -> None:
@@ -87,10 +95,14 @@ class _DealNames:
         return self._known.get(originator_id, (None, None))
 
 
-def export_records(app: DealflowApp, filters: ExportFilter, *, page: int = PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
+def export_records(
+    app: DealflowApp, filters: ExportFilter, *, page: int = PAGE_SIZE
+) -> Iterator[list[dict[str, Any]]]:
     """Pages of export records, in log order (or version order for one deal)."""
     if filters.deal_id is not None:
-        rows: Iterator[StoredRow] = rows_by_originator(app, originator_id=deal_uuid(filters.deal_id), page=page)
+        rows: Iterator[StoredRow] = rows_by_originator(
+            app, originator_id=deal_uuid(filters.deal_id), page=page
+        )
     else:
         rows = rows_by_position(app, page=page)
     names = _DealNames(app)
@@ -114,13 +126,25 @@ def export_records(app: DealflowApp, filters: ExportFilter, *, page: int = PAGE_
             yield records
 
 
-def _record(row: StoredRow, event: Any, deal_id: str | None, pipeline_id: str | None) -> dict[str, Any]:
+def _record(
+    row: StoredRow, event: Any, deal_id: str | None, pipeline_id: str | None
+) -> dict[str, Any]:
     if not isinstance(event, DealEvent):
         # Exported as found rather than dropped: the export must account for every row.
-        return {"position": row.position, "deal_id": deal_id, "pipeline_id": pipeline_id,
-                "pipeline_version": None, "version": row.version, "type": None, "occurred_at": None,
-                "recorded_at": None, "actor": None, "event_id": None, "hash": None,
-                "data": {"error": "undecodable", "topic": row.topic}}
+        return {
+            "position": row.position,
+            "deal_id": deal_id,
+            "pipeline_id": pipeline_id,
+            "pipeline_version": None,
+            "version": row.version,
+            "type": None,
+            "occurred_at": None,
+            "recorded_at": None,
+            "actor": None,
+            "event_id": None,
+            "hash": None,
+            "data": {"error": "undecodable", "topic": row.topic},
+        }
     return {
         "position": row.position,
         "deal_id": deal_id,
@@ -160,8 +184,11 @@ def export_chunks(app: DealflowApp, filters: ExportFilter, fmt: str = "jsonl") -
             yield b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records)
         else:
             yield _csv_lines(
-                [[_cell(r[c]) for c in COLUMNS[:-1]] + [orjson.dumps(r["data"], option=orjson.OPT_SORT_KEYS).decode()]
-                 for r in records]
+                [
+                    [_cell(r[c]) for c in COLUMNS[:-1]]
+                    + [orjson.dumps(r["data"], option=orjson.OPT_SORT_KEYS).decode()]
+                    for r in records
+                ]
             )
 
 

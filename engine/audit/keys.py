@@ -27,7 +27,8 @@ def keys_for(app: DealflowApp, event_ids: Iterable[str]) -> dict[str, KeyRecord]
         chunk = unique[start : start + 900]
         marks = ",".join(["%s"] * len(chunk))
         for raw in app.db.fetchall(
-            f"SELECT event_id, deal_id, version FROM {IDEMPOTENCY_TABLE} WHERE event_id IN ({marks})", chunk
+            f"SELECT event_id, deal_id, version FROM {IDEMPOTENCY_TABLE} WHERE event_id IN ({marks})",
+            chunk,
         ):
             found[raw["event_id"]] = KeyRecord(raw["event_id"], raw["deal_id"], int(raw["version"]))
     return found
@@ -50,7 +51,9 @@ def _pages(app: DealflowApp, deal_id: str | None, page: int) -> Iterator[list[Ke
             return
 
 
-def check_keys(app: DealflowApp, log: BreakLog, *, deal_id: str | None = None, page: int = PAGE_SIZE) -> int:
+def check_keys(
+    app: DealflowApp, log: BreakLog, *, deal_id: str | None = None, page: int = PAGE_SIZE
+) -> int:
     """Report every idempotency record whose event is not stored; returns how many were read."""
     read = 0
     for records in _pages(app, deal_id, page):
@@ -64,7 +67,9 @@ def check_keys(app: DealflowApp, log: BreakLog, *, deal_id: str | None = None, p
     return read
 
 
-def _report_missing(app: DealflowApp, log: BreakLog, record: KeyRecord, originator_id: UUID) -> None:
+def _report_missing(
+    app: DealflowApp, log: BreakLog, record: KeyRecord, originator_id: UUID
+) -> None:
     last = max_version(app, originator_id)
     if record.version > last:
         # Report the whole missing tail once: every record past the end names part of it.
@@ -92,6 +97,9 @@ def _report_missing(app: DealflowApp, log: BreakLog, record: KeyRecord, originat
                 record.deal_id,
                 originator_id,
                 record.version,
-                details={**missing_range(record.version, record.version), "event_id": record.event_id},
+                details={
+                    **missing_range(record.version, record.version),
+                    "event_id": record.event_id,
+                },
             )
         )

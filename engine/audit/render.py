@@ -25,9 +25,14 @@ def render_timeline(timeline: dict[str, Any], console: Console | None = None) ->
     console.print(
         Panel(
             Group(
-                Text.assemble(("deal ", "dim"), (timeline["deal_id"], "bold"), ("  pipeline ", "dim"),
-                              (str(timeline["pipeline_id"]), "bold"), ("  version ", "dim"),
-                              (str(timeline["version"]), "bold")),
+                Text.assemble(
+                    ("deal ", "dim"),
+                    (timeline["deal_id"], "bold"),
+                    ("  pipeline ", "dim"),
+                    (str(timeline["pipeline_id"]), "bold"),
+                    ("  version ", "dim"),
+                    (str(timeline["version"]), "bold"),
+                ),
                 seal,
             ),
             title="dealflow audit replay",
@@ -47,7 +52,9 @@ def render_timeline(timeline: dict[str, Any], console: Console | None = None) ->
 def _event(console: Console, item: dict[str, Any]) -> None:
     if item.get("pipeline_changed"):
         change = item["pipeline_changed"]
-        console.rule(f"[yellow]pipeline definition v{change['from']} → v{change['to']} from here on[/yellow]")
+        console.rule(
+            f"[yellow]pipeline definition v{change['from']} → v{change['to']} from here on[/yellow]"
+        )
     header = Text.assemble(
         (f"v{item['version']:<3}", "bold cyan"),
         (f" {item['occurred_at']}", ""),
@@ -56,10 +63,16 @@ def _event(console: Console, item: dict[str, Any]) -> None:
     )
     console.print(header)
     meta = Text.assemble(
-        ("      by ", "dim"), (item["actor"], ""), ("  event ", "dim"), (item["event_id"], ""),
-        ("  recorded ", "dim"), (item["recorded_at"], ""),
-        ("  pipeline v", "dim"), (str(item["pipeline_version"]), ""),
-        ("  hash ", "dim"), (item["hash"][:12], "dim"),
+        ("      by ", "dim"),
+        (item["actor"], ""),
+        ("  event ", "dim"),
+        (item["event_id"], ""),
+        ("  recorded ", "dim"),
+        (item["recorded_at"], ""),
+        ("  pipeline v", "dim"),
+        (str(item["pipeline_version"]), ""),
+        ("  hash ", "dim"),
+        (item["hash"][:12], "dim"),
     )
     console.print(meta)
     criteria = item.get("criteria")
@@ -76,7 +89,9 @@ def _event(console: Console, item: dict[str, Any]) -> None:
         console.print("      [dim]moved backward: no exit criteria apply[/dim]")
     state = item.get("state")
     if state:
-        parts = [f"{name}={state[name]}" for name in STATE_FIELDS if state.get(name) not in (None, False)]
+        parts = [
+            f"{name}={state[name]}" for name in STATE_FIELDS if state.get(name) not in (None, False)
+        ]
         facts = [name for name, value in sorted(state["facts"].items()) if value]
         if facts:
             parts.append("facts=" + ",".join(facts))

@@ -59,9 +59,15 @@ def deal_commands(prefix: str, index: int, *, pipeline_id: str = "default") -> l
     at = START + timedelta(minutes=index)
     lost = index % 3 == 2
     bodies: list[dict[str, Any]] = [
-        {"type": "opened", "pipeline_id": pipeline_id, "name": f"Deal {index}", "amount": "1000",
-         "owner": f"rep-{index % 7}", "industry": ("saas", "retail", "health")[index % 3],
-         "lead_source": "web"}
+        {
+            "type": "opened",
+            "pipeline_id": pipeline_id,
+            "name": f"Deal {index}",
+            "amount": "1000",
+            "owner": f"rep-{index % 7}",
+            "industry": ("saas", "retail", "health")[index % 3],
+            "lead_source": "web",
+        }
     ]
     path = WON_PATH[:LOST_AFTER] if lost else WON_PATH
     bodies += [{"type": kind, **fields} for kind, fields in path]
@@ -69,12 +75,18 @@ def deal_commands(prefix: str, index: int, *, pipeline_id: str = "default") -> l
         bodies.append({"type": "lost", "reason": "no budget"})
     commands = []
     for step, body in enumerate(bodies):
-        body = {**body, "event_id": f"{deal_id}-e{step}", "occurred_at": (at + timedelta(hours=step)).isoformat()}
+        body = {
+            **body,
+            "event_id": f"{deal_id}-e{step}",
+            "occurred_at": (at + timedelta(hours=step)).isoformat(),
+        }
         commands.append(make_command(deal_id, body))
     return commands
 
 
-def command_stream(events: int, prefix: str = "d", *, pipeline_id: str = "default") -> Iterator[Command]:
+def command_stream(
+    events: int, prefix: str = "d", *, pipeline_id: str = "default"
+) -> Iterator[Command]:
     """About ``events`` commands (whole deals), in deal order."""
     emitted = 0
     index = 0
@@ -105,5 +117,7 @@ def _ingest(app: DealflowApp, commands: list[Command]) -> int:
     rejected = [o for o in outcomes if o.status == "rejected"]
     if rejected:
         first = rejected[0]
-        raise RuntimeError(f"sample ingest rejected {len(rejected)} events; first: {first.deal_id} {first.error}")
+        raise RuntimeError(
+            f"sample ingest rejected {len(rejected)} events; first: {first.deal_id} {first.error}"
+        )
     return len(outcomes)

@@ -177,9 +177,7 @@ def max_version(app: DealflowApp, originator_id: UUID) -> int:
     return int(row["v"]) if row and row["v"] is not None else 0
 
 
-def existing_versions(
-    app: DealflowApp, pairs: Sequence[tuple[UUID, int]]
-) -> set[tuple[UUID, int]]:
+def existing_versions(app: DealflowApp, pairs: Sequence[tuple[UUID, int]]) -> set[tuple[UUID, int]]:
     """Which (originator, version) pairs are stored."""
     db = app.db
     found: set[tuple[UUID, int]] = set()

@@ -45,7 +45,8 @@ def deal_timeline(app: DealflowApp, deal_id: str, *, check_chain: bool = True) -
         item["criteria"] = _criteria(event)
         item["pipeline_changed"] = (
             {"from": previous_version, "to": event.pipeline_version}
-            if previous_version is not None and event.pipeline_version not in (None, previous_version)
+            if previous_version is not None
+            and event.pipeline_version not in (None, previous_version)
             else None
         )
         if event.pipeline_version is not None:
@@ -72,7 +73,10 @@ def deal_timeline(app: DealflowApp, deal_id: str, *, check_chain: bool = True) -
 
 
 def _definition(
-    app: DealflowApp, deal: Deal, pipelines: dict[int, dict[str, Any]], definitions: dict[int, PipelineDefinition]
+    app: DealflowApp,
+    deal: Deal,
+    pipelines: dict[int, dict[str, Any]],
+    definitions: dict[int, PipelineDefinition],
 ) -> PipelineDefinition | None:
     version = deal.pipeline_version
     if version is None:
@@ -91,7 +95,9 @@ def _definition(
                 {
                     "id": stage.id,
                     "name": stage.name,
-                    "exit_criteria": [c.model_dump(mode="json", exclude_none=True) for c in stage.exit_criteria],
+                    "exit_criteria": [
+                        c.model_dump(mode="json", exclude_none=True) for c in stage.exit_criteria
+                    ],
                 }
                 for stage in ref.definition.stages
             ],
@@ -129,11 +135,15 @@ def summarize(event: DealEvent) -> str:
     if kind == "updated":
         return "updated " + ", ".join(f"{k} → {v}" for k, v in data["changes"].items())
     if kind == "activity_logged":
-        return f"activity {data['activity']}" + (f": {data['summary']}" if data.get("summary") else "")
+        return f"activity {data['activity']}" + (
+            f": {data['summary']}" if data.get("summary") else ""
+        )
     if kind == "stage_changed":
         return f"{data['from_stage']} → {data['to_stage']} ({data['direction']})"
     if kind == "won":
-        return f"won from {data['from_stage']}" + (f" at {data['amount']}" if data.get("amount") else "")
+        return f"won from {data['from_stage']}" + (
+            f" at {data['amount']}" if data.get("amount") else ""
+        )
     if kind == "lost":
         return f"lost from {data['from_stage']}: {data['reason']}"
     if kind == "reopened":
@@ -147,7 +157,9 @@ def summarize(event: DealEvent) -> str:
     if kind == "nurture_stopped":
         return f"{data['sequence_id']} stopped: {data['reason']}"
     if kind == "escalated":
-        return f"escalated to {data['level']} in {data['stage']}" + (f" ({data['to']})" if data.get("to") else "")
+        return f"escalated to {data['level']} in {data['stage']}" + (
+            f" ({data['to']})" if data.get("to") else ""
+        )
     if kind == "flagged_stale":
         return f"flagged stale in {data['stage']}"
     return kind

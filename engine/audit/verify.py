@@ -92,10 +92,18 @@ def verify(app: DealflowApp, deal_id: str | None = None, *, page: int = PAGE_SIZ
     log = BreakLog()
     report = VerifyReport(deal_id, log)
     originator = deal_uuid(deal_id) if deal_id is not None else None
-    counts = {"events": 0, "deals": 0, "definition_events": 0, "idempotency_records": 0, "log_rows": 0,
-              "checkpoints": 0}
+    counts = {
+        "events": 0,
+        "deals": 0,
+        "definition_events": 0,
+        "idempotency_records": 0,
+        "log_rows": 0,
+        "checkpoints": 0,
+    }
 
-    for batch in _batches(_groups(rows_by_originator(app, originator_id=originator, page=page)), page):
+    for batch in _batches(
+        _groups(rows_by_originator(app, originator_id=originator, page=page)), page
+    ):
         decoded = [[decode_row(row)[0] for row in group] for group in batch]
         event_ids: list[str] = []
         for events in decoded:
@@ -138,11 +146,25 @@ def _check_definitions(group: list[StoredRow], events: list[Any], log: BreakLog)
     """Definition events carry no chain (the checkpoints cover them); they must still read."""
     for row, event in zip(group, events, strict=True):
         if event is None:
-            log.add(Break(UNDECODABLE, "the stored row is not a readable event", None, row.originator_id,
-                          row.version, row.position, {"topic": row.topic}))
+            log.add(
+                Break(
+                    UNDECODABLE,
+                    "the stored row is not a readable event",
+                    None,
+                    row.originator_id,
+                    row.version,
+                    row.position,
+                    {"topic": row.topic},
+                )
+            )
 
 
 def keys_for_deal(app: DealflowApp, deal_id: str) -> bool:
     from engine.persistence.recorders import IDEMPOTENCY_TABLE
 
-    return app.db.fetchone(f"SELECT 1 AS one FROM {IDEMPOTENCY_TABLE} WHERE deal_id = %s LIMIT 1", (deal_id,)) is not None
+    return (
+        app.db.fetchone(
+            f"SELECT 1 AS one FROM {IDEMPOTENCY_TABLE} WHERE deal_id = %s LIMIT 1", (deal_id,)
+        )
+        is not None
+    )

@@ -447,8 +447,9 @@ class Deal:
         version = self.version + 1
         # Commands pass values already validated (engine.commands) and typed, so the event is
         # constructed without a second validation: it costs more than everything else per event.
-        event = event_class.model_construct(
-            **{
+        event = _construct(
+            event_class,
+            {
                 "originator_id": self.id,
                 "originator_version": version,
                 "timestamp": meta.recorded_at,
@@ -458,7 +459,7 @@ class Deal:
                 "pipeline_version": pipeline_version,
                 "hash": GENESIS_HASH,
                 **data,
-            }
+            },
         )
         stored = _seal(event, self.last_hash)
         event.mutate(self)
@@ -491,8 +492,9 @@ class Deal:
         if unknown:
             raise ValidationFailed(f"unknown deal fields: {', '.join(sorted(unknown))}")
         _check_amount(fields.get("amount"))
-        event = Opened.model_construct(
-            **{
+        event = _construct(
+            Opened,
+            {
                 "originator_id": deal_uuid(deal_id),
                 "originator_version": 1,
                 "timestamp": meta.recorded_at,
@@ -507,7 +509,7 @@ class Deal:
                 "stage": stage,
                 "currency": currency or definition.currency,
                 **{k: v for k, v in fields.items() if v is not None},
-            }
+            },
         )
         stored = _seal(event, GENESIS_HASH)
         opened = event.mutate(None)
@@ -718,6 +720,34 @@ class Deal:
             names = ", ".join(f"{u['stage']}.{u['criterion']}" for u in unmet)
             raise ExitCriteriaUnmet(f"cannot {action}: exit criteria not met: {names}", unmet=unmet)
         return results
+
+
+_defaults: dict[type[DealEvent], dict[str, Any]] = {}
+
+
+def _construct(event_class: type[DealEvent], values: dict[str, Any]) -> DealEvent:
+    """``model_construct`` without its per-call bookkeeping (it measured ~17 µs an event).
+
+    Same result for trusted, already-typed values: the fields' defaults, then the values.
+    """
+    defaults = _defaults.get(event_class)
+    if defaults is None:
+        defaults = _defaults[event_class] = {
+            name: field.default
+            for name, field in event_class.model_fields.items()
+            if not field.is_required() and field.default_factory is None
+        }
+    state = {
+        name: copy.copy(value) if isinstance(value, (dict, list)) else value
+        for name, value in defaults.items()
+    }
+    state.update(values)
+    event = event_class.__new__(event_class)
+    object.__setattr__(event, "__dict__", state)
+    object.__setattr__(event, "__pydantic_fields_set__", set(values))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
 
 
 def _seal(event: DealEvent, previous_hash: str) -> bytes:

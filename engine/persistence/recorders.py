@@ -129,6 +129,7 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
                 ),
             )
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_idempotency(self, event_ids: Sequence[str]) -> list[IdempotencyRecord]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(
@@ -141,6 +142,7 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
                 for r in curs.fetchall()
             ]
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_for_many(
         self, originator_ids: Sequence[UUID], gt: dict[UUID, int] | None = None
     ) -> list[StoredEvent]:

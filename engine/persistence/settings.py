@@ -68,6 +68,9 @@ class StoreSettings:
                 POSTGRES_MAX_OVERFLOW=str(self.max_overflow),
                 POSTGRES_CONNECT_TIMEOUT="10",
                 POSTGRES_LOCK_TIMEOUT="10",
+                # Check a pooled connection before handing it out: after a server restart or
+                # failover the pool would otherwise serve dead connections.
+                POSTGRES_PRE_PING="y",
             )
         else:
             self.home.mkdir(parents=True, exist_ok=True)
