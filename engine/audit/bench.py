@@ -103,7 +103,7 @@ def _ingest_seconds(
 
     original = DealEvent.content_hash
     if constant_hash:
-        DealEvent.content_hash = lambda self, previous_hash, data=None: GENESIS_HASH  # type: ignore[method-assign]
+        DealEvent.content_hash = lambda self, previous_hash, data=None, times=None: GENESIS_HASH  # type: ignore[method-assign]
     app = DealflowApp(settings)
     try:
         commands = list(command_stream(events, prefix="chain"))
