@@ -190,6 +190,57 @@ def run_ingest(
     }
 
 
+def _writer(
+    database_url: str, events: list[dict[str, Any]], batch: int, barrier: Any, results: Any
+) -> None:
+    """One writer process of the parallel run: its own application, its share of the deals."""
+    from engine.api.routes_deals import to_command
+    from engine.application import DealflowApp
+    from engine.persistence.settings import StoreSettings
+
+    app = DealflowApp(StoreSettings(database_url=database_url, home=Path(".")))
+    app.pipeline_ref("default")
+    app.pipeline_ref("post-purchase")
+    barrier.wait()
+    started = time.perf_counter()
+    recorded = 0
+    for start in range(0, len(events), batch):
+        commands = [
+            to_command(item["deal_id"], item, "bench") for item in events[start : start + batch]
+        ]
+        recorded += sum(1 for o in app.ingest(commands) if o.status == "recorded")
+    results.put((started, time.perf_counter(), recorded))
+    app.close()
+
+
+def run_parallel(
+    database_url: str, events: list[dict[str, Any]], batch: int, writers: int
+) -> dict[str, Any]:
+    """The same events through ``writers`` processes at once, each deal in one process (as API
+    replicas behind a load balancer that routes by deal would). The table lock serialises only
+    the COPY; deciding runs in parallel."""
+    import multiprocessing
+    import zlib
+
+    shares: list[list[dict[str, Any]]] = [[] for _ in range(writers)]
+    for item in events:
+        shares[zlib.crc32(item["deal_id"].encode()) % writers].append(item)
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(writers)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_writer, args=(database_url, share, batch, barrier, results))
+        for share in shares
+    ]
+    for process in processes:
+        process.start()
+    finished = [results.get(timeout=3600) for _ in processes]
+    for process in processes:
+        process.join()
+    seconds = max(end for _, end, _ in finished) - min(start for start, _, _ in finished)
+    return {"seconds": seconds, "recorded": sum(n for _, _, n in finished)}
+
+
 def run_copy(database_url: str, sizes: list[int], batch: int) -> float:
     """The same number of rows, same state sizes, raw binary COPY, one transaction per batch."""
     import psycopg
@@ -396,7 +447,22 @@ def _bench(args: argparse.Namespace) -> int:
             f"raw COPY          {copy_rows_per_s:>12,.0f} rows/s    ({copy_seconds:.2f} s, {len(sizes):,} rows, mean {result['mean_state_bytes']:.0f} B)"
         )
         print(f"ratio_vs_copy     {result['ratio_vs_copy']:>12.3f}")
-        if not args.no_http:
+    if args.writers > 1:
+        with scratch_database(database_url, args.keep) as url:
+            parallel = run_parallel(url, events, args.batch, args.writers)
+        rate = len(events) / parallel["seconds"]
+        result.update(
+            parallel_writers=args.writers,
+            parallel_events_per_s=rate,
+            parallel_ratio_vs_copy=rate / result["copy_rows_per_s"],
+            parallel_recorded=parallel["recorded"],
+        )
+        print(
+            f"{args.writers} writers       {rate:>12,.0f} events/s  ({parallel['seconds']:.2f} s; "
+            f"ratio_vs_copy {result['parallel_ratio_vs_copy']:.3f})"
+        )
+    if not args.no_http:
+        with scratch_database(database_url, args.keep) as url:
             http = run_http(url, args.http_rate, args.http_seconds)
             result.update(http)
             print(
@@ -430,4 +496,10 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--profile", help="cProfile the ingest loop into this file and print the top entries"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=2,
+        help="also run the events through this many writer processes at once (1: skip)",
+    )
     parser.set_defaults(func=_bench)
