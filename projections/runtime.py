@@ -92,18 +92,28 @@ class ProjectionsService:
     ) -> int:
         for runner_name, runner in self.runners.items():
             if name is None or name == runner_name:
-                runner.projection.view.reset()
-                runner.catch_up(until=self.app.max_position(), progress=progress)
-                runner.projection.view.analyze()
+                view = runner.projection.view
+                view.reset(bulk=True)
+                try:
+                    runner.catch_up(until=self.app.max_position(), progress=progress)
+                finally:
+                    view.finish_rebuild()
+                view.analyze()
         return self.app.max_position()
 
     def stage_occupancy(self, pipeline_id: str) -> dict[str, int]:
-        """Open deals per stage, after the read model has caught up with the log (briefly)."""
-        head = self.app.max_position()
-        if not self.wait(head, timeout=2.0) and self.runs_here:
-            self.catch_up()
+        """Open deals per stage (the pipeline-in-use guard). When the projections run in this
+        process, the read model is first brought up to the log's head (a short wait for the
+        runner, else the missing events are folded here); when they run elsewhere the view is
+        read as it stands, without waiting."""
+        if self.runs_here:
+            head = self.app.max_position()
+            if self.position() < head and not (
+                self.runner.running and self.wait(head, timeout=0.2)
+            ):
+                self.catch_up()
         rows = self.app.db.fetchall(
-            "SELECT stage, COUNT(*) AS n FROM rm_deals WHERE pipeline_id = %s AND status = 'open' GROUP BY stage",
+            "SELECT stage, open_n AS n FROM rm_stage_stats WHERE pipeline_id = %s AND open_n > 0",
             (pipeline_id,),
         )
         return {row["stage"]: int(row["n"]) for row in rows}

@@ -13,12 +13,11 @@ from projections.queries.common import (
     encode_cursor,
     money,
     snapshot,
-    stale_sql,
     tracked_position,
     units_to_decimal,
     weighted,
 )
-from projections.queries.metrics import open_by_stage
+from projections.queries.metrics import stage_totals
 
 ITEM_COLUMNS = (
     "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
@@ -41,9 +40,7 @@ def board(
         version, definition = definition_at(app, pipeline_id, moment, cur)
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
-        by_stage = open_by_stage(
-            cur, source, stale_sql({pipeline_id: definition}, moment.at), moment.at
-        )
+        by_stage, _ = stage_totals(cur, pipeline_id, definition, moment)
         columns = []
         for column in definition.stages:
             if stage is not None and column.id != stage:

@@ -17,6 +17,7 @@ from projections.queries.common import (
     days,
     deal_source,
     definition_at,
+    limit_us,
     money,
     ratio,
     snapshot,
@@ -25,9 +26,19 @@ from projections.queries.common import (
     units_to_decimal,
     weighted,
 )
-from projections.readmodel.schema import STAYS_TABLE
+from projections.readmodel.fold import BREAKDOWN_KEYS, DAY_US
+from projections.readmodel.schema import (
+    CURRENT_TABLE,
+    KEYS_TABLE,
+    PIPELINES_TABLE,
+    STATS_COUNTERS,
+    STATS_TABLE,
+    STAYS_TABLE,
+    VISITS_TABLE,
+    WON_TABLE,
+)
 
-BREAKDOWN_KEYS = ("industry", "lead_source", "decision_maker_role", "owner", "account")
+__all__ = ["BREAKDOWN_KEYS", "breakdown", "metrics", "stage_totals"]
 
 
 def _window(closed_from: int | None, closed_to: int | None) -> tuple[str, list[Any]]:
@@ -45,24 +56,153 @@ def _window(closed_from: int | None, closed_to: int | None) -> tuple[str, list[A
 def open_by_stage(
     cur: Any, source: tuple[str, list[Any]], stale: tuple[str, list[Any]], at: int
 ) -> dict[str, dict[str, int]]:
-    """Open deals per stage: count, value (micro-units), total age (ms) and stale count."""
+    """Open deals per stage: count, value (micro-units), total age (microseconds, exact: the
+    sum of opened_at is taken in two parts so that it cannot overflow) and stale count."""
     sql, params = source
     rows = cur.execute(
         f"SELECT d.stage AS stage, COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units,"
-        f" COALESCE(SUM((%s - d.opened_at) / 1000), 0) AS age_ms,"
+        f" COALESCE(SUM(d.opened_at / 1000), 0) AS open_ms,"
+        f" COALESCE(SUM(d.opened_at - d.opened_at / 1000 * 1000), 0) AS open_us,"
         f" SUM(CASE WHEN {stale[0]} THEN 1 ELSE 0 END) AS stale"
         f" FROM {sql} WHERE d.status = 'open' GROUP BY d.stage",
-        [at, *stale[1], *params],
+        [*stale[1], *params],
     ).fetchall()
     return {
         r["stage"]: {
             "n": int(r["n"]),
             "units": int(r["units"]),
-            "age_ms": int(r["age_ms"]),
+            "age_us": _age_us(at, int(r["n"]), int(r["open_ms"]), int(r["open_us"])),
             "stale": int(r["stale"] or 0),
         }
         for r in rows
     }
+
+
+def _age_us(at: int, n: int, open_ms: int, open_us: int) -> int:
+    """Total age at ``at`` of ``n`` deals whose opened_at sum is ``1000 * open_ms + open_us``."""
+    return n * at - (1000 * open_ms + open_us)
+
+
+# -- the summary tables (the "now" path) --------------------------------------------------------
+
+
+def summary_applies(cur: Any, pipeline_id: str, moment: Moment) -> bool:
+    """Whether the summary tables answer for ``moment``: a "now" question, and no event of the
+    pipeline has a business time after it (the figures cut stays and closes at the moment;
+    the summaries hold every event, so they are exact only when nothing lies beyond it)."""
+    if moment.historical:
+        return False
+    row = cur.execute(
+        f"SELECT last_event_at FROM {PIPELINES_TABLE} WHERE pipeline_id = %s", (pipeline_id,)
+    ).fetchone()
+    return row is None or int(row["last_event_at"]) <= moment.at
+
+
+def _stats(cur: Any, pipeline_id: str) -> dict[str, dict[str, int]]:
+    rows = cur.execute(
+        f"SELECT stage, {', '.join(STATS_COUNTERS)} FROM {STATS_TABLE} WHERE pipeline_id = %s",
+        (pipeline_id,),
+    ).fetchall()
+    return {r["stage"]: {c: int(r[c]) for c in STATS_COUNTERS} for r in rows}
+
+
+def _stale_from_summary(
+    cur: Any,
+    pipeline_id: str,
+    definition: PipelineDefinition,
+    stats: dict[str, dict[str, int]],
+    at: int,
+) -> dict[str, int]:
+    """Stale open deals per stage: every flagged one, plus, where the stage has a limit, every
+    one in it since before ``at - limit``. Counted as the open deals minus the unflagged ones
+    that entered recently (an index range over the few recent ones, not the many old ones)."""
+    stale: dict[str, int] = {}
+    for stage, stat in stats.items():
+        if not stat["open_n"]:
+            continue
+        limit = (
+            limit_us(definition.stage(stage).max_days_in_stage)
+            if definition.has_stage(stage)
+            else None
+        )
+        if limit is None:
+            stale[stage] = stat["open_flagged"]
+            continue
+        row = cur.execute(
+            f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
+            " AND stage = %s AND stage_entered_at >= %s AND flagged_stale = 0",
+            (pipeline_id, stage, at - limit),
+        ).fetchone()
+        stale[stage] = stat["open_n"] - int(row["n"])
+    return stale
+
+
+def stage_totals(
+    cur: Any, pipeline_id: str, definition: PipelineDefinition, moment: Moment
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]] | None]:
+    """Open deals per stage as :func:`open_by_stage` gives them, and the summary rows when the
+    summary tables answer for ``moment`` (None when the rows had to be scanned)."""
+    if summary_applies(cur, pipeline_id, moment):
+        stats = _stats(cur, pipeline_id)
+        stale = _stale_from_summary(cur, pipeline_id, definition, stats, moment.at)
+        by_stage = {
+            stage: {
+                "n": s["open_n"],
+                "units": s["open_units"],
+                "age_us": _age_us(moment.at, s["open_n"], s["open_ms"], s["open_us"]),
+                "stale": stale[stage],
+            }
+            for stage, s in stats.items()
+            if s["open_n"]
+        }
+        return by_stage, stats
+    source = deal_source(moment, pipeline_id)
+    stale_ = stale_sql({pipeline_id: definition}, moment.at)
+    return open_by_stage(cur, source, stale_, moment.at), None
+
+
+def _median_from_buckets(cur: Any, pipeline_id: str, won: int) -> float | None:
+    """The median of all won deals' open-to-won durations: the bucket counts (whole days) say
+    which bucket holds the middle; an index range over that bucket gives the exact values."""
+    if not won:
+        return None
+    rows = cur.execute(
+        f"SELECT bucket, n FROM {WON_TABLE} WHERE pipeline_id = %s AND n > 0 ORDER BY bucket",
+        (pipeline_id,),
+    ).fetchall()
+    wanted = [(won - 1) // 2] if won % 2 else [(won - 1) // 2, won // 2]
+    values: list[int] = []
+    for rank in wanted:
+        seen = 0
+        for r in rows:
+            if rank < seen + int(r["n"]):
+                lo = int(r["bucket"]) * DAY_US
+                found = cur.execute(
+                    f"SELECT closed_at - opened_at AS dur FROM {CURRENT_TABLE}"
+                    " WHERE pipeline_id = %s AND status = 'won'"
+                    " AND closed_at - opened_at >= %s AND closed_at - opened_at < %s"
+                    " ORDER BY closed_at - opened_at LIMIT 1 OFFSET %s",
+                    (pipeline_id, lo, lo + DAY_US, rank - seen),
+                ).fetchone()
+                values.append(int(found["dur"]))
+                break
+            seen += int(r["n"])
+    middle = values[0] if won % 2 else (values[0] + values[1]) / 2
+    return round(middle / 1000 / MS_PER_DAY, 6)
+
+
+def _qualified_from_summary(cur: Any, pipeline_id: str, definition: PipelineDefinition) -> int:
+    """Deals that ever visited a stage beyond ``qualified_after`` or were ever won."""
+    later = set(definition.stage_ids[definition.index(definition.qualified_stage) + 1 :])
+    rows = cur.execute(
+        f"SELECT visited, ever_won, n FROM {VISITS_TABLE} WHERE pipeline_id = %s AND n > 0",
+        (pipeline_id,),
+    ).fetchall()
+    return sum(
+        int(r["n"])
+        for r in rows
+        if int(r["ever_won"]) or later.intersection(filter(None, r["visited"].split(",")))
+    )
 
 
 def _median_won_ms(
@@ -154,29 +294,53 @@ def metrics(
     closed_to: int | None = None,
     target: Decimal | None = None,
 ) -> dict[str, Any]:
+    windowed = closed_from is not None or closed_to is not None
     with snapshot(app) as cur:
         version, definition = definition_at(app, pipeline_id, moment, cur)
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
-        stale = stale_sql({pipeline_id: definition}, moment.at)
-        by_stage = open_by_stage(cur, source, stale, moment.at)
+        by_stage, summary = stage_totals(cur, pipeline_id, definition, moment)
         window = _window(closed_from, closed_to)
         sql, params = source
-        closed = {
-            r["status"]: r
-            for r in cur.execute(
-                f"SELECT d.status AS status, COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units,"
-                f" COALESCE(SUM((d.closed_at - d.opened_at) / 1000), 0) AS dur_ms"
-                f" FROM {sql} WHERE d.status IN ('won', 'lost') AND {window[0]} GROUP BY d.status",
-                [*params, *window[1]],
-            ).fetchall()
-        }
-        opened = int(cur.execute(f"SELECT COUNT(*) AS n FROM {sql}", params).fetchone()["n"])
-        won = int(closed["won"]["n"]) if "won" in closed else 0
-        lost = int(closed["lost"]["n"]) if "lost" in closed else 0
-        median = _median_won_ms(cur, source, window, won)
-        stays = _stays(cur, pipeline_id, moment.at)
-        qualified = _qualified(cur, pipeline_id, definition, moment.at)
+        if summary is not None and not windowed:
+            won = sum(s["won_n"] for s in summary.values())
+            lost = sum(s["lost_n"] for s in summary.values())
+            closed = {
+                "won": {
+                    "n": won,
+                    "units": sum(s["won_units"] for s in summary.values()),
+                    "dur_ms": sum(s["won_ms"] for s in summary.values()),
+                }
+            }
+            median = _median_from_buckets(cur, pipeline_id, won)
+        else:
+            if summary is not None:
+                # Only the deals closed in the window: an index range, not the whole pipeline.
+                sql, params = f"{CURRENT_TABLE} d", []
+                window = (f"d.pipeline_id = %s AND {window[0]}", [pipeline_id, *window[1]])
+            closed = {
+                r["status"]: r
+                for r in cur.execute(
+                    f"SELECT d.status AS status, COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units,"
+                    f" COALESCE(SUM((d.closed_at - d.opened_at) / 1000), 0) AS dur_ms"
+                    f" FROM {sql} WHERE d.status IN ('won', 'lost') AND {window[0]} GROUP BY d.status",
+                    [*params, *window[1]],
+                ).fetchall()
+            }
+            won = int(closed["won"]["n"]) if "won" in closed else 0
+            lost = int(closed["lost"]["n"]) if "lost" in closed else 0
+            median = _median_won_ms(cur, (sql, params), window, won)
+        if summary is not None:
+            opened = sum(s["deals"] for s in summary.values())
+            stays = {
+                stage: {k: s[k] for k in ("completed", "stay_ms", "entered", "advanced")}
+                for stage, s in summary.items()
+            }
+            qualified = _qualified_from_summary(cur, pipeline_id, definition)
+        else:
+            opened = int(cur.execute(f"SELECT COUNT(*) AS n FROM {sql}", params).fetchone()["n"])
+            stays = _stays(cur, pipeline_id, moment.at)
+            qualified = _qualified(cur, pipeline_id, definition, moment.at)
 
     value_by_stage = {s: units_to_decimal(v["units"]) for s, v in by_stage.items()}
     stages = []
@@ -224,7 +388,9 @@ def metrics(
         "conversion_rate": ratio(won, opened),
         "avg_days_to_close_won": days(closed["won"]["dur_ms"], won) if won else None,
         "median_days_to_close_won": median,
-        "avg_open_deal_age_days": days(sum(v["age_ms"] for v in by_stage.values()), open_deals),
+        "avg_open_deal_age_days": ratio_days(
+            sum(v["age_us"] for v in by_stage.values()), open_deals
+        ),
         "stale_deals": sum(v["stale"] for v in by_stage.values()),
         "stages": stages,
         "shape": shape(definition, value_by_stage),
@@ -256,17 +422,28 @@ def breakdown(
     with snapshot(app) as cur:
         version, _ = definition_at(app, pipeline_id, moment, cur)  # 404 for an unknown pipeline
         position = tracked_position(app, cur)
-        sql, params = deal_source(moment, pipeline_id)
-        rows = cur.execute(
-            f"SELECT d.{by} AS key, COUNT(*) AS deals,"
-            " SUM(CASE WHEN d.status = 'open' THEN 1 ELSE 0 END) AS open_deals,"
-            f" SUM(CASE WHEN {won_w} THEN 1 ELSE 0 END) AS won,"
-            f" SUM(CASE WHEN {lost_w} THEN 1 ELSE 0 END) AS lost,"
-            f" COALESCE(SUM(CASE WHEN {won_w} THEN d.amount_units ELSE 0 END), 0) AS won_units,"
-            f" COALESCE(SUM(CASE WHEN {won_w} THEN (d.closed_at - d.opened_at) / 1000 ELSE 0 END), 0) AS won_ms"
-            f" FROM {sql} GROUP BY d.{by}",
-            [*window_params, *window_params, *window_params, *window_params, *params],
-        ).fetchall()
+        if closed_from is None and closed_to is None and summary_applies(cur, pipeline_id, moment):
+            rows = [
+                {**r, "key": None if r["key_null"] else r["key"]}
+                for r in cur.execute(
+                    "SELECT key_null, key, deals, open_n AS open_deals, won_n AS won,"
+                    " lost_n AS lost, won_units, won_ms"
+                    f" FROM {KEYS_TABLE} WHERE pipeline_id = %s AND dim = %s AND deals > 0",
+                    (pipeline_id, by),
+                ).fetchall()
+            ]
+        else:
+            sql, params = deal_source(moment, pipeline_id)
+            rows = cur.execute(
+                f"SELECT d.{by} AS key, COUNT(*) AS deals,"
+                " SUM(CASE WHEN d.status = 'open' THEN 1 ELSE 0 END) AS open_deals,"
+                f" SUM(CASE WHEN {won_w} THEN 1 ELSE 0 END) AS won,"
+                f" SUM(CASE WHEN {lost_w} THEN 1 ELSE 0 END) AS lost,"
+                f" COALESCE(SUM(CASE WHEN {won_w} THEN d.amount_units ELSE 0 END), 0) AS won_units,"
+                f" COALESCE(SUM(CASE WHEN {won_w} THEN (d.closed_at - d.opened_at) / 1000 ELSE 0 END), 0) AS won_ms"
+                f" FROM {sql} GROUP BY d.{by}",
+                [*window_params, *window_params, *window_params, *window_params, *params],
+            ).fetchall()
     items = []
     for r in rows:
         won, lost = int(r["won"] or 0), int(r["lost"] or 0)
@@ -293,6 +470,11 @@ def breakdown(
         "closed_to": _iso(closed_to),
         "rows": items,
     }
+
+
+def ratio_days(total_us: int, count: int) -> float | None:
+    """Mean days of ``count`` durations summing to ``total_us`` microseconds."""
+    return None if not count else round(total_us / count / (MS_PER_DAY * 1000), 6)
 
 
 def _iso(value: int | None) -> str | None:

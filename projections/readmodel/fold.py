@@ -24,6 +24,13 @@ from typing import Any
 from uuid import UUID
 
 from projections.readmodel.records import EventRecord
+from projections.readmodel.schema import KEYS_COUNTERS, STATS_COUNTERS
+
+# The deal attributes the breakdown groups by (each keeps its own counters).
+BREAKDOWN_KEYS = ("industry", "lead_source", "decision_maker_role", "owner", "account")
+DAY_US = 86_400_000_000
+_S = {name: i for i, name in enumerate(STATS_COUNTERS)}
+_N_STATS, _N_KEYS = len(STATS_COUNTERS), len(KEYS_COUNTERS)
 
 UNITS = Decimal(1_000_000)  # money is kept as integer micro-units (exact sums on both databases)
 
@@ -52,7 +59,14 @@ DEAL_COLUMNS = (
     "version",
     "position",
 )
-CURRENT_COLUMNS = (*DEAL_COLUMNS, "stay_seq", "visited", "advanced", "last_event_at")
+CURRENT_COLUMNS = (
+    *DEAL_COLUMNS,
+    "stay_seq",
+    "visited",
+    "advanced",
+    "last_event_at",
+    "ever_won",
+)
 HISTORY_COLUMNS = (*DEAL_COLUMNS, "valid_from", "valid_to")
 STAY_COLUMNS = (
     "deal_uuid",
@@ -118,6 +132,7 @@ class DealRow:
     visited: set[str]
     advanced: set[str]
     last_event_at: int
+    ever_won: int = 0
 
     def deal_values(self) -> tuple[Any, ...]:
         return _deal_values(self)  # type: ignore[no-any-return]
@@ -129,6 +144,7 @@ class DealRow:
             ",".join(sorted(self.visited)),
             ",".join(sorted(self.advanced)),
             self.last_event_at,
+            self.ever_won,
         )
 
     @classmethod
@@ -169,6 +185,13 @@ class ChangeSet:
     # Stays stored by earlier batches that this batch ends: (deal, seq, left_at, exit, first_advance).
     stay_closes: list[tuple[UUID, int, int, str, int]] = field(default_factory=list)
     pipelines: set[str] = field(default_factory=set)
+    # The latest business time of an event of each pipeline in this batch.
+    pipeline_times: dict[str, int] = field(default_factory=dict)
+    # Deltas of the summary tables (see schema.py), keyed by their primary keys.
+    stats: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    keys: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
+    visits: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    won_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
     skipped: int = 0  # events of deals the read model has never seen opened (should stay 0)
 
     @property
@@ -185,11 +208,80 @@ class DealFold:
         self._stored_version = {k: row.version for k, row in stored.items()}
         self._stored_seq = {k: row.stay_seq for k, row in stored.items()}
         self._last_history: dict[UUID, list[Any]] = {}
+        # What each stored deal contributed to the summary tables before this batch.
+        self._before = {k: _contribution(row) for k, row in stored.items()}
 
     def apply_all(self, records: Iterable[EventRecord]) -> ChangeSet:
         for record in records:
             self.apply(record)
+        self._summarise()
         return self.changes
+
+    # -- summary tables -----------------------------------------------------------------------
+    def _stat(self, pipeline: str, stage: str) -> list[int]:
+        key = (pipeline, stage)
+        found = self.changes.stats.get(key)
+        if found is None:
+            found = self.changes.stats[key] = [0] * _N_STATS
+        return found
+
+    def _summarise(self) -> None:
+        """The summary deltas of the deals' current state: what each touched deal contributes
+        now minus what it contributed before the batch (stays were counted as they happened)."""
+        changes = self.changes
+        for deal, row in changes.current.items():
+            after = _contribution(row)
+            before = self._before.get(deal)
+            if before == after:
+                continue
+            # The breakdown counters only move with status, amount, close or attributes.
+            keys = before is None or _key_part(before) != _key_part(after)
+            if before is not None:
+                self._add(before, -1, keys)
+            self._add(after, 1, keys)
+
+    def _add(self, c: tuple[Any, ...], sign: int, keys: bool) -> None:
+        pipeline, stage, status, units, opened_at, flagged, dur, visited, ever_won, attrs = c
+        changes = self.changes
+        stat = self._stat(pipeline, stage)
+        stat[0] += sign
+        units = units or 0
+        if status == "open":
+            ms = _trunc_ms(opened_at)
+            stat[1] += sign
+            stat[2] += sign * units
+            stat[3] += sign * ms
+            stat[4] += sign * (opened_at - 1000 * ms)
+            stat[5] += sign * flagged
+            won = lost = 0
+        elif status == "won":
+            stat[6] += sign
+            stat[7] += sign * units
+            stat[8] += sign * _trunc_ms(dur)
+            bucket = (pipeline, dur // DAY_US)
+            changes.won_buckets[bucket] = changes.won_buckets.get(bucket, 0) + sign
+            won, lost = 1, 0
+        else:
+            stat[9] += sign
+            won, lost = 0, 1
+        visit = (pipeline, visited, ever_won)
+        changes.visits[visit] = changes.visits.get(visit, 0) + sign
+        if not keys:
+            return
+        open_ = int(status == "open")
+        won_units = units if won else 0
+        won_ms = _trunc_ms(dur) if won else 0
+        for dim, value in zip(BREAKDOWN_KEYS, attrs, strict=True):
+            key = (pipeline, dim, int(value is None), value or "")
+            counters = changes.keys.get(key)
+            if counters is None:
+                counters = changes.keys[key] = [0] * _N_KEYS
+            counters[0] += sign
+            counters[1] += sign * open_
+            counters[2] += sign * won
+            counters[3] += sign * lost
+            counters[4] += sign * won_units
+            counters[5] += sign * won_ms
 
     def apply(self, event: EventRecord) -> None:
         changes = self.changes
@@ -210,6 +302,9 @@ class DealFold:
         row.version = event.version
         row.position = event.position
         row.last_event_at = event.occurred_at
+        times = changes.pipeline_times
+        if times.get(row.pipeline_id, event.occurred_at - 1) < event.occurred_at:
+            times[row.pipeline_id] = event.occurred_at
         if event.pipeline_version is not None:
             row.pipeline_version = event.pipeline_version
         changes.current[event.deal] = row
@@ -244,12 +339,17 @@ class DealFold:
         )
         row.visited.add(stage)
         self.changes.stays[(row.deal_uuid, row.stay_seq)] = stay
+        self._stat(row.pipeline_id, stage)[_S["entered"]] += stay.first_in_stage
 
     def _leave(self, row: DealRow, how: str, at: int) -> None:
         first_advance = 0
         if how in ("forward", "won") and row.stage not in row.advanced:
             row.advanced.add(row.stage)
             first_advance = 1
+        stat = self._stat(row.pipeline_id, row.stage)
+        stat[_S["advanced"]] += first_advance
+        stat[_S["completed"]] += 1
+        stat[_S["stay_ms"]] += _trunc_ms(at - row.stage_entered_at)
         stay = self.changes.stays.get((row.deal_uuid, row.stay_seq))
         if stay is not None:
             stay.left_at, stay.exit, stay.first_advance = at, how, first_advance
@@ -310,7 +410,7 @@ class DealFold:
 
     def _won(self, row: DealRow, event: EventRecord) -> None:
         self._leave(row, "won", event.occurred_at)
-        row.status, row.closed_at = "won", event.occurred_at
+        row.status, row.closed_at, row.ever_won = "won", event.occurred_at, 1
         if event.data.get("amount") is not None:
             row.amount, row.amount_units = (
                 _money_text(event.data["amount"]),
@@ -341,6 +441,31 @@ _HANDLERS = {
     "reopened": DealFold._reopened,
     "flagged_stale": DealFold._flagged_stale,
 }
+
+
+def _trunc_ms(us: int) -> int:
+    """Microseconds to whole milliseconds, truncated toward zero as SQL's integer division is."""
+    return us // 1000 if us >= 0 else -(-us // 1000)
+
+
+def _key_part(c: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (c[2], c[3], c[6], c[9])
+
+
+def _contribution(row: DealRow) -> tuple[Any, ...]:
+    """What a deal's current state adds to the summary tables (compared before and after)."""
+    return (
+        row.pipeline_id,
+        row.stage,
+        row.status,
+        row.amount_units,
+        row.opened_at,
+        row.flagged_stale,
+        None if row.closed_at is None else row.closed_at - row.opened_at,
+        ",".join(sorted(row.visited)),
+        row.ever_won,
+        (row.industry, row.lead_source, row.decision_maker_role, row.owner, row.account),
+    )
 
 
 def _money_text(value: Any) -> str | None:

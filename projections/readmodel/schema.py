@@ -10,7 +10,35 @@ CURRENT_TABLE = "rm_deals"
 HISTORY_TABLE = "rm_deal_history"
 STAYS_TABLE = "rm_stage_stays"
 PIPELINES_TABLE = "rm_pipelines"
-VIEW_TABLES = (CURRENT_TABLE, HISTORY_TABLE, STAYS_TABLE, PIPELINES_TABLE)
+# Pre-aggregated figures, maintained by the fold in the same transaction as the rows above (and
+# so exactly once): what the "now" metrics, breakdown and board read instead of scanning.
+STATS_TABLE = "rm_stage_stats"  # per (pipeline, stage): open/closed totals and stay totals
+KEYS_TABLE = "rm_breakdown"  # per (pipeline, attribute, value): the breakdown's counters
+VISITS_TABLE = "rm_visit_sets"  # per (pipeline, set of stages visited, ever won): deal counts
+WON_TABLE = "rm_won_buckets"  # per (pipeline, whole days from open to won): won deal counts
+SUMMARY_TABLES = (STATS_TABLE, KEYS_TABLE, VISITS_TABLE, WON_TABLE)
+VIEW_TABLES = (CURRENT_TABLE, HISTORY_TABLE, STAYS_TABLE, PIPELINES_TABLE, *SUMMARY_TABLES)
+META_TABLE = "rm_schema"
+# Bumped whenever the tables change shape: an older schema is dropped and rebuilt from the log.
+SCHEMA_VERSION = 2
+
+STATS_COUNTERS = (
+    "deals",
+    "open_n",
+    "open_units",
+    "open_ms",  # sum of opened_at / 1000 (truncated) over open deals
+    "open_us",  # sum of opened_at % 1000 over open deals (so the ages are exact microseconds)
+    "open_flagged",
+    "won_n",
+    "won_units",
+    "won_ms",  # sum of (closed_at - opened_at) / 1000 over won deals
+    "lost_n",
+    "entered",
+    "advanced",
+    "completed",
+    "stay_ms",  # sum of (left_at - entered_at) / 1000 over completed stays
+)
+KEYS_COUNTERS = ("deals", "open_n", "won_n", "lost_n", "won_units", "won_ms")
 
 _DEAL_BODY = """
     deal_id {text} NOT NULL,
@@ -36,12 +64,14 @@ _DEAL_BODY = """
     position {big} NOT NULL"""
 
 
-def _ddl(uuid: str, text: str, int_: str, big: str, small: str) -> list[str]:
+def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: str) -> list[str]:
     body = _DEAL_BODY.format(text=text, int=int_, big=big, small=small)
+    counters = ", ".join(f"{c} {big} NOT NULL" for c in STATS_COUNTERS)
+    key_counters = ", ".join(f"{c} {big} NOT NULL" for c in KEYS_COUNTERS)
     return [
         f"CREATE TABLE IF NOT EXISTS {CURRENT_TABLE} (deal_uuid {uuid} PRIMARY KEY,{body},"
         f" stay_seq {int_} NOT NULL, visited {text} NOT NULL, advanced {text} NOT NULL,"
-        f" last_event_at {big} NOT NULL)",
+        f" last_event_at {big} NOT NULL, ever_won {small} NOT NULL)",
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_board"
         f" ON {CURRENT_TABLE} (pipeline_id, status, stage, stage_entered_at)",
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_newest ON {CURRENT_TABLE} (opened_at, deal_id)",
@@ -55,9 +85,37 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str) -> list[str]:
         f" left_at {big}, exit {text}, first_in_stage {small} NOT NULL,"
         f" first_advance {small} NOT NULL, PRIMARY KEY (deal_uuid, seq))",
         f"CREATE INDEX IF NOT EXISTS {STAYS_TABLE}_stage ON {STAYS_TABLE} (pipeline_id, stage, entered_at)",
-        f"CREATE TABLE IF NOT EXISTS {PIPELINES_TABLE} (pipeline_id {text} PRIMARY KEY)",
+        # The median of the days to close won: a bucket count finds the middle, this index the
+        # exact values inside the bucket.
+        f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_won_dur"
+        f" ON {CURRENT_TABLE} (pipeline_id, (closed_at - opened_at)) WHERE status = 'won'",
+        # Closed windows: the deals closed in a range of time.
+        f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_closed ON {CURRENT_TABLE}"
+        f" (pipeline_id, closed_at){closed_include} WHERE closed_at IS NOT NULL",
+        f"CREATE TABLE IF NOT EXISTS {PIPELINES_TABLE} (pipeline_id {text} PRIMARY KEY,"
+        f" last_event_at {big} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {STATS_TABLE} (pipeline_id {text} NOT NULL,"
+        f" stage {text} NOT NULL, {counters}, PRIMARY KEY (pipeline_id, stage))",
+        f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (pipeline_id {text} NOT NULL, dim {text} NOT NULL,"
+        f" key_null {small} NOT NULL, key {text} NOT NULL, {key_counters},"
+        f" PRIMARY KEY (pipeline_id, dim, key_null, key))",
+        f"CREATE TABLE IF NOT EXISTS {VISITS_TABLE} (pipeline_id {text} NOT NULL,"
+        f" visited {text} NOT NULL, ever_won {small} NOT NULL, n {big} NOT NULL,"
+        f" PRIMARY KEY (pipeline_id, visited, ever_won))",
+        f"CREATE TABLE IF NOT EXISTS {WON_TABLE} (pipeline_id {text} NOT NULL,"
+        f" bucket {big} NOT NULL, n {big} NOT NULL, PRIMARY KEY (pipeline_id, bucket))",
+        f"CREATE TABLE IF NOT EXISTS {META_TABLE} (version {int_} NOT NULL)",
     ]
 
 
-POSTGRES_DDL = _ddl("uuid", "text", "integer", "bigint", "smallint")
-SQLITE_DDL = _ddl("TEXT", "TEXT", "INTEGER", "INTEGER", "INTEGER")
+def secondary_indexes(ddl: list[str]) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the indexes a bulk rebuild drops first and builds at the end
+    (one sorted build is much cheaper than maintaining them row by row)."""
+    prefix = "CREATE INDEX IF NOT EXISTS "
+    return [(s[len(prefix) :].split()[0], s) for s in ddl if s.startswith(prefix)]
+
+
+POSTGRES_DDL = _ddl(
+    "uuid", "text", "integer", "bigint", "smallint", " INCLUDE (status, amount_units, opened_at)"
+)
+SQLITE_DDL = _ddl("TEXT", "TEXT", "INTEGER", "INTEGER", "INTEGER", "")

@@ -29,11 +29,20 @@ from projections.readmodel.records import EventRecord
 from projections.readmodel.schema import (
     CURRENT_TABLE,
     HISTORY_TABLE,
+    KEYS_COUNTERS,
+    KEYS_TABLE,
+    META_TABLE,
     PIPELINES_TABLE,
     POSTGRES_DDL,
+    SCHEMA_VERSION,
     SQLITE_DDL,
+    STATS_COUNTERS,
+    STATS_TABLE,
     STAYS_TABLE,
     VIEW_TABLES,
+    VISITS_TABLE,
+    WON_TABLE,
+    secondary_indexes,
 )
 
 POSTGRES_TRACKING_TABLE = "dealflow_projection_tracking"
@@ -82,10 +91,51 @@ class DealsViewMixin:
     def analyze(self) -> None:
         """Refresh the planner's statistics after a bulk change (a rebuild)."""
 
-    def reset(self) -> None:
-        """Forget every row and the tracked position (the start of a rebuild)."""
+    def create_views(self) -> None:
+        """Create the tables; tables of an older shape are dropped first (with the tracked
+        position, so the runner rebuilds them from the log)."""
+        with self.datastore.transaction(commit=True) as curs:
+            if self._table_exists(curs, CURRENT_TABLE):
+                version = None
+                if self._table_exists(curs, META_TABLE):
+                    curs.execute(f"SELECT MAX(version) AS v FROM {META_TABLE}")
+                    row = curs.fetchone()
+                    version = row["v"] if row else None
+                if version != SCHEMA_VERSION:
+                    for table in (*VIEW_TABLES, META_TABLE):
+                        curs.execute(f"DROP TABLE IF EXISTS {table}")
+                    self._forget_position(curs)
+        self.create_table()  # type: ignore[attr-defined]
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(f"DELETE FROM {META_TABLE}")
+            curs.execute(f"INSERT INTO {META_TABLE} (version) VALUES ({SCHEMA_VERSION})")
+
+    def _table_exists(self, curs: Any, table: str) -> bool:
+        raise NotImplementedError
+
+    def _forget_position(self, curs: Any) -> None:
+        raise NotImplementedError
+
+    def reset(self, bulk: bool = False) -> None:
+        """Forget every row and the tracked position (the start of a rebuild). ``bulk`` also
+        drops the secondary indexes until :meth:`finish_rebuild` builds them again."""
         with self.datastore.transaction(commit=True) as curs:
             self._clear(curs)
+            if bulk:
+                for name, _ in secondary_indexes(self.ddl):
+                    curs.execute(f"DROP INDEX IF EXISTS {name}")
+
+    def finish_rebuild(self) -> None:
+        """Build any secondary index a bulk rebuild dropped (a no-op when they all exist)."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._index_settings(curs)
+            for _, statement in secondary_indexes(self.ddl):
+                curs.execute(statement)
+
+    ddl: list[str] = []
+
+    def _index_settings(self, curs: Any) -> None:
+        """Settings for building indexes in bulk."""
 
     # -- backend specifics --------------------------------------------------------------------
     def _lock_position(self, curs: Any) -> int:
@@ -126,7 +176,7 @@ _DEAL_TYPES = [
     "int4",
     "int8",
 ]
-_CURRENT_TYPES = [*_DEAL_TYPES, "int4", "text", "text", "int8"]
+_CURRENT_TYPES = [*_DEAL_TYPES, "int4", "text", "text", "int8", "int2"]
 _HISTORY_TYPES = [*_DEAL_TYPES, "int8", "int8"]
 _STAY_TYPES = ["uuid", "int4", "text", "text", "int8", "int8", "text", "int2", "int2"]
 
@@ -135,7 +185,61 @@ def _cols(columns: Sequence[str]) -> str:
     return ", ".join(columns)
 
 
+def _summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], list[Any]]]:
+    """(table, key columns, counter columns, rows) of every summary delta that is not zero."""
+    return [
+        (
+            STATS_TABLE,
+            ["pipeline_id", "stage"],
+            list(STATS_COUNTERS),
+            [(*k, *v) for k, v in changes.stats.items() if any(v)],
+        ),
+        (
+            KEYS_TABLE,
+            ["pipeline_id", "dim", "key_null", "key"],
+            list(KEYS_COUNTERS),
+            [(*k, *v) for k, v in changes.keys.items() if any(v)],
+        ),
+        (
+            VISITS_TABLE,
+            ["pipeline_id", "visited", "ever_won"],
+            ["n"],
+            [(*k, v) for k, v in changes.visits.items() if v],
+        ),
+        (
+            WON_TABLE,
+            ["pipeline_id", "bucket"],
+            ["n"],
+            [(*k, v) for k, v in changes.won_buckets.items() if v],
+        ),
+    ]
+
+
+def _upsert_sql(table: str, keys: list[str], counters: list[str], values: str) -> str:
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
+    return (
+        f"INSERT INTO {table} ({_cols([*keys, *counters])}) {values}"
+        f" ON CONFLICT ({_cols(keys)}) DO UPDATE SET {updates}"
+    )
+
+
+_PG_TYPES = {
+    "pipeline_id": "text",
+    "stage": "text",
+    "dim": "text",
+    "key_null": "smallint",
+    "key": "text",
+    "visited": "text",
+    "ever_won": "smallint",
+}
+
+
 class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
+    ddl = POSTGRES_DDL
+
+    def _index_settings(self, curs: Any) -> None:
+        curs.execute("SET LOCAL maintenance_work_mem TO '256MB'")
+
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, tracking_table_name=POSTGRES_TRACKING_TABLE, **kwargs)
         self.sql_create_statements.extend(SQL(s) for s in POSTGRES_DDL)  # type: ignore[misc]
@@ -199,10 +303,23 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 copy.set_types(_STAY_TYPES)
                 for stay in changes.stays.values():
                     copy.write_row(stay.values())
-        if changes.pipelines:
+        if changes.pipeline_times:
+            names = sorted(changes.pipeline_times)
             curs.execute(
-                f"INSERT INTO {PIPELINES_TABLE} SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                (sorted(changes.pipelines),),
+                f"INSERT INTO {PIPELINES_TABLE} (pipeline_id, last_event_at)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[])"
+                " ON CONFLICT (pipeline_id) DO UPDATE"
+                f" SET last_event_at = GREATEST({PIPELINES_TABLE}.last_event_at, excluded.last_event_at)",
+                (names, [changes.pipeline_times[n] for n in names]),
+            )
+        for table, keys, counters, rows in _summary_rows(changes):
+            if not rows:
+                continue
+            columns = [*keys, *counters]
+            casts = ", ".join(f"%s::{_PG_TYPES.get(c, 'bigint')}[]" for c in columns)
+            curs.execute(
+                _upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})"),
+                [list(column) for column in zip(*rows, strict=True)],
             )
 
     def analyze(self) -> None:
@@ -212,6 +329,14 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
 
     def _clear(self, curs: Any) -> None:
         curs.execute(f"TRUNCATE {', '.join(VIEW_TABLES)}")
+        self._forget_position(curs)
+
+    def _table_exists(self, curs: Any, table: str) -> bool:
+        curs.execute("SELECT to_regclass(%s) AS t", (table,))
+        row = curs.fetchone()
+        return row is not None and row["t"] is not None
+
+    def _forget_position(self, curs: Any) -> None:
         curs.execute(
             f"DELETE FROM {POSTGRES_TRACKING_TABLE} WHERE application_name = %s",
             (self.tracking_name,),
@@ -223,6 +348,8 @@ def _hex(values: Sequence[Any]) -> tuple[Any, ...]:
 
 
 class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
+    ddl = SQLITE_DDL
+
     def __init__(self, datastore: SQLiteDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
 
@@ -282,15 +409,28 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
                 f"INSERT INTO {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) VALUES ({marks(len(STAY_COLUMNS))})",
                 [_hex(s.values()) for s in changes.stays.values()],
             )
-        if changes.pipelines:
+        if changes.pipeline_times:
             curs.executemany(
-                f"INSERT OR IGNORE INTO {PIPELINES_TABLE} (pipeline_id) VALUES (?)",
-                [(p,) for p in sorted(changes.pipelines)],
+                f"INSERT INTO {PIPELINES_TABLE} (pipeline_id, last_event_at) VALUES (?, ?)"
+                " ON CONFLICT (pipeline_id) DO UPDATE"
+                f" SET last_event_at = MAX({PIPELINES_TABLE}.last_event_at, excluded.last_event_at)",
+                sorted(changes.pipeline_times.items()),
             )
+        for table, keys, counters, rows in _summary_rows(changes):
+            if rows:
+                values = f"VALUES ({marks(len(keys) + len(counters))})"
+                curs.executemany(_upsert_sql(table, keys, counters, values), rows)
 
     def _clear(self, curs: Any) -> None:
         for table in VIEW_TABLES:
             curs.execute(f"DELETE FROM {table}")
+        self._forget_position(curs)
+
+    def _table_exists(self, curs: Any, table: str) -> bool:
+        curs.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        return curs.fetchone() is not None
+
+    def _forget_position(self, curs: Any) -> None:
         curs.execute(
             f"DELETE FROM {SQLITE_TRACKING_TABLE} WHERE application_name = ?", (self.tracking_name,)
         )
@@ -304,7 +444,7 @@ def build_view(app: Any) -> DealsViewMixin:
         view = PostgresDealsView(datastore)
     else:
         view = SQLiteDealsView(datastore)
-    view.create_table()  # type: ignore[attr-defined]
+    view.create_views()
     return view
 
 

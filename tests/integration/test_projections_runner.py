@@ -12,7 +12,19 @@ import pytest
 from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
-from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE, PIPELINES_TABLE, STAYS_TABLE
+from projections.readmodel.fold import BREAKDOWN_KEYS
+from projections.readmodel.schema import (
+    CURRENT_TABLE,
+    HISTORY_TABLE,
+    KEYS_COUNTERS,
+    KEYS_TABLE,
+    PIPELINES_TABLE,
+    STATS_COUNTERS,
+    STATS_TABLE,
+    STAYS_TABLE,
+    VISITS_TABLE,
+    WON_TABLE,
+)
 from projections.runtime import ProjectionsService
 from projections.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
 
@@ -24,9 +36,103 @@ TABLES = {
 }
 
 
-def dump(app: DealflowApp) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every read-model table, in key order, as plain tuples."""
+SUMMARIES = {
+    STATS_TABLE: (["pipeline_id", "stage"], list(STATS_COUNTERS)),
+    KEYS_TABLE: (["pipeline_id", "dim", "key_null", "key"], list(KEYS_COUNTERS)),
+    VISITS_TABLE: (["pipeline_id", "visited", "ever_won"], ["n"]),
+    WON_TABLE: (["pipeline_id", "bucket"], ["n"]),
+}
+
+
+def summaries(app: DealflowApp) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]]]:
+    """The summary tables' rows that are not all zero (a key whose deals all moved away keeps
+    a row of zeros in a live table, and has none after a rebuild)."""
+    out: dict[str, dict[tuple[Any, ...], tuple[int, ...]]] = {}
+    for table, (keys, counters) in SUMMARIES.items():
+        rows = app.db.fetchall(f"SELECT {', '.join(keys + counters)} FROM {table}")
+        out[table] = {
+            tuple(row[k] for k in keys): values
+            for row in rows
+            if any(values := tuple(int(row[c]) for c in counters))
+        }
+    return out
+
+
+def recount(app: DealflowApp) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]]]:
+    """The summary tables recomputed in plain Python from the deal rows and the stage stays."""
+
+    def ms(us: int) -> int:
+        return us // 1000 if us >= 0 else -(-us // 1000)  # SQL's integer division truncates
+
+    stats: dict[tuple[Any, ...], list[int]] = {}
+    keys: dict[tuple[Any, ...], list[int]] = {}
+    visits: dict[tuple[Any, ...], int] = {}
+    won_buckets: dict[tuple[Any, ...], int] = {}
+    won_deals: set[Any] = set()
+    for stay in app.db.fetchall(f"SELECT * FROM {STAYS_TABLE} ORDER BY deal_uuid, seq"):
+        if stay["exit"] == "won":
+            won_deals.add(str(stay["deal_uuid"]))
+    first_seen: set[tuple[Any, ...]] = set()
+    first_advanced: set[tuple[Any, ...]] = set()
+    for stay in app.db.fetchall(f"SELECT * FROM {STAYS_TABLE} ORDER BY deal_uuid, seq"):
+        s = stats.setdefault((stay["pipeline_id"], stay["stage"]), [0] * len(STATS_COUNTERS))
+        mark = (str(stay["deal_uuid"]), stay["stage"])
+        if mark not in first_seen:
+            first_seen.add(mark)
+            s[10] += 1
+        if stay["left_at"] is not None:
+            s[12] += 1
+            s[13] += ms(stay["left_at"] - stay["entered_at"])
+            if stay["exit"] in ("forward", "won") and mark not in first_advanced:
+                first_advanced.add(mark)
+                s[11] += 1
+    for d in app.db.fetchall(f"SELECT * FROM {CURRENT_TABLE}"):
+        s = stats.setdefault((d["pipeline_id"], d["stage"]), [0] * len(STATS_COUNTERS))
+        units = d["amount_units"] or 0
+        s[0] += 1
+        won = lost = 0
+        if d["status"] == "open":
+            s[1:6] = [
+                s[1] + 1,
+                s[2] + units,
+                s[3] + ms(d["opened_at"]),
+                s[4] + d["opened_at"] - 1000 * ms(d["opened_at"]),
+                s[5] + d["flagged_stale"],
+            ]
+        elif d["status"] == "won":
+            won = 1
+            duration = d["closed_at"] - d["opened_at"]
+            s[6], s[7], s[8] = s[6] + 1, s[7] + units, s[8] + ms(duration)
+            bucket = (d["pipeline_id"], duration // 86_400_000_000)
+            won_buckets[bucket] = won_buckets.get(bucket, 0) + 1
+        else:
+            lost = 1
+            s[9] += 1
+        ever_won = int(str(d["deal_uuid"]) in won_deals)
+        visit = (d["pipeline_id"], d["visited"], ever_won)
+        visits[visit] = visits.get(visit, 0) + 1
+        for dim in BREAKDOWN_KEYS:
+            value = d[dim]
+            k = keys.setdefault(
+                (d["pipeline_id"], dim, int(value is None), value or ""), [0] * len(KEYS_COUNTERS)
+            )
+            won_ms = ms(d["closed_at"] - d["opened_at"]) if won else 0
+            for i, add in enumerate(
+                (1, int(d["status"] == "open"), won, lost, units if won else 0, won_ms)
+            ):
+                k[i] += add
     return {
+        STATS_TABLE: {k: tuple(v) for k, v in stats.items() if any(v)},
+        KEYS_TABLE: {k: tuple(v) for k, v in keys.items() if any(v)},
+        VISITS_TABLE: {k: (v,) for k, v in visits.items() if v},
+        WON_TABLE: {k: (v,) for k, v in won_buckets.items() if v},
+    }
+
+
+def dump(app: DealflowApp) -> dict[str, Any]:
+    """Every row of every read-model table, in key order, as plain tuples, and the summary
+    tables (which must also equal a recount from the rows)."""
+    tables: dict[str, Any] = {
         table: [
             tuple(str(v) for v in tuple(row))
             if not isinstance(row, dict)
@@ -35,6 +141,10 @@ def dump(app: DealflowApp) -> dict[str, list[tuple[Any, ...]]]:
         ]
         for table, order in TABLES.items()
     }
+    stored = summaries(app)
+    assert stored == recount(app)
+    tables.update(stored)
+    return tables
 
 
 @pytest.fixture
@@ -144,3 +254,23 @@ def test_rebuild_by_name_and_status(app: DealflowApp) -> None:
     assert service.status()[0]["lag"] == 0
     assert service.wait(app.max_position(), timeout=0.1)
     assert not service.wait(app.max_position() + 1, timeout=0.1)
+
+
+def test_stage_occupancy_does_not_wait_when_the_projections_run_elsewhere(
+    app: DealflowApp,
+) -> None:
+    import time
+
+    ingest(app, 30, seed=4, prefix="occ")
+    elsewhere = ProjectionsService(app, run=False)
+    started = time.monotonic()
+    assert elsewhere.stage_occupancy(BENCH_PIPELINE_ID) == {}  # the view as it stands: empty
+    assert time.monotonic() - started < 1.0
+    here = ProjectionsService(app, run=True)  # not started: the guard folds the log itself
+    occupied = here.stage_occupancy(BENCH_PIPELINE_ID)
+    assert here.position() == app.max_position()
+    open_rows = app.db.fetchall(
+        f"SELECT stage, COUNT(*) AS n FROM {CURRENT_TABLE} WHERE status = 'open' GROUP BY stage"
+    )
+    assert occupied == {r["stage"]: int(r["n"]) for r in open_rows} and occupied
+    assert elsewhere.stage_occupancy(BENCH_PIPELINE_ID) == occupied

@@ -66,6 +66,7 @@ class MemoryStore:
         self.current: dict[UUID, DealRow] = {}
         self.history: dict[tuple[UUID, int], list[Any]] = {}
         self.stays: dict[tuple[UUID, int], tuple[Any, ...]] = {}
+        self.summaries: dict[tuple[Any, ...], list[int]] = {}
 
     def apply(self, batch: list[EventRecord]) -> None:
         changes = DealFold(copy.deepcopy(self.current)).apply_all(batch)
@@ -81,12 +82,23 @@ class MemoryStore:
             self.stays[key] = stay.values()
         for key, current in changes.current.items():
             self.current[key] = copy.deepcopy(current)
+        deltas = (
+            *(("stats", k, v) for k, v in changes.stats.items()),
+            *(("keys", k, v) for k, v in changes.keys.items()),
+            *(("visits", k, [v]) for k, v in changes.visits.items()),
+            *(("won", k, [v]) for k, v in changes.won_buckets.items()),
+        )
+        for table, key, values in deltas:
+            total = self.summaries.setdefault((table, *key), [0] * len(values))
+            total[:] = [a + b for a, b in zip(total, values, strict=True)]
 
     def snapshot(self) -> tuple[Any, ...]:
         return (
             sorted((k, r.current_values()) for k, r in self.current.items()),
             sorted(self.history.items()),
             sorted(self.stays.items()),
+            # The summary tables' totals: the same whatever the batch split (zeros dropped).
+            sorted((k, v) for k, v in self.summaries.items() if any(v)),
         )
 
 
