@@ -8,6 +8,8 @@ import signal
 import threading
 from typing import Any
 
+from engine.ops_server import start_from_env
+
 
 def _service(run: bool) -> Any:
     from engine.application import DealflowApp
@@ -25,9 +27,18 @@ def _run(_: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     service.start()
+    ops = start_from_env(
+        ready=lambda: service.app.max_position() >= 0,
+        metrics=lambda: {
+            f'dealflow_projection_lag{{projection="{item["name"]}"}}': float(item["lag"])
+            for item in service.status()
+        },
+    )
     print(f"projections running: {', '.join(service.names)}", flush=True)
     while not stopping.wait(1.0):
         pass
+    if ops is not None:
+        ops.stop()
     service.stop()
     service.app.close()
     print("projections stopped", flush=True)

@@ -7,6 +7,7 @@ so they also work in an API replica that leaves the running to ``dealflow projec
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from typing import Any
 from projections.readmodel.projection import DealsProjection
 from projections.readmodel.runner import BatchRunner
 from projections.readmodel.views import DealsViewMixin, build_view
+
+log = logging.getLogger("dealflow.projections")
+CHECKPOINT_CHECK_SECONDS = 60.0
 
 
 class ProjectionsService:
@@ -26,6 +30,10 @@ class ProjectionsService:
         self._committed = threading.Condition()
         self.runner = BatchRunner(app, self.projection, on_commit=self._notify)
         self.runners = {self.runner.name: self.runner}
+        # The process that keeps the read models current also keeps the audit checkpoints
+        # coming (every 10,000 events or 15 minutes, see engine.audit.checkpoints), so a
+        # deleted or re-ordered tail of the log is caught without anyone remembering to ask.
+        self._next_checkpoint_check = time.monotonic() + CHECKPOINT_CHECK_SECONDS
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -38,6 +46,17 @@ class ProjectionsService:
     def _notify(self, _: int) -> None:
         with self._committed:
             self._committed.notify_all()
+        if time.monotonic() >= self._next_checkpoint_check:
+            self._next_checkpoint_check = time.monotonic() + CHECKPOINT_CHECK_SECONDS
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        from engine.audit.checkpoints import maybe_write_checkpoint
+
+        try:
+            maybe_write_checkpoint(self.app)
+        except Exception:  # noqa: BLE001 - e.g. another process wrote the same checkpoint
+            log.warning("audit checkpoint skipped", exc_info=True)
 
     # -- what the API and the CLI ask ----------------------------------------------------------
     @property
