@@ -17,7 +17,9 @@ import pytest
 from engine.application import DealflowApp
 from engine.persistence.settings import StoreSettings
 
-ADMIN_URL = os.environ.get("DEALFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "DEALFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 TEST_TOKEN = "test-bootstrap-token"
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 

@@ -45,7 +45,9 @@ from workflows.outbox import Entry, Message, Outbox
 from workflows.schedule import render
 
 
-def enrollment_end(events: Iterable[Any], sequence_id: str, stop_on: Iterable[str]) -> tuple[str | None, bool]:
+def enrollment_end(
+    events: Iterable[Any], sequence_id: str, stop_on: Iterable[str]
+) -> tuple[str | None, bool]:
     """Why an enrollment is over, judged from the deal events recorded after it.
 
     Returns ``(reason, already_recorded)``: the first stop condition in the history, and whether
@@ -67,10 +69,17 @@ def enrollment_end(events: Iterable[Any], sequence_id: str, stop_on: Iterable[st
 
 def deal_fields(deal: Deal) -> dict[str, Any]:
     return {
-        "deal_id": deal.deal_id, "name": deal.name, "stage": deal.stage, "pipeline_id": deal.pipeline_id,
-        "amount": None if deal.amount is None else str(deal.amount), "currency": deal.currency,
-        "owner": deal.owner, "account": deal.account, "industry": deal.industry,
-        "lead_source": deal.lead_source, "decision_maker_role": deal.decision_maker_role,
+        "deal_id": deal.deal_id,
+        "name": deal.name,
+        "stage": deal.stage,
+        "pipeline_id": deal.pipeline_id,
+        "amount": None if deal.amount is None else str(deal.amount),
+        "currency": deal.currency,
+        "owner": deal.owner,
+        "account": deal.account,
+        "industry": deal.industry,
+        "lead_source": deal.lead_source,
+        "decision_maker_role": deal.decision_maker_role,
         "expected_close": deal.expected_close.isoformat() if deal.expected_close else None,
         "attributes": deal.attributes,
     }
@@ -102,7 +111,9 @@ class AutomationActivities:
         try:
             _, body = self.app.get_definition(SEQUENCE, ref.sequence_id, ref.version)
         except NotFound as missing:
-            raise ApplicationError(missing.message, type="NotFound", non_retryable=True) from missing
+            raise ApplicationError(
+                missing.message, type="NotFound", non_retryable=True
+            ) from missing
         return SequenceDefinition.model_validate(body)
 
     # -- nurture -------------------------------------------------------------------------------
@@ -118,23 +129,38 @@ class AutomationActivities:
         deal = self.app.deal(touch.deal_id)
         fields = deal_fields(deal)
         message = Message(
-            id=message_id, deal_id=touch.deal_id, kind="nurture", channel=touch.step.channel,
+            id=message_id,
+            deal_id=touch.deal_id,
+            kind="nurture",
+            channel=touch.step.channel,
             to=self._touch_recipient(touch.step.channel, deal),
-            subject=render(touch.step.subject, fields), body=render(touch.step.body, fields),
+            subject=render(touch.step.subject, fields),
+            body=render(touch.step.body, fields),
         )
         entry = self._deliver(message)
         sent = entry.message  # as first rendered: a retry records exactly what went out
         outcome = self.recorder.record(
-            touch.deal_id, "nurture_touch_sent",
-            {"sequence_id": touch.sequence_id, "step": touch.step_index, "channel": sent.channel,
-             "to": sent.to, "subject": sent.subject},
-            event_id=message_id, actor="dealflow:nurture",
+            touch.deal_id,
+            "nurture_touch_sent",
+            {
+                "sequence_id": touch.sequence_id,
+                "step": touch.step_index,
+                "channel": sent.channel,
+                "to": sent.to,
+                "subject": sent.subject,
+            },
+            event_id=message_id,
+            actor="dealflow:nurture",
         )
         if outcome.status == "rejected":
             if isinstance(outcome.error, (DealClosed, InvalidTransition)):
-                later = list(self.app.events.get(deal_uuid(touch.deal_id), gt=touch.enrolled_version))
+                later = list(
+                    self.app.events.get(deal_uuid(touch.deal_id), gt=touch.enrolled_version)
+                )
                 reason, recorded = enrollment_end(later, touch.sequence_id, touch.stop_on)
-                return TouchResult(sent=False, stop_reason=reason or "unenrolled", stop_recorded=recorded)
+                return TouchResult(
+                    sent=False, stop_reason=reason or "unenrolled", stop_recorded=recorded
+                )
             raise ApplicationError(str(outcome.error), type="Rejected")
         return TouchResult(sent=True, message_id=message_id)
 
@@ -148,8 +174,11 @@ class AutomationActivities:
     @activity.defn(name="record_nurture_stopped")
     def record_stopped(self, stop: StopInput) -> bool:
         outcome = self.recorder.record(
-            stop.deal_id, "nurture_stopped", {"sequence_id": stop.sequence_id, "reason": stop.reason},
-            event_id=ids.stop_event_id(stop.workflow_id), actor="dealflow:nurture",
+            stop.deal_id,
+            "nurture_stopped",
+            {"sequence_id": stop.sequence_id, "reason": stop.reason},
+            event_id=ids.stop_event_id(stop.workflow_id),
+            actor="dealflow:nurture",
         )
         if outcome.status == "rejected":
             if isinstance(outcome.error, InvalidTransition):
@@ -166,26 +195,40 @@ class AutomationActivities:
         event_id = ids.escalation_event_id(step.deal_id, step.stage_entries, step.level)
         if step.level == "flagged":
             outcome = self.recorder.record(
-                step.deal_id, "flagged_stale", {"stage": step.stage}, event_id=event_id,
+                step.deal_id,
+                "flagged_stale",
+                {"stage": step.stage},
+                event_id=event_id,
                 actor="dealflow:escalation",
             )
             return self._escalation_outcome(outcome)
         directory = self.directory()
         owner = directory.person(deal.owner)
-        person = owner if step.level == "owner" else directory.person(owner.manager if owner else None)
+        person = (
+            owner if step.level == "owner" else directory.person(owner.manager if owner else None)
+        )
         person_id = (owner.manager if owner else None) if step.level == "manager" else deal.owner
         to = (person.email if person and person.email else None) or person_id
         whose = "your deal" if step.level == "owner" else f"{deal.owner or 'an owner'}'s deal"
         message = Message(
-            id=event_id, deal_id=step.deal_id, kind="escalation", channel="email", to=to,
+            id=event_id,
+            deal_id=step.deal_id,
+            kind="escalation",
+            channel="email",
+            to=to,
             subject=f"Stale deal: {deal.name} in {step.stage}",
-            body=(f"{whose} {deal.name!r} ({deal.deal_id}) has stayed in stage {step.stage!r} "
-                  f"longer than the pipeline allows. Level: {step.level}."),
+            body=(
+                f"{whose} {deal.name!r} ({deal.deal_id}) has stayed in stage {step.stage!r} "
+                f"longer than the pipeline allows. Level: {step.level}."
+            ),
         )
         entry = self._deliver(message)
         outcome = self.recorder.record(
-            step.deal_id, "escalated", {"stage": step.stage, "level": step.level, "to": entry.message.to},
-            event_id=event_id, actor="dealflow:escalation",
+            step.deal_id,
+            "escalated",
+            {"stage": step.stage, "level": step.level, "to": entry.message.to},
+            event_id=event_id,
+            actor="dealflow:escalation",
         )
         return self._escalation_outcome(outcome)
 

@@ -35,7 +35,9 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     summary="Create or replace a nurture sequence (a new version)",
     openapi_extra=json_schema_body(_schema(SequenceDefinition)),
 )
-async def put_sequence(sequence_id: str, request: Request, principal: Principal = require("admin")) -> dict[str, Any]:
+async def put_sequence(
+    sequence_id: str, request: Request, principal: Principal = require("admin")
+) -> dict[str, Any]:
     check_slug(sequence_id, "sequence_id")
     body = await read_json_object(request)
     try:
@@ -48,8 +50,12 @@ async def put_sequence(sequence_id: str, request: Request, principal: Principal 
     return {"sequence_id": sequence_id, "version": version, **stored}
 
 
-@router.get("/v1/sequences/{sequence_id}", summary="The current sequence definition with its version")
-async def get_sequence(sequence_id: str, request: Request, _: Principal = require("read")) -> dict[str, Any]:
+@router.get(
+    "/v1/sequences/{sequence_id}", summary="The current sequence definition with its version"
+)
+async def get_sequence(
+    sequence_id: str, request: Request, _: Principal = require("read")
+) -> dict[str, Any]:
     app = get_services(request).app
     version, body = await run_in_threadpool(app.get_definition, SEQUENCE, sequence_id)
     return {"sequence_id": sequence_id, "version": version, **body}
@@ -63,7 +69,9 @@ async def get_sequence(sequence_id: str, request: Request, _: Principal = requir
     summary="Replace the team directory (owners, their managers and e-mail addresses)",
     openapi_extra=json_schema_body(_schema(Directory)),
 )
-async def put_directory(request: Request, principal: Principal = require("admin")) -> dict[str, Any]:
+async def put_directory(
+    request: Request, principal: Principal = require("admin")
+) -> dict[str, Any]:
     body = await read_json_object(request)
     try:
         directory = Directory.model_validate(body)
@@ -97,22 +105,39 @@ class NurtureRequest(BaseModel):
     occurred_at: BusinessTime | None = None
 
 
-def _nurture_command(app: DealflowApp, deal_id: str, body: dict[str, Any], request: NurtureRequest,
-                     actor: str) -> Command:
+def _nurture_command(
+    app: DealflowApp, deal_id: str, body: dict[str, Any], request: NurtureRequest, actor: str
+) -> Command:
     if request.action == "enroll":
         try:
             version, _ = app.get_definition(SEQUENCE, request.sequence_id)
         except NotFound as missing:
-            raise ApiError(422, "validation_error", f"sequence {request.sequence_id!r} does not exist",
-                           details=[{"field": "sequence_id", "message": "unknown sequence"}]) from missing
-        type_, data = "nurture_enrolled", {"sequence_id": request.sequence_id, "sequence_version": version}
+            raise ApiError(
+                422,
+                "validation_error",
+                f"sequence {request.sequence_id!r} does not exist",
+                details=[{"field": "sequence_id", "message": "unknown sequence"}],
+            ) from missing
+        type_, data = (
+            "nurture_enrolled",
+            {"sequence_id": request.sequence_id, "sequence_version": version},
+        )
     else:
-        type_, data = "nurture_stopped", {"sequence_id": request.sequence_id, "reason": "unenrolled"}
+        type_, data = (
+            "nurture_stopped",
+            {"sequence_id": request.sequence_id, "reason": "unenrolled"},
+        )
     return Command(
-        deal_id=deal_id, type=type_, event_id=request.event_id, payload=data,
+        deal_id=deal_id,
+        type=type_,
+        event_id=request.event_id,
+        payload=data,
         # The sender's body is the fingerprint: a replay matches even if the sequence moved on.
-        request_hash=request_hash(deal_id, {"route": "nurture", **{k: v for k, v in body.items() if k != "deal_id"}}),
-        actor=actor, occurred_at=request.occurred_at,
+        request_hash=request_hash(
+            deal_id, {"route": "nurture", **{k: v for k, v in body.items() if k != "deal_id"}}
+        ),
+        actor=actor,
+        occurred_at=request.occurred_at,
     )
 
 
@@ -120,8 +145,10 @@ def _state(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
     deal = app.deal(outcome.deal_id, version=outcome.version)
     recorded_at = app.deal_events(outcome.deal_id)[(outcome.version or 1) - 1].timestamp
     state = app.deal_state(deal, at=recorded_at)
-    state["position"] = outcome.position if outcome.position is not None else app.position_of(
-        outcome.deal_id, outcome.version or 0
+    state["position"] = (
+        outcome.position
+        if outcome.position is not None
+        else app.position_of(outcome.deal_id, outcome.version or 0)
     )
     return state
 
@@ -131,13 +158,20 @@ def _state(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
     status_code=201,
     summary="Enroll a deal in a nurture sequence, or unenroll it, by hand",
     openapi_extra=json_schema_body(
-        _schema(NurtureRequest), {"event_id": "crm-991-nurture", "action": "enroll", "sequence_id": "qualification"}
+        _schema(NurtureRequest),
+        {"event_id": "crm-991-nurture", "action": "enroll", "sequence_id": "qualification"},
     ),
 )
-async def post_nurture(deal_id: str, request: Request, principal: Principal = require("ingest")) -> JSONResponse:
+async def post_nurture(
+    deal_id: str, request: Request, principal: Principal = require("ingest")
+) -> JSONResponse:
     if not re.fullmatch(DEAL_ID_PATTERN, deal_id):
-        raise ApiError(422, "validation_error", "deal_id must be 1-200 letters, digits or -_.:",
-                       details=[{"field": "deal_id", "message": "invalid deal id"}])
+        raise ApiError(
+            422,
+            "validation_error",
+            "deal_id must be 1-200 letters, digits or -_.:",
+            details=[{"field": "deal_id", "message": "invalid deal id"}],
+        )
     body = await read_json_object(request)
     try:
         parsed = NurtureRequest.model_validate(body)
@@ -146,7 +180,9 @@ async def post_nurture(deal_id: str, request: Request, principal: Principal = re
     app = get_services(request).app
 
     def work() -> tuple[int, dict[str, Any], dict[str, str]]:
-        outcome = app.ingest([_nurture_command(app, deal_id, body, parsed, principal.name)], allow_automation=True)[0]
+        outcome = app.ingest(
+            [_nurture_command(app, deal_id, body, parsed, principal.name)], allow_automation=True
+        )[0]
         if outcome.status == "rejected":
             assert outcome.error is not None
             raise outcome.error
@@ -162,12 +198,16 @@ async def post_nurture(deal_id: str, request: Request, principal: Principal = re
 # -- the outbox --------------------------------------------------------------------------------
 
 
-@router.get("/v1/outbox", summary="Messages automation sent (or left in the outbox when no channel is set)")
+@router.get(
+    "/v1/outbox", summary="Messages automation sent (or left in the outbox when no channel is set)"
+)
 async def get_outbox(
     request: Request,
     deal_id: str | None = Query(None),
     kind: Literal["nurture", "escalation"] | None = Query(None),
-    status: Literal["pending", "sent", "failed"] | None = Query(None, description="delivery status"),
+    status: Literal["pending", "sent", "failed"] | None = Query(
+        None, description="delivery status"
+    ),
     limit: int = Query(500, ge=1, le=5000),
     _: Principal = require("read"),
 ) -> dict[str, Any]:

@@ -73,8 +73,16 @@ class AutomationRecorder:
             lambda commands: app.ingest(commands, allow_automation=True), max_items
         )
 
-    def record(self, deal_id: str, type_: str, data: dict[str, Any], *, event_id: str, actor: str) -> Outcome:
-        return self._batcher.submit(Command(
-            deal_id=deal_id, type=type_, event_id=event_id, payload=data,
-            request_hash=request_hash(deal_id, {"type": type_, **data}), actor=actor,
-        ))
+    def record(
+        self, deal_id: str, type_: str, data: dict[str, Any], *, event_id: str, actor: str
+    ) -> Outcome:
+        return self._batcher.submit(
+            Command(
+                deal_id=deal_id,
+                type=type_,
+                event_id=event_id,
+                payload=data,
+                request_hash=request_hash(deal_id, {"type": type_, **data}),
+                actor=actor,
+            )
+        )

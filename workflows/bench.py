@@ -62,11 +62,24 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def _opened(deal_id: str) -> Command:
-    body = {"type": "opened", "event_id": f"bench-open-{deal_id}", "pipeline_id": "bench", "name": deal_id,
-            "stage": "nurture", "owner": "owner", "account": "Bench Inc"}
+    body = {
+        "type": "opened",
+        "event_id": f"bench-open-{deal_id}",
+        "pipeline_id": "bench",
+        "name": deal_id,
+        "stage": "nurture",
+        "owner": "owner",
+        "account": "Bench Inc",
+    }
     payload = incoming_event.validate_python(body)
-    return Command(deal_id=deal_id, type="opened", event_id=payload.event_id, payload=payload,
-                   request_hash=request_hash(deal_id, body), actor="bench")
+    return Command(
+        deal_id=deal_id,
+        type="opened",
+        event_id=payload.event_id,
+        payload=payload,
+        request_hash=request_hash(deal_id, body),
+        actor="bench",
+    )
 
 
 async def _wait(check: Any, timeout: float, what: str) -> None:
@@ -77,7 +90,9 @@ async def _wait(check: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_bench(deals: int, *, limit_seconds: float | None = None, database_url: str | None = None) -> dict[str, Any]:
+async def run_bench(
+    deals: int, *, limit_seconds: float | None = None, database_url: str | None = None
+) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="dealflow-bench-"))
     temporal = TemporalSettings.from_env()
     server: DevServer | None = None
@@ -87,32 +102,67 @@ async def run_bench(deals: int, *, limit_seconds: float | None = None, database_
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
     else:
         client = await temporal.connect()
-    services = build_services(StoreSettings(database_url=database_url, home=home), run_projections=False)
+    services = build_services(
+        StoreSettings(database_url=database_url, home=home), run_projections=False
+    )
     app = services.app
     limit = limit_seconds if limit_seconds is not None else max(8.0, deals / 75)
     run = uuid.uuid4().hex[:8]
     process: AutomationProcess | None = None
     try:
-        app.put_pipeline("bench", PipelineDefinition.model_validate({
-            "name": "Bench",
-            "stages": [
-                {"id": "new", "name": "New", "probability": 0.1},
-                {"id": "nurture", "name": "Nurture", "probability": 0.2, "max_days_in_stage": limit / DAY,
-                 "escalation": {"manager_after_days": MANAGER_AFTER_SECONDS / DAY,
-                                "flag_after_days": FLAG_AFTER_SECONDS / DAY}},
-                {"id": "done", "name": "Done", "probability": 0.9},
-            ],
-        }), "bench")
-        app.put_definition(SEQUENCE, "bench", {
-            "name": "Bench", "enroll": {"pipeline_id": "bench", "on_enter_stage": "nurture"},
-            "stop_on": ["stage_changed", "won", "lost", "reply"],
-            "steps": [{"after_days": 0, "channel": "email", "subject": "Hello {name}", "body": "Hi"},
-                      {"after_days": STEP_SECONDS / DAY, "channel": "task", "subject": "Call {account}"}],
-        }, "bench")
+        app.put_pipeline(
+            "bench",
+            PipelineDefinition.model_validate(
+                {
+                    "name": "Bench",
+                    "stages": [
+                        {"id": "new", "name": "New", "probability": 0.1},
+                        {
+                            "id": "nurture",
+                            "name": "Nurture",
+                            "probability": 0.2,
+                            "max_days_in_stage": limit / DAY,
+                            "escalation": {
+                                "manager_after_days": MANAGER_AFTER_SECONDS / DAY,
+                                "flag_after_days": FLAG_AFTER_SECONDS / DAY,
+                            },
+                        },
+                        {"id": "done", "name": "Done", "probability": 0.9},
+                    ],
+                }
+            ),
+            "bench",
+        )
+        app.put_definition(
+            SEQUENCE,
+            "bench",
+            {
+                "name": "Bench",
+                "enroll": {"pipeline_id": "bench", "on_enter_stage": "nurture"},
+                "stop_on": ["stage_changed", "won", "lost", "reply"],
+                "steps": [
+                    {"after_days": 0, "channel": "email", "subject": "Hello {name}", "body": "Hi"},
+                    {
+                        "after_days": STEP_SECONDS / DAY,
+                        "channel": "task",
+                        "subject": "Call {account}",
+                    },
+                ],
+            },
+            "bench",
+        )
         process = AutomationProcess(
-            app, client, f"bench-{run}", channels=Channels(), max_concurrent_activities=64,
-            bridge_options={"workflow_id_prefix": f"bench-{run}/", "poll_interval": 0.02, "batch_size": 1000,
-                            "concurrency": 256},
+            app,
+            client,
+            f"bench-{run}",
+            channels=Channels(),
+            max_concurrent_activities=64,
+            bridge_options={
+                "workflow_id_prefix": f"bench-{run}/",
+                "poll_interval": 0.02,
+                "batch_size": 1000,
+                "concurrency": 256,
+            },
         )
         await process.start()
         assert process.bridge is not None
@@ -120,15 +170,19 @@ async def run_bench(deals: int, *, limit_seconds: float | None = None, database_
         ids = [f"bench-{run}-{i:06d}" for i in range(deals)]
         started_at = time.monotonic()
         for chunk in range(0, deals, 500):
-            outcomes = await asyncio.to_thread(app.ingest, [_opened(d) for d in ids[chunk:chunk + 500]])
+            outcomes = await asyncio.to_thread(
+                app.ingest, [_opened(d) for d in ids[chunk : chunk + 500]]
+            )
             assert all(o.status == "recorded" for o in outcomes), outcomes[:1]
         ingest_s = time.monotonic() - started_at
         await _wait(lambda: stats.started >= 2 * deals, 60 + deals / 20, "workflow starts")
         starts_s = stats.start_times[-1] - started_at
 
         def flagged() -> bool:
-            row = app.db.fetchone(f"SELECT COUNT(*) AS n FROM {IDEMPOTENCY_TABLE} WHERE event_id LIKE %s",
-                                  ("escalation:bench-%:flagged",))
+            row = app.db.fetchone(
+                f"SELECT COUNT(*) AS n FROM {IDEMPOTENCY_TABLE} WHERE event_id LIKE %s",
+                ("escalation:bench-%:flagged",),
+            )
             return int(row["n"]) >= deals
 
         await _wait(flagged, limit + FLAG_AFTER_SECONDS + 60 + deals / 20, "escalations")
@@ -140,8 +194,11 @@ async def run_bench(deals: int, *, limit_seconds: float | None = None, database_
             events = app.history(deal_id)["events"]
             entered = _time(events[0]["occurred_at"])
             for event in events:
-                level = event["data"].get("level") if event["type"] == "escalated" else (
-                    "flagged" if event["type"] == "flagged_stale" else None)
+                level = (
+                    event["data"].get("level")
+                    if event["type"] == "escalated"
+                    else ("flagged" if event["type"] == "flagged_stale" else None)
+                )
                 if level is not None:
                     due = entered.timestamp() + limit + offsets[level]
                     lateness.append(_time(event["recorded_at"]).timestamp() - due)

@@ -63,8 +63,19 @@ _DDL = (
     " active INTEGER NOT NULL DEFAULT 1)",
     f"CREATE INDEX IF NOT EXISTS {RUNS}_deal ON {RUNS} (deal_id, active)",
 )
-_WATCHED = {get_topic(cls) for cls in (Opened, StageChanged, Reopened, Won, Lost, ActivityLogged,
-                                       NurtureEnrolled, NurtureStopped)}
+_WATCHED = {
+    get_topic(cls)
+    for cls in (
+        Opened,
+        StageChanged,
+        Reopened,
+        Won,
+        Lost,
+        ActivityLogged,
+        NurtureEnrolled,
+        NurtureStopped,
+    )
+}
 _DEFINITION_TOPIC = get_topic(DefinitionApplied)
 # A workflow id is used once, ever: a redelivered start finds the first workflow (running or
 # closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
@@ -93,7 +104,9 @@ class _Batch:
     """What one batch decided: automation commands, per-deal Temporal effects, bookkeeping."""
 
     commands: list[Command] = field(default_factory=list)
-    effects: dict[str, list[Callable[[], Awaitable[None]]]] = field(default_factory=lambda: defaultdict(list))
+    effects: dict[str, list[Callable[[], Awaitable[None]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     new_runs: list[tuple[str, str, str]] = field(default_factory=list)
     ended_runs: list[str] = field(default_factory=list)
 
@@ -131,7 +144,9 @@ class Bridge:
     @property
     def position(self) -> int:
         if self._position is None:
-            row = self.app.db.fetchone(f"SELECT position FROM {TRACKING} WHERE name = %s", (self.name,))
+            row = self.app.db.fetchone(
+                f"SELECT position FROM {TRACKING} WHERE name = %s", (self.name,)
+            )
             self._position = int(row["position"]) if row else 0
         return self._position
 
@@ -175,7 +190,9 @@ class Bridge:
         self.sequences.clear()
         start, stop = 1, self.position
         while stop and start <= stop:
-            found = self.app.recorder.select_notifications(start, 1000, stop=stop, topics=[_DEFINITION_TOPIC])
+            found = self.app.recorder.select_notifications(
+                start, 1000, stop=stop, topics=[_DEFINITION_TOPIC]
+            )
             for notification in found:
                 self._learn(self.app.mapper.to_domain_event(notification))
             if len(found) < 1000:
@@ -186,19 +203,28 @@ class Bridge:
         if event.kind != SEQUENCE:
             return
         try:
-            self.sequences[event.key] = (event.originator_version, SequenceDefinition.model_validate(event.body))
+            self.sequences[event.key] = (
+                event.originator_version,
+                SequenceDefinition.model_validate(event.body),
+            )
         except ValueError:
-            log.warning("sequence %s v%s does not parse; ignored", event.key, event.originator_version)
+            log.warning(
+                "sequence %s v%s does not parse; ignored", event.key, event.originator_version
+            )
 
     # -- one batch -------------------------------------------------------------------------------
     async def process_batch(self) -> int:
         start = self.position + 1
-        notifications = await asyncio.to_thread(self.app.recorder.select_notifications, start, self.batch_size)
+        notifications = await asyncio.to_thread(
+            self.app.recorder.select_notifications, start, self.batch_size
+        )
         if not notifications:
             return 0
         batch = await asyncio.to_thread(self._decide, notifications)
         if batch.commands:
-            outcomes = await asyncio.to_thread(self.app.ingest, batch.commands, allow_automation=True)
+            outcomes = await asyncio.to_thread(
+                self.app.ingest, batch.commands, allow_automation=True
+            )
             self.stats.enrollments += sum(1 for o in outcomes if o.status == "recorded")
         await self._run_effects(batch)
         last = notifications[-1].id
@@ -228,8 +254,10 @@ class Bridge:
                     batch.new_runs,
                 )
             if batch.ended_runs:
-                cur.executemany(f"UPDATE {RUNS} SET active = 0 WHERE workflow_id = %s",
-                                [(w,) for w in batch.ended_runs])
+                cur.executemany(
+                    f"UPDATE {RUNS} SET active = 0 WHERE workflow_id = %s",
+                    [(w,) for w in batch.ended_runs],
+                )
             cur.execute(
                 f"INSERT INTO {TRACKING} (name, position) VALUES (%s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -256,35 +284,58 @@ class Bridge:
                 self._decide_one(event, batch, runs, left)
         return batch
 
-    def _decide_one(self, event: DealEvent, batch: _Batch, runs: _RunIndex, left: dict[UUID, int]) -> None:
-        deal = _opened_state(event) if isinstance(event, Opened) else self.app.repository.get(
-            event.originator_id, version=event.originator_version
+    def _decide_one(
+        self, event: DealEvent, batch: _Batch, runs: _RunIndex, left: dict[UUID, int]
+    ) -> None:
+        deal = (
+            _opened_state(event)
+            if isinstance(event, Opened)
+            else self.app.repository.get(event.originator_id, version=event.originator_version)
         )
         deal_id = deal.deal_id
         effects = batch.effects[deal_id]
         if isinstance(event, (Opened, StageChanged, Reopened)):
             if isinstance(event, (StageChanged, Reopened)):
-                effects.append(self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries - 1)))
+                effects.append(
+                    self._cancel(
+                        self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries - 1)
+                    )
+                )
                 if isinstance(event, StageChanged):
-                    self._signal_runs(effects, runs.active(deal_id), DealSignal(reason="stage_changed"))
+                    self._signal_runs(
+                        effects, runs.active(deal_id), DealSignal(reason="stage_changed")
+                    )
             self._enroll_by_rule(event, deal, batch)
             if left.get(event.originator_id, 0) <= event.originator_version:
                 self._escalate(event, deal, effects)
         elif isinstance(event, (Won, Lost)):
-            effects.append(self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries)))
+            effects.append(
+                self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries))
+            )
             self._signal_runs(effects, runs.active(deal_id), DealSignal(reason=event.TYPE))
         elif isinstance(event, ActivityLogged):
             if event.activity == "reply":
                 self._signal_runs(effects, runs.active(deal_id), DealSignal(reason="reply"))
             stage = self._stage(deal, event.pipeline_version)
-            if stage is not None and stage.max_days_in_stage and stage.effective_escalation.activity_extends_limit:
+            if (
+                stage is not None
+                and stage.max_days_in_stage
+                and stage.effective_escalation.activity_extends_limit
+            ):
                 workflow_id = self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries)
-                effects.append(self._signal(workflow_id, "activity", ActivitySignal(at=event.occurred_at)))
+                effects.append(
+                    self._signal(workflow_id, "activity", ActivitySignal(at=event.occurred_at))
+                )
         elif isinstance(event, NurtureEnrolled):
-            workflow_id = self.prefix + ids.nurture_workflow_id(deal_id, event.sequence_id, event.originator_version)
+            workflow_id = self.prefix + ids.nurture_workflow_id(
+                deal_id, event.sequence_id, event.originator_version
+            )
             enrollment = NurtureInput(
-                deal_id=deal_id, sequence_id=event.sequence_id, sequence_version=event.sequence_version,
-                enrolled_version=event.originator_version, max_steps_per_run=self.nurture_steps_per_run,
+                deal_id=deal_id,
+                sequence_id=event.sequence_id,
+                sequence_version=event.sequence_version,
+                enrolled_version=event.originator_version,
+                max_steps_per_run=self.nurture_steps_per_run,
             )
             effects.append(self._start(NurtureWorkflow.run, enrollment, workflow_id))
             runs.add(deal_id, event.sequence_id, workflow_id)
@@ -299,36 +350,62 @@ class Bridge:
     def _enroll_by_rule(self, event: DealEvent, deal: Deal, batch: _Batch) -> None:
         for sequence_id, (version, definition) in self.sequences.items():
             rule = definition.enroll
-            if rule is None or not rule.matches(deal.pipeline_id, deal.stage, deal.lead_source, deal.industry):
+            if rule is None or not rule.matches(
+                deal.pipeline_id, deal.stage, deal.lead_source, deal.industry
+            ):
                 continue
             data = {"sequence_id": sequence_id, "sequence_version": version}
-            batch.commands.append(Command(
-                deal_id=deal.deal_id, type="nurture_enrolled",
-                event_id=ids.auto_enroll_event_id(sequence_id, deal.deal_id, deal.stage_entries),
-                payload=data, request_hash=request_hash(deal.deal_id, {"type": "nurture_enrolled", **data}),
-                actor="dealflow:enrollment", occurred_at=max(utcnow(), event.occurred_at),
-            ))
+            batch.commands.append(
+                Command(
+                    deal_id=deal.deal_id,
+                    type="nurture_enrolled",
+                    event_id=ids.auto_enroll_event_id(
+                        sequence_id, deal.deal_id, deal.stage_entries
+                    ),
+                    payload=data,
+                    request_hash=request_hash(deal.deal_id, {"type": "nurture_enrolled", **data}),
+                    actor="dealflow:enrollment",
+                    occurred_at=max(utcnow(), event.occurred_at),
+                )
+            )
 
-    def _escalate(self, event: DealEvent, deal: Deal, effects: list[Callable[[], Awaitable[None]]]) -> None:
+    def _escalate(
+        self, event: DealEvent, deal: Deal, effects: list[Callable[[], Awaitable[None]]]
+    ) -> None:
         stage = self._stage(deal, event.pipeline_version)
         if stage is None or not stage.max_days_in_stage:
             return
         settings = stage.effective_escalation
         stay = EscalationInput(
-            deal_id=deal.deal_id, stage=deal.stage, stage_entries=deal.stage_entries,
-            entered_at=event.occurred_at, max_days=stage.max_days_in_stage,
-            manager_after_days=settings.manager_after_days, flag_after_days=settings.flag_after_days,
+            deal_id=deal.deal_id,
+            stage=deal.stage,
+            stage_entries=deal.stage_entries,
+            entered_at=event.occurred_at,
+            max_days=stage.max_days_in_stage,
+            manager_after_days=settings.manager_after_days,
+            flag_after_days=settings.flag_after_days,
             activity_extends_limit=settings.activity_extends_limit,
         )
-        effects.append(self._start(StaleDealEscalation.run, stay,
-                                   self.prefix + ids.escalation_workflow_id(deal.deal_id, deal.stage_entries)))
+        effects.append(
+            self._start(
+                StaleDealEscalation.run,
+                stay,
+                self.prefix + ids.escalation_workflow_id(deal.deal_id, deal.stage_entries),
+            )
+        )
 
     def _stage(self, deal: Deal, pipeline_version: int | None) -> Any:
-        definition: PipelineDefinition = self.app.pipeline_ref(deal.pipeline_id, pipeline_version).definition
+        definition: PipelineDefinition = self.app.pipeline_ref(
+            deal.pipeline_id, pipeline_version
+        ).definition
         return definition.stage(deal.stage) if definition.has_stage(deal.stage) else None
 
-    def _signal_runs(self, effects: list[Callable[[], Awaitable[None]]], runs: list[tuple[str, str]],
-                     signal: DealSignal) -> None:
+    def _signal_runs(
+        self,
+        effects: list[Callable[[], Awaitable[None]]],
+        runs: list[tuple[str, str]],
+        signal: DealSignal,
+    ) -> None:
         for workflow_id, _ in runs:
             effects.append(self._signal(workflow_id, "deal_event", signal))
 
@@ -337,8 +414,12 @@ class Bridge:
         async def start() -> None:
             try:
                 await self.client.start_workflow(
-                    run, argument, id=workflow_id, task_queue=self.task_queue,
-                    id_reuse_policy=REUSE_POLICY, id_conflict_policy=CONFLICT_POLICY,
+                    run,
+                    argument,
+                    id=workflow_id,
+                    task_queue=self.task_queue,
+                    id_reuse_policy=REUSE_POLICY,
+                    id_conflict_policy=CONFLICT_POLICY,
                 )
             except WorkflowAlreadyStartedError:
                 self.stats.already_started += 1
@@ -381,7 +462,8 @@ class _RunIndex:
     def active(self, deal_id: str) -> list[tuple[str, str]]:
         if deal_id not in self.cache:
             rows = self.app.db.fetchall(
-                f"SELECT workflow_id, sequence_id FROM {RUNS} WHERE deal_id = %s AND active = 1", (deal_id,)
+                f"SELECT workflow_id, sequence_id FROM {RUNS} WHERE deal_id = %s AND active = 1",
+                (deal_id,),
             )
             self.cache[deal_id] = [(r["workflow_id"], r["sequence_id"]) for r in rows]
         return self.cache[deal_id]
@@ -407,4 +489,3 @@ async def workflow_status(client: Client, workflow_id: str) -> WorkflowExecution
         if error.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-

@@ -89,15 +89,23 @@ class WebhookSender:
 
     def send(self, message: Message) -> None:
         payload = {
-            "id": message.id, "deal_id": message.deal_id, "kind": message.kind,
-            "channel": message.channel, "to": message.to, "subject": message.subject,
+            "id": message.id,
+            "deal_id": message.deal_id,
+            "kind": message.kind,
+            "channel": message.channel,
+            "to": message.to,
+            "subject": message.subject,
             "body": message.body,
         }
         request = urllib.request.Request(
             self.url,
             data=json.dumps(payload).encode(),
             method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": message.id, **self.headers},
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": message.id,
+                **self.headers,
+            },
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
             if not 200 <= response.status < 300:
@@ -126,7 +134,12 @@ class Channels:
         )
 
     def route(self, message: Message) -> Sender:
-        if message.channel == "email" and self.smtp is not None and message.to and "@" in message.to:
+        if (
+            message.channel == "email"
+            and self.smtp is not None
+            and message.to
+            and "@" in message.to
+        ):
             return self.smtp
         if message.channel in self.webhook_channels and self.webhook is not None:
             return self.webhook
@@ -137,8 +150,12 @@ class Channels:
         return found if found is not None else self.outbox_sender
 
 
-def deliver(outbox: Outbox, channels: Channels, message: Message,
-            claim: Callable[[tuple[Message, str, str]], Entry] | None = None) -> Entry:
+def deliver(
+    outbox: Outbox,
+    channels: Channels,
+    message: Message,
+    claim: Callable[[tuple[Message, str, str]], Entry] | None = None,
+) -> Entry:
     """Send a message at most once per id: claim its row, skip if already sent, else send and mark.
 
     ``claim`` may batch the claim with other activities' (group commit).

@@ -17,34 +17,57 @@ from engine.ops_server import start_from_env
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands (and its `dealflow bench <name>`)."""
-    worker = commands.add_parser("worker", help="run the Temporal worker and the event-to-workflow bridge")
+    worker = commands.add_parser(
+        "worker", help="run the Temporal worker and the event-to-workflow bridge"
+    )
     worker.add_argument("--no-bridge", action="store_true", help="run only the worker")
     worker.add_argument("--no-worker", action="store_true", help="run only the bridge")
     worker.add_argument("--max-concurrent-activities", type=int, default=32)
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=_worker)
 
-    dev = commands.add_parser("dev", help="the whole local stack in one process tree (Ctrl-C stops it)")
+    dev = commands.add_parser(
+        "dev", help="the whole local stack in one process tree (Ctrl-C stops it)"
+    )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--temporal-port", type=int, default=7233, help="dev server port (if TEMPORAL_ADDRESS is unset)")
-    dev.add_argument("--temporal-ui-port", type=int, default=None, help="serve the Temporal Web UI on this port")
+    dev.add_argument(
+        "--temporal-port",
+        type=int,
+        default=7233,
+        help="dev server port (if TEMPORAL_ADDRESS is unset)",
+    )
+    dev.add_argument(
+        "--temporal-ui-port", type=int, default=None, help="serve the Temporal Web UI on this port"
+    )
     dev.add_argument("--no-projections", action="store_true")
     dev.add_argument("--log-level", default="info")
     dev.set_defaults(func=_dev)
 
-    workflows = bench.add_parser("workflows", help="workflow starts per second and escalation lateness")
+    workflows = bench.add_parser(
+        "workflows", help="workflow starts per second and escalation lateness"
+    )
     workflows.add_argument("--deals", type=int, default=500)
     workflows.add_argument("--json", dest="json_path", help="also write the figures to this file")
-    workflows.add_argument("--limit-seconds", type=float, default=None,
-                           help="max_days_in_stage of the bench stage, in seconds (default: scales with --deals)")
-    workflows.add_argument("--database-url", default=None, help="PostgreSQL for the bench (default: a temporary SQLite)")
+    workflows.add_argument(
+        "--limit-seconds",
+        type=float,
+        default=None,
+        help="max_days_in_stage of the bench stage, in seconds (default: scales with --deals)",
+    )
+    workflows.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL for the bench (default: a temporary SQLite)",
+    )
     workflows.set_defaults(func=_bench)
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -72,9 +95,13 @@ def _worker(args: argparse.Namespace) -> int:
         temporal = TemporalSettings.from_env()
         client = await temporal.connect()
         process = AutomationProcess(
-            services.app, client, temporal.task_queue,
-            run_worker=not args.no_worker, run_bridge=not args.no_bridge,
-            bridge_options=_bridge_options(), max_concurrent_activities=args.max_concurrent_activities,
+            services.app,
+            client,
+            temporal.task_queue,
+            run_worker=not args.no_worker,
+            run_bridge=not args.no_bridge,
+            bridge_options=_bridge_options(),
+            max_concurrent_activities=args.max_concurrent_activities,
         )
         await process.start()
         ops = start_from_env(
@@ -82,7 +109,10 @@ def _worker(args: argparse.Namespace) -> int:
             metrics=lambda: _worker_metrics(services.app, process),
         )
         logging.getLogger("dealflow.worker").info(
-            "worker on %s (namespace %s, task queue %s)", temporal.address, temporal.namespace, temporal.task_queue
+            "worker on %s (namespace %s, task queue %s)",
+            temporal.address,
+            temporal.namespace,
+            temporal.task_queue,
         )
         try:
             await _first(stop.wait(), process.wait())
@@ -139,9 +169,14 @@ def _dev(args: argparse.Namespace) -> int:
         server: DevServer | None = None
         if not temporal.explicit_address:
             if not port_free(args.temporal_port):
-                raise SystemExit(f"port {args.temporal_port} is taken; pass --temporal-port or set TEMPORAL_ADDRESS")
-            server = DevServer(port=args.temporal_port, ui_port=args.temporal_ui_port,
-                               db_file=store.home / "temporal.sqlite" if not store.is_postgres else None)
+                raise SystemExit(
+                    f"port {args.temporal_port} is taken; pass --temporal-port or set TEMPORAL_ADDRESS"
+                )
+            server = DevServer(
+                port=args.temporal_port,
+                ui_port=args.temporal_ui_port,
+                db_file=store.home / "temporal.sqlite" if not store.is_postgres else None,
+            )
             log.info("starting the Temporal dev server on %s", server.address)
             await server.start()
             temporal = TemporalSettings(**{**temporal.__dict__, "address": server.address})
@@ -149,13 +184,27 @@ def _dev(args: argparse.Namespace) -> int:
         process: AutomationProcess | None = None
         try:
             client = await temporal.connect()
-            process = AutomationProcess(services.app, client, temporal.task_queue, bridge_options=_bridge_options())
+            process = AutomationProcess(
+                services.app, client, temporal.task_queue, bridge_options=_bridge_options()
+            )
             await process.start()
-            api = _quiet_server(uvicorn.Config(create_app(services), host=args.host, port=args.port,
-                                              log_level=args.log_level, lifespan="on"))
+            api = _quiet_server(
+                uvicorn.Config(
+                    create_app(services),
+                    host=args.host,
+                    port=args.port,
+                    log_level=args.log_level,
+                    lifespan="on",
+                )
+            )
             serving = asyncio.create_task(api.serve())
-            log.info("dealflow dev: API on http://%s:%s, Temporal at %s, store %s", args.host, args.port,
-                     temporal.address, store.backend)
+            log.info(
+                "dealflow dev: API on http://%s:%s, Temporal at %s, store %s",
+                args.host,
+                args.port,
+                temporal.address,
+                store.backend,
+            )
             try:
                 await _first(stop.wait(), process.wait(), serving)
             finally:
@@ -188,7 +237,9 @@ def _quiet_server(config: Any) -> Any:
 def _bench(args: argparse.Namespace) -> int:
     from workflows.bench import run_bench
 
-    figures = asyncio.run(run_bench(args.deals, limit_seconds=args.limit_seconds, database_url=args.database_url))
+    figures = asyncio.run(
+        run_bench(args.deals, limit_seconds=args.limit_seconds, database_url=args.database_url)
+    )
     import json
 
     text = json.dumps(figures, indent=2)

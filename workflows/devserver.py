@@ -53,9 +53,24 @@ class DevServer:
 
     async def start(self, timeout: float = 60.0) -> None:
         binary = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
-        command = [binary, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
-                   "--namespace", self.namespace, "--log-level", "warn", "--http-port", str(free_port()),
-                   "--metrics-port", str(free_port()), *self.extra_args]
+        command = [
+            binary,
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            *self.extra_args,
+        ]
         if self.ui_port is None:
             command.append("--headless")
         else:
@@ -63,13 +78,17 @@ class DevServer:
         if self.db_file is not None:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
             command += ["--db-filename", str(self.db_file)]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )  # noqa: PLW1509
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Temporal dev server exited with {self.process.returncode}")
             try:
-                await Client.connect(self.address, namespace=self.namespace, data_converter=pydantic_data_converter)
+                await Client.connect(
+                    self.address, namespace=self.namespace, data_converter=pydantic_data_converter
+                )
                 return
             except Exception:
                 if asyncio.get_running_loop().time() > deadline:

@@ -52,7 +52,9 @@ class StaleDealEscalation:
             self.last_activity_at = stay.last_activity_at
         self.done = list(stay.done)
         levels: list[tuple[Level, float]] = [
-            ("owner", 0.0), ("manager", stay.manager_after_days), ("flagged", stay.flag_after_days)
+            ("owner", 0.0),
+            ("manager", stay.manager_after_days),
+            ("flagged", stay.flag_after_days),
         ]
         for level, offset in levels:
             if level in self.done:
@@ -67,11 +69,18 @@ class StaleDealEscalation:
                 if workflow.info().is_continue_as_new_suggested():
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(
-                        stay.model_copy(update={"done": self.done, "last_activity_at": self.last_activity_at})
+                        stay.model_copy(
+                            update={"done": self.done, "last_activity_at": self.last_activity_at}
+                        )
                     )
             result = await workflow.execute_local_activity(
                 "escalate",
-                EscalateInput(deal_id=stay.deal_id, stage=stay.stage, stage_entries=stay.stage_entries, level=level),
+                EscalateInput(
+                    deal_id=stay.deal_id,
+                    stage=stay.stage,
+                    stage_entries=stay.stage_entries,
+                    level=level,
+                ),
                 result_type=EscalateResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=ESCALATE_RETRY,
@@ -84,6 +93,10 @@ class StaleDealEscalation:
 
     def _due(self, stay: EscalationInput, offset_days: float) -> datetime:
         start = stay.entered_at
-        if stay.activity_extends_limit and self.last_activity_at is not None and self.last_activity_at > start:
+        if (
+            stay.activity_extends_limit
+            and self.last_activity_at is not None
+            and self.last_activity_at > start
+        ):
             start = self.last_activity_at
         return start + days(stay.max_days) + days(offset_days)

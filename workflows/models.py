@@ -31,7 +31,9 @@ class EnrollRule(_Strict):
     lead_source: str | None = None
     industry: str | None = None
 
-    def matches(self, pipeline_id: str, stage: str, lead_source: str | None, industry: str | None) -> bool:
+    def matches(
+        self, pipeline_id: str, stage: str, lead_source: str | None, industry: str | None
+    ) -> bool:
         return (
             pipeline_id == self.pipeline_id
             and stage == self.on_enter_stage

@@ -36,7 +36,9 @@ SEND_RETRY = RetryPolicy(
     maximum_attempts=12,
 )
 ALWAYS_STOP = frozenset({"unenrolled", "won", "lost"})
-BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+BOOKKEEPING_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
 
 
 @workflow.defn(name="NurtureWorkflow")
@@ -75,16 +77,22 @@ class NurtureWorkflow:
             wait = due - workflow.now()
             if wait > timedelta(0):
                 with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(lambda: self._stopping(definition) is not None, timeout=wait)
+                    await workflow.wait_condition(
+                        lambda: self._stopping(definition) is not None, timeout=wait
+                    )
                 if self._stopping(definition) is not None:
                     break
             try:
                 result = await workflow.execute_activity(
                     "send_touch",
                     TouchInput(
-                        deal_id=enrollment.deal_id, sequence_id=enrollment.sequence_id,
-                        enrolled_version=enrollment.enrolled_version, workflow_id=workflow_id,
-                        step_index=step_index, step=step, stop_on=list(definition.stop_on),
+                        deal_id=enrollment.deal_id,
+                        sequence_id=enrollment.sequence_id,
+                        enrolled_version=enrollment.enrolled_version,
+                        workflow_id=workflow_id,
+                        step_index=step_index,
+                        step=step,
+                        stop_on=list(definition.stop_on),
                     ),
                     result_type=TouchResult,
                     start_to_close_timeout=timedelta(seconds=60),
@@ -92,29 +100,49 @@ class NurtureWorkflow:
                 )
             except ActivityError as error:
                 # Retries exhausted: the outbox row shows the failure; the sequence goes on.
-                workflow.logger.warning("touch %s failed for good: %s", touch_id(workflow_id, step_index), error)
+                workflow.logger.warning(
+                    "touch %s failed for good: %s", touch_id(workflow_id, step_index), error
+                )
             else:
                 if not result.sent and result.stop_reason:
-                    self.signals.insert(0, DealSignal(reason=result.stop_reason, already_recorded=result.stop_recorded))
+                    self.signals.insert(
+                        0,
+                        DealSignal(
+                            reason=result.stop_reason, already_recorded=result.stop_recorded
+                        ),
+                    )
                     break
                 self.sent.append(step_index)
             anchor = workflow.now()
             step_index += 1
             steps_this_run += 1
             more = step_index < len(definition.steps)
-            if more and (steps_this_run >= enrollment.max_steps_per_run or workflow.info().is_continue_as_new_suggested()):
+            if more and (
+                steps_this_run >= enrollment.max_steps_per_run
+                or workflow.info().is_continue_as_new_suggested()
+            ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if self._stopping(definition) is None:
                     workflow.continue_as_new(
-                        enrollment.model_copy(update={"definition": definition, "next_step": step_index, "anchor": anchor})
+                        enrollment.model_copy(
+                            update={
+                                "definition": definition,
+                                "next_step": step_index,
+                                "anchor": anchor,
+                            }
+                        )
                     )
         stop = self._stopping(definition)
         reason = stop.reason if stop is not None else "completed"
         if stop is None or not stop.already_recorded:
             await workflow.execute_activity(
                 "record_nurture_stopped",
-                StopInput(deal_id=enrollment.deal_id, sequence_id=enrollment.sequence_id,
-                          workflow_id=workflow_id, reason=reason),
+                StopInput(
+                    deal_id=enrollment.deal_id,
+                    sequence_id=enrollment.sequence_id,
+                    workflow_id=workflow_id,
+                    reason=reason,
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=BOOKKEEPING_RETRY,
             )
@@ -123,6 +151,10 @@ class NurtureWorkflow:
     def _stopping(self, definition: SequenceDefinition) -> DealSignal | None:
         """The first signal this sequence stops on (unenrollment and a closed deal always stop it)."""
         for signal in self.signals:
-            if signal.already_recorded or signal.reason in definition.stop_on or signal.reason in ALWAYS_STOP:
+            if (
+                signal.already_recorded
+                or signal.reason in definition.stop_on
+                or signal.reason in ALWAYS_STOP
+            ):
                 return signal
         return None

@@ -74,8 +74,20 @@ class Outbox:
         """:meth:`claim` for many messages in one transaction."""
         now = iso(utcnow())
         rows = [
-            (m.id, m.deal_id, m.kind, m.channel, delivery, m.to, m.subject, m.body, status,
-             1 if status == SENT else 0, now, now if status == SENT else None)
+            (
+                m.id,
+                m.deal_id,
+                m.kind,
+                m.channel,
+                delivery,
+                m.to,
+                m.subject,
+                m.body,
+                status,
+                1 if status == SENT else 0,
+                now,
+                now if status == SENT else None,
+            )
             for m, delivery, status in claims
         ]
         with self.db.transaction() as cur:
@@ -90,10 +102,17 @@ class Outbox:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join(["%s"] * len(chunk))
-                for row in cur.execute(f"SELECT * FROM {TABLE} WHERE id IN ({marks})", chunk).fetchall():
+                for row in cur.execute(
+                    f"SELECT * FROM {TABLE} WHERE id IN ({marks})", chunk
+                ).fetchall():
                     found[row["id"]] = row
         return [
-            Entry(_message(found[m.id]), found[m.id]["delivery"], found[m.id]["status"], int(found[m.id]["attempts"]))
+            Entry(
+                _message(found[m.id]),
+                found[m.id]["delivery"],
+                found[m.id]["status"],
+                int(found[m.id]["attempts"]),
+            )
             for m, _, _ in claims
         ]
 
@@ -116,8 +135,14 @@ class Outbox:
         row = self.db.fetchone(f"SELECT * FROM {TABLE} WHERE id = %s", (message_id,))
         return _view(row) if row else None
 
-    def list(self, *, deal_id: str | None = None, kind: str | None = None, status: str | None = None,
-             limit: int = 500) -> list[dict[str, Any]]:
+    def list(
+        self,
+        *,
+        deal_id: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
         where, params = [], []
         for column, value in (("deal_id", deal_id), ("kind", kind), ("status", status)):
             if value is not None:
@@ -131,8 +156,15 @@ class Outbox:
 
 
 def _message(row: Any) -> Message:
-    return Message(row["id"], row["deal_id"], row["kind"], row["channel"], row["recipient"],
-                   row["subject"] or "", row["body"] or "")
+    return Message(
+        row["id"],
+        row["deal_id"],
+        row["kind"],
+        row["channel"],
+        row["recipient"],
+        row["subject"] or "",
+        row["body"] or "",
+    )
 
 
 def _view(row: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def next_open_slot(moment: datetime, window: SendWindow | None) -> datetime:
     for _ in range(15):
         day_start = local.replace(hour=window.start_hour, minute=0, second=0, microsecond=0)
         if window.end_hour == 24:
-            day_end = (local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
+            day_end = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         else:
             day_end = local.replace(hour=window.end_hour, minute=0, second=0, microsecond=0)
         # Re-anchor through the zone so that DST gaps land on a real local time.

@@ -25,8 +25,15 @@ from workflows.outbox import Outbox
 log = logging.getLogger("dealflow.worker")
 
 WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation]
-PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "zoneinfo", "workflows.models",
-               "workflows.schedule", "workflows.ids")
+PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "zoneinfo",
+    "workflows.models",
+    "workflows.schedule",
+    "workflows.ids",
+)
 
 
 def build_worker(
@@ -45,8 +52,9 @@ def build_worker(
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
-        activity_executor=ThreadPoolExecutor(max_workers=max_concurrent_activities,
-                                             thread_name_prefix="dealflow-activity"),
+        activity_executor=ThreadPoolExecutor(
+            max_workers=max_concurrent_activities, thread_name_prefix="dealflow-activity"
+        ),
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
@@ -73,8 +81,12 @@ class AutomationProcess:
         await asyncio.to_thread(outbox.create_tables)
         if self.run_worker:
             activities = AutomationActivities(self.app, outbox, self.channels)
-            self.worker = build_worker(self.client, activities, self.task_queue,
-                                       max_concurrent_activities=self.max_concurrent_activities)
+            self.worker = build_worker(
+                self.client,
+                activities,
+                self.task_queue,
+                max_concurrent_activities=self.max_concurrent_activities,
+            )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
         if self.run_bridge:
             self.bridge = Bridge(self.app, self.client, self.task_queue, **self.bridge_options)

@@ -62,11 +62,27 @@ def test_export_route_streams_jsonl_and_csv(served: tuple[TestClient, Services])
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/x-ndjson")
         lines = [orjson.loads(line) for line in response.iter_lines() if line]
-    assert len(lines) > 60 and {"deal_id", "actor", "event_id", "occurred_at", "recorded_at", "version",
-                                "pipeline_id", "pipeline_version", "hash", "type", "data"} <= set(lines[0])
+    assert len(lines) > 60 and {
+        "deal_id",
+        "actor",
+        "event_id",
+        "occurred_at",
+        "recorded_at",
+        "version",
+        "pipeline_id",
+        "pipeline_version",
+        "hash",
+        "type",
+        "data",
+    } <= set(lines[0])
     response = client.get(
         "/v1/audit/export",
-        params={"format": "csv", "deal_id": "d-0", "from": "2017-03-01T01:00:00Z", "to": "2017-03-01T03:00:00Z"},
+        params={
+            "format": "csv",
+            "deal_id": "d-0",
+            "from": "2017-03-01T01:00:00Z",
+            "to": "2017-03-01T03:00:00Z",
+        },
         headers=AUTH,
     )
     rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -79,11 +95,15 @@ def test_timeline_route(served: tuple[TestClient, Services]) -> None:
     client, services = served
     body = client.get("/v1/deals/d-0/timeline", headers=AUTH).json()
     assert body["chain"]["ok"] and len(body["events"]) == 17
-    assert body["events"][2]["criteria"] == [{"stage": "prospecting", "criterion": "contact_made", "held": True}]
+    assert body["events"][2]["criteria"] == [
+        {"stage": "prospecting", "criterion": "contact_made", "held": True}
+    ]
     assert client.get("/v1/deals/nobody/timeline", headers=AUTH).status_code == 404
 
 
-def test_tampering_shows_over_http(served: tuple[TestClient, Services], store_settings: StoreSettings) -> None:
+def test_tampering_shows_over_http(
+    served: tuple[TestClient, Services], store_settings: StoreSettings
+) -> None:
     client, services = served
     app: DealflowApp = services.app
     table = app.db.events_table
@@ -94,7 +114,9 @@ def test_tampering_shows_over_http(served: tuple[TestClient, Services], store_se
         )
     body = client.get("/v1/audit/verify", headers=AUTH).json()
     assert body["ok"] is False
-    assert [(b["kind"], b["deal_id"], b["version"]) for b in body["breaks"]] == [("version_gap", "d-1", 4)]
+    assert [(b["kind"], b["deal_id"], b["version"]) for b in body["breaks"]] == [
+        ("version_gap", "d-1", 4)
+    ]
     timeline = client.get("/v1/deals/d-1/timeline", headers=AUTH).json()
     assert timeline["chain"]["ok"] is False and timeline["replay_error"]
 
@@ -105,8 +127,14 @@ def test_tampering_shows_over_http(served: tuple[TestClient, Services], store_se
 def _dealflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DEALFLOW_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_cli(tmp_path: Path) -> None:
@@ -118,17 +146,27 @@ def test_cli(tmp_path: Path) -> None:
     verified = _dealflow(tmp_path, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
     assert "OK" in verified.stdout
-    assert _dealflow(tmp_path, "audit", "checkpoint").stdout.startswith("sealed the log up to position")
+    assert _dealflow(tmp_path, "audit", "checkpoint").stdout.startswith(
+        "sealed the log up to position"
+    )
 
     exported = _dealflow(tmp_path, "audit", "export", "--deal", "d-1", "--format", "jsonl")
-    assert [orjson.loads(line)["version"] for line in exported.stdout.splitlines()] == list(range(1, 18))
+    assert [orjson.loads(line)["version"] for line in exported.stdout.splitlines()] == list(
+        range(1, 18)
+    )
     out = tmp_path / "events.csv"
     assert _dealflow(tmp_path, "audit", "export", "--format", "csv", "-o", str(out)).returncode == 0
     assert out.read_text().startswith("position,deal_id,pipeline_id")
 
     replay = _dealflow(tmp_path, "audit", "replay", "--deal", "d-0")
-    assert replay.returncode == 0 and "hash chain intact" in replay.stdout and "contact_made" in replay.stdout
-    as_json: dict[str, Any] = orjson.loads(_dealflow(tmp_path, "audit", "replay", "--deal", "d-0", "--json").stdout)
+    assert (
+        replay.returncode == 0
+        and "hash chain intact" in replay.stdout
+        and "contact_made" in replay.stdout
+    )
+    as_json: dict[str, Any] = orjson.loads(
+        _dealflow(tmp_path, "audit", "replay", "--deal", "d-0", "--json").stdout
+    )
     assert len(as_json["events"]) == 17
 
     conn = sqlite3.connect(settings.sqlite_path)

@@ -147,7 +147,9 @@ class DevTools:
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
 
-    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         self.next_id += 1
         ident = self.next_id
         self.ws.send(json.dumps({"id": ident, "method": method, "params": params or {}}))
@@ -163,7 +165,10 @@ class DevTools:
         raise TimeoutError(method)
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(result["exceptionDetails"])
         return result["result"].get("value")
@@ -195,13 +200,17 @@ class DevTools:
                 found.append("console: " + json.dumps(params.get("args"))[:500])
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
                 entry = params["entry"]
-                found.append(f"log: {entry.get('source')}: {entry.get('text')} {entry.get('url', '')}")
+                found.append(
+                    f"log: {entry.get('source')}: {entry.get('text')} {entry.get('url', '')}"
+                )
         return found
 
     def screenshot(self, path: Path) -> None:
         height = self.evaluate("Math.ceil(document.documentElement.scrollHeight)") or 1800
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1400, "height": int(height), "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
+        )
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
         path.write_bytes(base64.b64decode(data))
         extra = os.environ.get("DEALFLOW_SCREENSHOT_DIR")
@@ -232,7 +241,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     root = tmp_path_factory.mktemp("dashboard")
     services = build_services(
-        StoreSettings(database_url=None, home=root / "home"), bootstrap_token=TEST_TOKEN, run_projections=False
+        StoreSettings(database_url=None, home=root / "home"),
+        bootstrap_token=TEST_TOKEN,
+        run_projections=False,
     )
     import_crm(services.app, slice_of_sample(root / "crm", every=11), progress=False)
     services.projections.catch_up()
@@ -263,8 +274,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def browser(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
     profile = tmp_path_factory.mktemp("chromium-profile")
     process = subprocess.Popen(
-        [chromium_path, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         "--window-size=1400,1800", "about:blank"],
+        [
+            chromium_path,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--window-size=1400,1800",
+            "about:blank",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -321,10 +338,19 @@ def _shown(text: str, api_value: Any, kind: str) -> bool:
 
 
 KPI_KINDS = {
-    "open_deals": "int", "open_value": "money", "weighted_value": "money", "won": "int", "lost": "int",
-    "win_rate": "pct", "won_value": "money", "avg_days_to_close_won": "days",
-    "median_days_to_close_won": "days", "qualified_leads": "int", "conversion_rate": "pct",
-    "avg_open_deal_age_days": "days", "stale_deals": "int",
+    "open_deals": "int",
+    "open_value": "money",
+    "weighted_value": "money",
+    "won": "int",
+    "lost": "int",
+    "win_rate": "pct",
+    "won_value": "money",
+    "avg_days_to_close_won": "days",
+    "median_days_to_close_won": "days",
+    "qualified_leads": "int",
+    "conversion_rate": "pct",
+    "avg_open_deal_age_days": "days",
+    "stale_deals": "int",
 }
 
 FIGURES_JS = """
@@ -362,15 +388,21 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
     # A fixed as_of (the export's last day) so that age-based figures do not move between the
     # page's requests and the test's.
     target, as_of = "5000000", "2017-12-31T23:59:59Z"
-    state = browser.open(f"{server}/?token={TEST_TOKEN}&pipeline=default&target={target}&as_of=2017-12-31")
+    state = browser.open(
+        f"{server}/?token={TEST_TOKEN}&pipeline=default&target={target}&as_of=2017-12-31"
+    )
     assert state == "ready", browser.evaluate("document.getElementById('message').textContent")
     figures = browser.evaluate(FIGURES_JS)
     browser.screenshot(tmp_path / "dashboard.png")
 
     api = httpx.Client(base_url=server, headers=AUTH, timeout=30)
-    metrics = api.get("/v1/pipelines/default/metrics", params={"target": target, "as_of": as_of}).json()
+    metrics = api.get(
+        "/v1/pipelines/default/metrics", params={"target": target, "as_of": as_of}
+    ).json()
     board = api.get("/v1/pipelines/default/board", params={"limit": 8, "as_of": as_of}).json()
-    industry = api.get("/v1/pipelines/default/metrics/breakdown", params={"by": "industry", "as_of": as_of}).json()
+    industry = api.get(
+        "/v1/pipelines/default/metrics/breakdown", params={"by": "industry", "as_of": as_of}
+    ).json()
     lead_source = api.get(
         "/v1/pipelines/default/metrics/breakdown", params={"by": "lead_source", "as_of": as_of}
     ).json()
@@ -388,7 +420,9 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
     for column in board["columns"]:
         shown = columns[column["stage"]]
         assert int(shown["count"]) == column["count"]
-        assert _same(shown["value"], column["value"]) and _same(shown["weighted"], column["weighted_value"])
+        assert _same(shown["value"], column["value"]) and _same(
+            shown["weighted"], column["weighted_value"]
+        )
         assert shown["cards"] == len(column["deals"])
         assert shown["stale_cards"] == sum(1 for d in column["deals"] if d["stale"])
         assert f"{column['count']:,} deals" in shown["text"]
@@ -396,20 +430,32 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
     stages = {s["stage"]: s for s in metrics["stages"]}
     funnel = [f for f in figures["funnel"]]
     assert {f["stage"] for f in funnel} == set(stages)
-    fields = {"stage.entered": "entered", "stage.advanced": "advanced", "stage.conversion": "conversion_rate",
-              "stage.open_deals": "open_deals", "stage.stale_deals": "stale_deals"}
+    fields = {
+        "stage.entered": "entered",
+        "stage.advanced": "advanced",
+        "stage.conversion": "conversion_rate",
+        "stage.open_deals": "open_deals",
+        "stage.stale_deals": "stale_deals",
+    }
     for f in funnel:
         api_value = stages[f["stage"]][fields[f["metric"]]]
         assert _same(f["value"], api_value), f
-        assert _shown(f["text"], api_value, "pct" if f["metric"] == "stage.conversion" else "int"), f
+        assert _shown(
+            f["text"], api_value, "pct" if f["metric"] == "stage.conversion" else "int"
+        ), f
 
-    for shown_rows, data in ((figures["industry"], industry), (figures["lead_source"], lead_source)):
+    for shown_rows, data in (
+        (figures["industry"], industry),
+        (figures["lead_source"], lead_source),
+    ):
         rows = {("" if r["key"] is None else r["key"]): r for r in data["rows"]}
         assert {f["key"] for f in shown_rows} == set(rows)
         for f in shown_rows:
             api_value = rows[f["key"]][f["metric"]]
             assert _same(f["value"], api_value), f
-            kind = {"win_rate": "pct", "won_value": "money", "avg_days_to_close_won": "days"}.get(f["metric"], "int")
+            kind = {"win_rate": "pct", "won_value": "money", "avg_days_to_close_won": "days"}.get(
+                f["metric"], "int"
+            )
             assert _shown(f["text"], api_value, kind), f
     assert "technolgy" not in {f["key"] for f in figures["industry"]}
 
@@ -424,9 +470,13 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
     assert browser.errors() == []
 
 
-def test_deal_page_shows_the_deal_and_its_timeline(server: str, browser: DevTools, tmp_path: Path) -> None:
+def test_deal_page_shows_the_deal_and_its_timeline(
+    server: str, browser: DevTools, tmp_path: Path
+) -> None:
     api = httpx.Client(base_url=server, headers=AUTH, timeout=30)
-    won = api.get("/v1/deals", params={"pipeline_id": "default", "status": "won", "limit": 1}).json()["deals"][0]
+    won = api.get(
+        "/v1/deals", params={"pipeline_id": "default", "status": "won", "limit": 1}
+    ).json()["deals"][0]
     state = browser.open(f"{server}/deals/{won['deal_id']}?token={TEST_TOKEN}")
     assert state == "ready"
     browser.screenshot(tmp_path / "deal.png")

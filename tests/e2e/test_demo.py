@@ -53,7 +53,9 @@ def test_demo_imports_and_prints_the_headline_metrics(tmp_path: Path, monkeypatc
     data = slice_of_sample(tmp_path / "crm", every=13)
     expected = _expected(data)
     out = io.StringIO()
-    code = demo.run_demo(serve=False, home=tmp_path / "demo", data=data, console=Console(file=out, width=200))
+    code = demo.run_demo(
+        serve=False, home=tmp_path / "demo", data=data, console=Console(file=out, width=200)
+    )
     text = out.getvalue()
     assert code == 0
     assert (tmp_path / "demo" / demo.MARKER).exists()
@@ -65,7 +67,7 @@ def test_demo_imports_and_prints_the_headline_metrics(tmp_path: Path, monkeypatc
     assert _row(text, "Won value")[1] == expected["won_value"]
     for label in ("Pipeline value", "Avg days to close", "Stale deals", "Win rate by industry"):
         assert label in text
-    industries = text[text.index("Win rate by industry"):]
+    industries = text[text.index("Win rate by industry") :]
     assert "technology" in industries and "technolgy" not in industries
     assert "GTXPro" in text and "technolgy" in text  # the quirks are reported
 
@@ -132,7 +134,11 @@ def test_demo_serves_the_dashboard_until_interrupted(tmp_path: Path) -> None:
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "demo", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     try:

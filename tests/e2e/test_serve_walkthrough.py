@@ -46,14 +46,25 @@ class Server:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEALFLOW_BOOTSTRAP_TOKEN")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEALFLOW_BOOTSTRAP_TOKEN")
+    }
     env.update(DEALFLOW_HOME=str(tmp_path / "home"), DEALFLOW_BOOTSTRAP_TOKEN=BOOTSTRAP)
     if request.param == "postgres":
         env["DATABASE_URL"] = request.getfixturevalue("pg_url")
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
-        [*_dealflow(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            *_dealflow(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -64,7 +75,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     try:
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"dealflow serve exited: {(tmp_path / 'serve.log').read_text()}")
+                raise AssertionError(
+                    f"dealflow serve exited: {(tmp_path / 'serve.log').read_text()}"
+                )
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -89,9 +102,15 @@ def _readme_walkthrough(server: Server) -> None:
         opened = http.post(
             "/v1/deals/acme-42/events",
             json={
-                "type": "opened", "event_id": "crm-acme-42-open", "pipeline_id": "default",
-                "name": "Acme platform deal", "amount": "48000", "owner": "Moses Frase",
-                "industry": "software", "lead_source": "webinar", "occurred_at": "2017-03-01",
+                "type": "opened",
+                "event_id": "crm-acme-42-open",
+                "pipeline_id": "default",
+                "name": "Acme platform deal",
+                "amount": "48000",
+                "owner": "Moses Frase",
+                "industry": "software",
+                "lead_source": "webinar",
+                "occurred_at": "2017-03-01",
             },
         )
         assert opened.status_code == 201, opened.text
@@ -113,19 +132,61 @@ def _readme_walkthrough(server: Server) -> None:
         ]
         assert http.get("/v1/deals/acme-42").json()["version"] == 1
 
-        facts = {"events": [
-            {"deal_id": "acme-42", "type": "fact_recorded", "event_id": "f1", "fact": "contact_made", "value": True, "occurred_at": "2017-03-02"},
-            {"deal_id": "acme-42", "type": "fact_recorded", "event_id": "f2", "fact": "need", "value": True, "occurred_at": "2017-03-05"},
-            {"deal_id": "acme-42", "type": "fact_recorded", "event_id": "f3", "fact": "budget", "value": True, "occurred_at": "2017-03-05"},
-            {"deal_id": "acme-42", "type": "fact_recorded", "event_id": "f4", "fact": "authority", "value": True, "occurred_at": "2017-03-06"},
-            {"deal_id": "acme-42", "type": "fact_recorded", "event_id": "f5", "fact": "timeline", "value": True, "occurred_at": "2017-03-06"},
-        ]}
+        facts = {
+            "events": [
+                {
+                    "deal_id": "acme-42",
+                    "type": "fact_recorded",
+                    "event_id": "f1",
+                    "fact": "contact_made",
+                    "value": True,
+                    "occurred_at": "2017-03-02",
+                },
+                {
+                    "deal_id": "acme-42",
+                    "type": "fact_recorded",
+                    "event_id": "f2",
+                    "fact": "need",
+                    "value": True,
+                    "occurred_at": "2017-03-05",
+                },
+                {
+                    "deal_id": "acme-42",
+                    "type": "fact_recorded",
+                    "event_id": "f3",
+                    "fact": "budget",
+                    "value": True,
+                    "occurred_at": "2017-03-05",
+                },
+                {
+                    "deal_id": "acme-42",
+                    "type": "fact_recorded",
+                    "event_id": "f4",
+                    "fact": "authority",
+                    "value": True,
+                    "occurred_at": "2017-03-06",
+                },
+                {
+                    "deal_id": "acme-42",
+                    "type": "fact_recorded",
+                    "event_id": "f5",
+                    "fact": "timeline",
+                    "value": True,
+                    "occurred_at": "2017-03-06",
+                },
+            ]
+        }
         batch = http.post("/v1/events", json=facts).json()
         assert [r["status"] for r in batch["results"]] == ["recorded"] * 5
         again = http.post("/v1/events", json=facts).json()
         assert [r["status"] for r in again["results"]] == ["duplicate"] * 5
 
-        move = {"type": "stage_changed", "event_id": "crm-acme-42-s1", "to_stage": "meeting", "occurred_at": "2017-03-07"}
+        move = {
+            "type": "stage_changed",
+            "event_id": "crm-acme-42-s1",
+            "to_stage": "meeting",
+            "occurred_at": "2017-03-07",
+        }
         accepted = http.post("/v1/deals/acme-42/events", json=move)
         assert accepted.status_code == 201, accepted.text
         assert (accepted.json()["stage"], accepted.json()["version"]) == ("meeting", 7)
@@ -137,14 +198,20 @@ def _readme_walkthrough(server: Server) -> None:
 
         history = http.get("/v1/deals/acme-42/history").json()
         assert [(e["version"], e["type"]) for e in history["events"]] == [
-            (1, "opened"), *[(v, "fact_recorded") for v in range(2, 7)], (7, "stage_changed")
+            (1, "opened"),
+            *[(v, "fact_recorded") for v in range(2, 7)],
+            (7, "stage_changed"),
         ]
         last = history["events"][-1]
         assert last["data"]["from_stage"] == "prospecting" and last["actor"] == "bootstrap"
         assert {c["held"] for c in last["data"]["criteria"]} == {True}
 
         as_of = http.get("/v1/deals/acme-42", params={"as_of": "2017-03-04"}).json()
-        assert (as_of["stage"], as_of["version"], as_of["facts"]) == ("prospecting", 2, {"contact_made": True})
+        assert (as_of["stage"], as_of["version"], as_of["facts"]) == (
+            "prospecting",
+            2,
+            {"contact_made": True},
+        )
         v1 = http.get("/v1/deals/acme-42", params={"version": "1"}).json()
         assert (v1["version"], v1["facts"]) == (1, {})
         assert http.get("/openapi.json", headers={}).status_code == 200
@@ -184,18 +251,46 @@ def _cli_token_and_pipeline_apply(server: Server, tmp_path: Path) -> None:
     mine = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.url, headers=mine, timeout=30) as http:
         got = http.get("/v1/pipelines/renewals").json()
-        assert (got["version"], got["currency"], [s["id"] for s in got["stages"]]) == (1, "EUR", ["review", "offer"])
+        assert (got["version"], got["currency"], [s["id"] for s in got["stages"]]) == (
+            1,
+            "EUR",
+            ["review", "offer"],
+        )
         opened = http.post(
             "/v1/deals/r-1/events",
-            json={"type": "opened", "event_id": "r-1-o", "pipeline_id": "renewals", "name": "Renewal", "amount": "500"},
+            json={
+                "type": "opened",
+                "event_id": "r-1-o",
+                "pipeline_id": "renewals",
+                "name": "Renewal",
+                "amount": "500",
+            },
         )
         assert opened.status_code == 201, opened.text
         assert opened.json()["currency"] == "EUR"
-        http.post("/v1/deals/r-1/events", json={"type": "fact_recorded", "event_id": "r-1-f", "fact": "usage_checked", "value": True})
-        short = http.post("/v1/deals/r-1/events", json={"type": "stage_changed", "event_id": "r-1-s", "to_stage": "offer"})
-        assert short.status_code == 422 and short.json()["unmet"] == [{"stage": "review", "criterion": "big_enough"}]
-        http.post("/v1/deals/r-1/events", json={"type": "updated", "event_id": "r-1-u", "amount": "1000"})
-        moved = http.post("/v1/deals/r-1/events", json={"type": "stage_changed", "event_id": "r-1-s", "to_stage": "offer"})
+        http.post(
+            "/v1/deals/r-1/events",
+            json={
+                "type": "fact_recorded",
+                "event_id": "r-1-f",
+                "fact": "usage_checked",
+                "value": True,
+            },
+        )
+        short = http.post(
+            "/v1/deals/r-1/events",
+            json={"type": "stage_changed", "event_id": "r-1-s", "to_stage": "offer"},
+        )
+        assert short.status_code == 422 and short.json()["unmet"] == [
+            {"stage": "review", "criterion": "big_enough"}
+        ]
+        http.post(
+            "/v1/deals/r-1/events", json={"type": "updated", "event_id": "r-1-u", "amount": "1000"}
+        )
+        moved = http.post(
+            "/v1/deals/r-1/events",
+            json={"type": "stage_changed", "event_id": "r-1-s", "to_stage": "offer"},
+        )
         assert moved.status_code == 201 and moved.json()["stage"] == "offer"
         # The CLI token has no audit or admin scope.
         assert http.get("/v1/deals/r-1/history").status_code == 403

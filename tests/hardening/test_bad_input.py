@@ -393,10 +393,7 @@ BUGS: list[tuple[str, str, bytes, set[int], str]] = [
 
 @pytest.mark.parametrize(
     ("path", "body", "statuses"),
-    [
-        pytest.param(*b[1:4], id=b[0])
-        for b in BUGS
-    ],
+    [pytest.param(*b[1:4], id=b[0]) for b in BUGS],
 )
 def test_refused_cleanly(
     world: tuple[TestClient, Services], path: str, body: bytes, statuses: set[int]

@@ -31,8 +31,17 @@ def test_export_has_every_deal_event_with_its_envelope(app: DealflowApp) -> None
     assert [r["version"] for r in d0] == list(range(1, 18))
     for record, item in zip(d0, history, strict=True):
         assert record["pipeline_id"] == "default"
-        for key in ("version", "type", "occurred_at", "recorded_at", "event_id", "actor", "pipeline_version",
-                    "hash", "data"):
+        for key in (
+            "version",
+            "type",
+            "occurred_at",
+            "recorded_at",
+            "event_id",
+            "actor",
+            "pipeline_version",
+            "hash",
+            "data",
+        ):
             assert record[key] == item[key], key
     followups = [r for r in records if r["pipeline_id"] == "post-purchase"]
     assert {r["deal_id"] for r in followups} == {f"d-{i}:post-purchase" for i in (0, 1, 3, 4, 6)}
@@ -43,11 +52,17 @@ def test_export_filters(app: DealflowApp) -> None:
     one = _jsonl(app, ExportFilter(deal_id="d-2"))
     assert [r["version"] for r in one] == list(range(1, 10))
     assert {r["deal_id"] for r in one} == {"d-2"}
-    assert all(r["pipeline_id"] == "post-purchase" for r in _jsonl(app, ExportFilter(pipeline_id="post-purchase")))
+    assert all(
+        r["pipeline_id"] == "post-purchase"
+        for r in _jsonl(app, ExportFilter(pipeline_id="post-purchase"))
+    )
     # Business time: d-0 starts 2017-03-01T00:00, one event an hour; d-1 a minute later.
     window = _jsonl(
         app,
-        ExportFilter(occurred_from=datetime(2017, 3, 1, 2, tzinfo=UTC), occurred_to=datetime(2017, 3, 1, 3, tzinfo=UTC)),
+        ExportFilter(
+            occurred_from=datetime(2017, 3, 1, 2, tzinfo=UTC),
+            occurred_to=datetime(2017, 3, 1, 3, tzinfo=UTC),
+        ),
     )
     assert window and all("2017-03-01T02:" in r["occurred_at"] for r in window)
     assert _jsonl(app, ExportFilter(deal_id="nobody")) == []

@@ -136,7 +136,9 @@ def store(app: DealflowApp, store_settings: StoreSettings) -> RawStore:
 
 
 def kinds_at(report: VerifyReport, deal_id: str | None = None) -> set[tuple[str, int | None]]:
-    return {(b.kind, b.version) for b in report.breaks.breaks if deal_id is None or b.deal_id == deal_id}
+    return {
+        (b.kind, b.version) for b in report.breaks.breaks if deal_id is None or b.deal_id == deal_id
+    }
 
 
 def only(report: VerifyReport, predicate: Callable[[Any], bool]) -> bool:
@@ -146,7 +148,9 @@ def only(report: VerifyReport, predicate: Callable[[Any], bool]) -> bool:
 # -- a clean store ---------------------------------------------------------------------------------
 
 
-def test_clean_store_verifies_before_and_after_checkpoints(app: DealflowApp, store: RawStore) -> None:
+def test_clean_store_verifies_before_and_after_checkpoints(
+    app: DealflowApp, store: RawStore
+) -> None:
     report = verify(app)
     assert report.ok, report.to_dict()["breaks"]
     assert report.counts["deals"] == 14 + 10  # ten won deals opened a follow-up deal each
@@ -165,7 +169,9 @@ def test_clean_store_verifies_before_and_after_checkpoints(app: DealflowApp, sto
 # -- edited ------------------------------------------------------------------------------------------
 
 
-def test_edited_payload_is_a_hash_mismatch_at_that_version(app: DealflowApp, store: RawStore) -> None:
+def test_edited_payload_is_a_hash_mismatch_at_that_version(
+    app: DealflowApp, store: RawStore
+) -> None:
     state = store.state("d-1", 11)
     assert state["changes"] == {"amount": "12500.00"}
     state["changes"] = {"amount": "125.00"}
@@ -187,7 +193,9 @@ def test_edited_envelope_is_caught_too(app: DealflowApp, store: RawStore) -> Non
     assert kinds_at(verify(app)) == {(HASH_MISMATCH, 2)}
 
 
-def test_edit_with_a_recomputed_hash_breaks_the_next_link(app: DealflowApp, store: RawStore) -> None:
+def test_edit_with_a_recomputed_hash_breaks_the_next_link(
+    app: DealflowApp, store: RawStore
+) -> None:
     previous = store.state("d-0", 10)["hash"]
     topic = store.topic("d-0", 11)
     state = store.state("d-0", 11)
@@ -197,7 +205,9 @@ def test_edit_with_a_recomputed_hash_breaks_the_next_link(app: DealflowApp, stor
     assert kinds_at(verify(app)) == {(HASH_MISMATCH, 12)}
 
 
-def test_rewritten_last_event_is_caught_by_the_checkpoint(app: DealflowApp, store: RawStore) -> None:
+def test_rewritten_last_event_is_caught_by_the_checkpoint(
+    app: DealflowApp, store: RawStore
+) -> None:
     write_checkpoint(app)
     # d-2 was lost: its last event is version 9. Rewrite it with a valid hash: the chain holds,
     # only the checkpoint (head and rolling hash) remembers what it was.
@@ -223,7 +233,9 @@ def test_deleted_event_is_a_version_gap(app: DealflowApp, store: RawStore) -> No
     assert report.breaks.breaks[0].details["missing_versions"] == [5]
 
 
-def test_deleted_event_is_also_a_log_change_once_checkpointed(app: DealflowApp, store: RawStore) -> None:
+def test_deleted_event_is_also_a_log_change_once_checkpointed(
+    app: DealflowApp, store: RawStore
+) -> None:
     write_checkpoint(app)
     store.delete("d-3", 5, 6)
     report = verify(app)
@@ -261,8 +273,13 @@ def test_inserted_event_with_a_valid_hash_is_caught_by_the_idempotency_records(
     last = store.state("d-7", 17)
     topic = "engine.domain.deal:ActivityLogged"
     forged = {
-        "timestamp": last["timestamp"], "occurred_at": last["occurred_at"], "event_id": "forged-1",
-        "actor": "mallory", "pipeline_version": 1, "activity": "call", "summary": "never happened",
+        "timestamp": last["timestamp"],
+        "occurred_at": last["occurred_at"],
+        "event_id": "forged-1",
+        "actor": "mallory",
+        "pipeline_version": 1,
+        "activity": "call",
+        "summary": "never happened",
         "hash": "0" * 64,
     }
     forged["hash"] = rehash(forged, topic, 18, last["hash"])

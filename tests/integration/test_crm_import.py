@@ -67,7 +67,9 @@ def _expected(directory: Path) -> dict:
 
 def _check_store(services, report, expected) -> None:
     stages = expected["stages"]
-    assert report["by_crm_stage"] == {s: stages.get(s, 0) for s in ("Prospecting", "Engaging", "Won", "Lost")}
+    assert report["by_crm_stage"] == {
+        s: stages.get(s, 0) for s in ("Prospecting", "Engaging", "Won", "Lost")
+    }
     assert report["events"]["rejected"] == 0, report["rejected_examples"]
     assert report["events"]["recorded"] == report["events"]["total"]
     services.projections.catch_up()
@@ -96,7 +98,9 @@ def _check_store(services, report, expected) -> None:
 def full_import(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("crm-sqlite")
     services = build_services(
-        StoreSettings(database_url=None, home=home), bootstrap_token=TEST_TOKEN, run_projections=False
+        StoreSettings(database_url=None, home=home),
+        bootstrap_token=TEST_TOKEN,
+        run_projections=False,
     )
     report = import_crm(services.app, SAMPLE, progress=False)
     yield services, report

@@ -16,7 +16,12 @@ from engine.persistence.recorders import IDEMPOTENCY_TABLE
 from engine.persistence.settings import StoreSettings
 from tests.helpers import command
 
-OPEN: dict[str, Any] = {"type": "opened", "pipeline_id": "default", "name": "Acme", "occurred_at": "2024-01-01"}
+OPEN: dict[str, Any] = {
+    "type": "opened",
+    "pipeline_id": "default",
+    "name": "Acme",
+    "occurred_at": "2024-01-01",
+}
 
 
 def _keys(app: DealflowApp) -> set[str]:
@@ -115,7 +120,9 @@ def _run_threads(count: int, target: Callable[[int], None]) -> None:
 
 
 @pytest.mark.parametrize("batch", [1, 70], ids=["single", "copy-path"])
-def test_concurrent_writers_to_one_deal_never_lose_an_update(pg_url: str, tmp_path: Any, batch: int) -> None:
+def test_concurrent_writers_to_one_deal_never_lose_an_update(
+    pg_url: str, tmp_path: Any, batch: int
+) -> None:
     settings = StoreSettings(database_url=pg_url, home=tmp_path)
     setup = DealflowApp(settings)
     setup.ingest([command("hot", OPEN)])
@@ -132,7 +139,14 @@ def test_concurrent_writers_to_one_deal_never_lose_an_update(pg_url: str, tmp_pa
         try:
             for r in range(rounds):
                 cmds = [
-                    command("hot", {"type": "activity_logged", "activity": "call", "summary": f"w{i}-r{r}-{k}"})
+                    command(
+                        "hot",
+                        {
+                            "type": "activity_logged",
+                            "activity": "call",
+                            "summary": f"w{i}-r{r}-{k}",
+                        },
+                    )
                     for k in range(batch)
                 ]
                 # Never an exception: a lost race is retried, or reported as a 409 conflict.
@@ -182,7 +196,10 @@ def test_concurrent_same_event_id_is_recorded_exactly_once(pg_url: str, tmp_path
             # Each writer also carries events of its own in the same batch.
             result = app.ingest(
                 [
-                    command("d1", {"type": "activity_logged", "activity": "email", "summary": f"own-{i}"}),
+                    command(
+                        "d1",
+                        {"type": "activity_logged", "activity": "email", "summary": f"own-{i}"},
+                    ),
                     command("d2", body),
                 ]
             )
@@ -225,7 +242,9 @@ def test_concurrent_opened_same_deal_one_wins(pg_url: str, tmp_path: Any) -> Non
     assert {o.error.code for o in outcomes if o.error} == {"deal_exists"}
 
 
-def test_applications_can_start_concurrently_on_a_fresh_database(pg_url: str, tmp_path: Any) -> None:
+def test_applications_can_start_concurrently_on_a_fresh_database(
+    pg_url: str, tmp_path: Any
+) -> None:
     """Several processes (API replicas, worker, projections) starting at once on one new database
     must all come up: table creation has to be safe under concurrency."""
     settings = StoreSettings(database_url=pg_url, home=tmp_path)

@@ -23,16 +23,30 @@ from engine.persistence.settings import StoreSettings
 from tests.helpers import command
 
 STAGES = ["prospecting", "qualification", "meeting", "proposal", "negotiation", "contract"]
-FACTS = ["contact_made", "need", "budget", "authority", "timeline", "verbal_commit", "contract_signed"]
+FACTS = [
+    "contact_made",
+    "need",
+    "budget",
+    "authority",
+    "timeline",
+    "verbal_commit",
+    "contract_signed",
+]
 START = datetime(2023, 1, 1, tzinfo=UTC)
 _deals = itertools.count(1)
 
 # What satisfies each stage's exit criteria in the default pipeline (one command per item).
 SATISFY: dict[str, list[dict[str, Any]]] = {
     "prospecting": [{"type": "fact_recorded", "fact": "contact_made", "value": True}],
-    "qualification": [{"type": "fact_recorded", "fact": f, "value": True} for f in ("need", "budget", "authority", "timeline")],
+    "qualification": [
+        {"type": "fact_recorded", "fact": f, "value": True}
+        for f in ("need", "budget", "authority", "timeline")
+    ],
     "meeting": [{"type": "activity_logged", "activity": "demo"}],
-    "proposal": [{"type": "updated", "amount": "1200"}, {"type": "activity_logged", "activity": "proposal"}],
+    "proposal": [
+        {"type": "updated", "amount": "1200"},
+        {"type": "activity_logged", "activity": "proposal"},
+    ],
     "negotiation": [{"type": "fact_recorded", "fact": "verbal_commit", "value": True}],
     "contract": [{"type": "fact_recorded", "fact": "contract_signed", "value": True}],
 }
@@ -84,7 +98,15 @@ def sqlite_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DealflowApp
 
 def _bodies(script: list[tuple[tuple[Any, ...], int]], start_stage: str) -> list[dict[str, Any]]:
     at = START
-    bodies = [{"type": "opened", "pipeline_id": "default", "name": "P", "stage": start_stage, "occurred_at": at.isoformat()}]
+    bodies = [
+        {
+            "type": "opened",
+            "pipeline_id": "default",
+            "name": "P",
+            "stage": start_stage,
+            "occurred_at": at.isoformat(),
+        }
+    ]
     guess = STAGES.index(start_stage)  # where the deal would be if every advance succeeded
     for action, minutes in script:
         at = at + timedelta(minutes=minutes)
@@ -104,7 +126,12 @@ def _bodies(script: list[tuple[tuple[Any, ...], int]], start_stage: str) -> list
     return bodies
 
 
-def _drive(app: DealflowApp, script: list[tuple[tuple[Any, ...], int]], batches: list[int], start_stage: str) -> tuple[str, list[Any]]:
+def _drive(
+    app: DealflowApp,
+    script: list[tuple[tuple[Any, ...], int]],
+    batches: list[int],
+    start_stage: str,
+) -> tuple[str, list[Any]]:
     deal_id = f"prop-{next(_deals)}-{uuid.uuid4().hex[:6]}"
     commands = [command(deal_id, body) for body in _bodies(script, start_stage)]
     outcomes: list[Any] = []
@@ -178,12 +205,18 @@ def _check_replay(app: DealflowApp, deal_id: str) -> None:
         for v in {1, len(events) // 2 or 1, len(events)}:
             prefix = replay(events[:v])
             assert prefix is not None
-            assert deal_view(fresh.deal(deal_id, version=v), definition, at) == deal_view(prefix, definition, at)
+            assert deal_view(fresh.deal(deal_id, version=v), definition, at) == deal_view(
+                prefix, definition, at
+            )
     finally:
         fresh.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(script=scripts, batches=batch_sizes, start_stage=st.sampled_from(STAGES))
 def test_random_sequences_keep_the_rules_and_replay_exactly(
     sqlite_app: DealflowApp, script: list[Any], batches: list[int], start_stage: str
@@ -193,9 +226,15 @@ def test_random_sequences_keep_the_rules_and_replay_exactly(
     _check_replay(sqlite_app, deal_id)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(script=scripts, batches=batch_sizes, start_stage=st.sampled_from(STAGES))
-def test_random_sequences_on_postgres(pg_url: str, tmp_path: Path, script: list[Any], batches: list[int], start_stage: str) -> None:
+def test_random_sequences_on_postgres(
+    pg_url: str, tmp_path: Path, script: list[Any], batches: list[int], start_stage: str
+) -> None:
     app = DealflowApp(StoreSettings(database_url=pg_url, home=tmp_path))
     try:
         deal_id, outcomes = _drive(app, script, batches, start_stage)
@@ -205,9 +244,15 @@ def test_random_sequences_on_postgres(pg_url: str, tmp_path: Path, script: list[
         app.close()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(scripts=st.lists(scripts, min_size=5, max_size=7), batches=batch_sizes)
-def test_interleaved_deals_in_one_batch_match_one_by_one(sqlite_app: DealflowApp, scripts: list[Any], batches: list[int]) -> None:
+def test_interleaved_deals_in_one_batch_match_one_by_one(
+    sqlite_app: DealflowApp, scripts: list[Any], batches: list[int]
+) -> None:
     """The many-deal batch path (>4 deals at once loads deals differently) decides exactly as
     sending every command alone does."""
     tag = uuid.uuid4().hex[:6]
@@ -234,7 +279,10 @@ def test_interleaved_deals_in_one_batch_match_one_by_one(sqlite_app: DealflowApp
     definition = sqlite_app.pipeline_ref("default").definition
     at = START + timedelta(days=400)
     for d in per_deal:
-        a, b = deal_view(sqlite_app.deal(f"batch-{d}"), definition, at), deal_view(sqlite_app.deal(f"single-{d}"), definition, at)
+        a, b = (
+            deal_view(sqlite_app.deal(f"batch-{d}"), definition, at),
+            deal_view(sqlite_app.deal(f"single-{d}"), definition, at),
+        )
         a.pop("deal_id"), b.pop("deal_id")
         a.pop("attributes"), b.pop("attributes")
         assert a == b

@@ -13,7 +13,12 @@ from engine.application import Command, DealflowApp, request_hash
 from engine.domain.pipeline import PipelineDefinition
 from tests.helpers import command, send
 
-OPEN: dict[str, Any] = {"type": "opened", "pipeline_id": "default", "name": "Acme", "occurred_at": "2024-01-01"}
+OPEN: dict[str, Any] = {
+    "type": "opened",
+    "pipeline_id": "default",
+    "name": "Acme",
+    "occurred_at": "2024-01-01",
+}
 
 
 def _fixed(deal_id: str, body: dict[str, Any]) -> Command:
@@ -27,9 +32,27 @@ def _events(app: DealflowApp, deal_id: str) -> list[tuple[int, str, str]]:
 
 def test_same_event_id_same_body_is_a_duplicate_with_the_same_version(app: DealflowApp) -> None:
     first = app.ingest([_fixed("d1", {**OPEN, "event_id": "open-1"})])[0]
-    fact = {"type": "fact_recorded", "event_id": "f-1", "fact": "contact_made", "value": True, "occurred_at": "2024-01-02"}
+    fact = {
+        "type": "fact_recorded",
+        "event_id": "f-1",
+        "fact": "contact_made",
+        "value": True,
+        "occurred_at": "2024-01-02",
+    }
     recorded = app.ingest([_fixed("d1", fact)])[0]
-    app.ingest([_fixed("d1", {"type": "activity_logged", "event_id": "a-1", "activity": "call", "occurred_at": "2024-01-03"})])
+    app.ingest(
+        [
+            _fixed(
+                "d1",
+                {
+                    "type": "activity_logged",
+                    "event_id": "a-1",
+                    "activity": "call",
+                    "occurred_at": "2024-01-03",
+                },
+            )
+        ]
+    )
     again = app.ingest([_fixed("d1", fact)])[0]
     assert (first.status, recorded.status, recorded.version) == ("recorded", "recorded", 2)
     assert (again.status, again.version, again.error) == ("duplicate", 2, None)
@@ -59,9 +82,21 @@ def test_same_event_id_different_body_is_idempotency_key_reused(app: DealflowApp
 
 def test_duplicates_within_one_batch(app: DealflowApp) -> None:
     open_ = _fixed("d1", {**OPEN, "event_id": "open-1"})
-    fact = {"type": "fact_recorded", "event_id": "f-1", "fact": "need", "value": True, "occurred_at": "2024-01-02"}
+    fact = {
+        "type": "fact_recorded",
+        "event_id": "f-1",
+        "fact": "need",
+        "value": True,
+        "occurred_at": "2024-01-02",
+    }
     outcomes = app.ingest(
-        [open_, _fixed("d1", fact), _fixed("d1", fact), _fixed("d1", {**fact, "value": False}), open_]
+        [
+            open_,
+            _fixed("d1", fact),
+            _fixed("d1", fact),
+            _fixed("d1", {**fact, "value": False}),
+            open_,
+        ]
     )
     assert [(o.status, o.version) for o in outcomes] == [
         ("recorded", 1),
@@ -76,11 +111,25 @@ def test_duplicates_within_one_batch(app: DealflowApp) -> None:
 
 def test_a_rejected_event_id_can_be_used_again(app: DealflowApp) -> None:
     send(app, "d1", OPEN)
-    move = {"type": "stage_changed", "event_id": "s-1", "to_stage": "qualification", "occurred_at": "2024-01-03"}
+    move = {
+        "type": "stage_changed",
+        "event_id": "s-1",
+        "to_stage": "qualification",
+        "occurred_at": "2024-01-03",
+    }
     refused = app.ingest([_fixed("d1", move)])[0]
     assert refused.status == "rejected" and refused.error is not None
     assert refused.error.code == "exit_criteria_unmet"
-    send(app, "d1", {"type": "fact_recorded", "fact": "contact_made", "value": True, "occurred_at": "2024-01-02"})
+    send(
+        app,
+        "d1",
+        {
+            "type": "fact_recorded",
+            "fact": "contact_made",
+            "value": True,
+            "occurred_at": "2024-01-02",
+        },
+    )
     assert app.ingest([_fixed("d1", move)])[0].status == "recorded"
 
 
@@ -99,13 +148,19 @@ def test_expected_version_conflict_reports_current_version(app: DealflowApp) -> 
 def test_opened_twice_is_deal_exists(app: DealflowApp) -> None:
     send(app, "d1", OPEN)
     again = send(app, "d1", {**OPEN, "name": "Other"})
-    assert again.error is not None and (again.error.code, again.error.status) == ("deal_exists", 409)
+    assert again.error is not None and (again.error.code, again.error.status) == (
+        "deal_exists",
+        409,
+    )
     assert app.deal("d1").name == "Acme"
 
 
 def test_event_on_unknown_deal_is_not_found(app: DealflowApp) -> None:
     outcome = send(app, "ghost", {"type": "activity_logged", "activity": "call"})
-    assert outcome.error is not None and (outcome.error.code, outcome.error.status) == ("not_found", 404)
+    assert outcome.error is not None and (outcome.error.code, outcome.error.status) == (
+        "not_found",
+        404,
+    )
 
 
 def test_opened_in_unknown_pipeline_is_refused(app: DealflowApp) -> None:
@@ -159,10 +214,22 @@ def test_bad_amounts_are_refused_at_the_edge(amount: str) -> None:
 
 def test_business_time_never_backwards_through_ingest(app: DealflowApp) -> None:
     send(app, "d1", OPEN)
-    send(app, "d1", {"type": "activity_logged", "activity": "call", "occurred_at": "2024-02-01T12:00:00+02:00"})
-    early = send(app, "d1", {"type": "activity_logged", "activity": "call", "occurred_at": "2024-02-01T09:59:59Z"})
+    send(
+        app,
+        "d1",
+        {"type": "activity_logged", "activity": "call", "occurred_at": "2024-02-01T12:00:00+02:00"},
+    )
+    early = send(
+        app,
+        "d1",
+        {"type": "activity_logged", "activity": "call", "occurred_at": "2024-02-01T09:59:59Z"},
+    )
     assert early.error is not None and early.error.code == "validation_error"
-    same = send(app, "d1", {"type": "activity_logged", "activity": "call", "occurred_at": "2024-02-01T10:00:00Z"})
+    same = send(
+        app,
+        "d1",
+        {"type": "activity_logged", "activity": "call", "occurred_at": "2024-02-01T10:00:00Z"},
+    )
     assert same.status == "recorded"
 
 
@@ -170,9 +237,22 @@ def test_a_rejected_item_in_a_batch_records_nothing_for_it(app: DealflowApp) -> 
     send(app, "d1", OPEN)
     outcomes = app.ingest(
         [
-            command("d1", {"type": "stage_changed", "to_stage": "meeting", "occurred_at": "2024-01-02"}),
-            command("d1", {"type": "fact_recorded", "fact": "contact_made", "value": True, "occurred_at": "2024-01-03"}),
-            command("d1", {"type": "stage_changed", "to_stage": "qualification", "occurred_at": "2024-01-04"}),
+            command(
+                "d1", {"type": "stage_changed", "to_stage": "meeting", "occurred_at": "2024-01-02"}
+            ),
+            command(
+                "d1",
+                {
+                    "type": "fact_recorded",
+                    "fact": "contact_made",
+                    "value": True,
+                    "occurred_at": "2024-01-03",
+                },
+            ),
+            command(
+                "d1",
+                {"type": "stage_changed", "to_stage": "qualification", "occurred_at": "2024-01-04"},
+            ),
         ]
     )
     assert [o.status for o in outcomes] == ["rejected", "recorded", "recorded"]
@@ -186,7 +266,11 @@ def test_won_deal_continues_in_post_purchase(app: DealflowApp) -> None:
     won = send(app, "d1", {"type": "won", "amount": "900"})
     assert won.status == "recorded"
     follow = app.deal("d1:post-purchase")
-    assert (follow.pipeline_id, follow.stage, follow.owner) == ("post-purchase", "onboarding", "Ann")
+    assert (follow.pipeline_id, follow.stage, follow.owner) == (
+        "post-purchase",
+        "onboarding",
+        "Ann",
+    )
     assert follow.attributes == {"won_deal_id": "d1"}
 
 
@@ -196,14 +280,21 @@ def test_a_won_refused_in_a_batch_is_not_recorded(app: DealflowApp) -> None:
     app.put_pipeline(
         "p",
         PipelineDefinition.model_validate(
-            {"name": "P", "after_won": "missing", "stages": [{"id": "a", "name": "A", "probability": 0.5}]}
+            {
+                "name": "P",
+                "after_won": "missing",
+                "stages": [{"id": "a", "name": "A", "probability": 0.5}],
+            }
         ),
         "tester",
     )
     send(app, "x", {"type": "opened", "pipeline_id": "p", "name": "X"})
     send(app, "y", {"type": "opened", "pipeline_id": "p", "name": "Y"})
     outcomes = app.ingest(
-        [command("x", {"type": "won"}), command("y", {"type": "activity_logged", "activity": "call"})]
+        [
+            command("x", {"type": "won"}),
+            command("y", {"type": "activity_logged", "activity": "call"}),
+        ]
     )
     assert outcomes[0].status == "rejected"
     assert outcomes[1].status == "recorded"

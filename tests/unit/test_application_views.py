@@ -15,13 +15,35 @@ from engine.domain.deal import Deal, DealEvent, deal_uuid
 from engine.domain.errors import NotFound
 from tests.helpers import send
 
-OPEN: dict[str, Any] = {"type": "opened", "pipeline_id": "default", "name": "Acme", "occurred_at": "2024-03-01"}
+OPEN: dict[str, Any] = {
+    "type": "opened",
+    "pipeline_id": "default",
+    "name": "Acme",
+    "occurred_at": "2024-03-01",
+}
 
 
 def _walk(app: DealflowApp, deal_id: str = "d1") -> None:
     send(app, deal_id, {**OPEN, "amount": "100"})
-    send(app, deal_id, {"type": "fact_recorded", "fact": "contact_made", "value": True, "occurred_at": "2024-03-02T10:00:00Z"})
-    send(app, deal_id, {"type": "stage_changed", "to_stage": "qualification", "occurred_at": "2024-03-05T09:00:00Z"})
+    send(
+        app,
+        deal_id,
+        {
+            "type": "fact_recorded",
+            "fact": "contact_made",
+            "value": True,
+            "occurred_at": "2024-03-02T10:00:00Z",
+        },
+    )
+    send(
+        app,
+        deal_id,
+        {
+            "type": "stage_changed",
+            "to_stage": "qualification",
+            "occurred_at": "2024-03-05T09:00:00Z",
+        },
+    )
     send(app, deal_id, {"type": "updated", "amount": "250.50", "occurred_at": "2024-03-06"})
 
 
@@ -29,7 +51,12 @@ def test_as_of_business_time(app: DealflowApp) -> None:
     _walk(app)
     at = datetime(2024, 3, 4, tzinfo=UTC)
     before = app.deal_as_of("d1", at)
-    assert (before.stage, before.version, str(before.amount), before.facts) == ("prospecting", 2, "100", {"contact_made": True})
+    assert (before.stage, before.version, str(before.amount), before.facts) == (
+        "prospecting",
+        2,
+        "100",
+        {"contact_made": True},
+    )
     exactly = app.deal_as_of("d1", datetime(2024, 3, 5, 9, tzinfo=UTC))
     assert (exactly.stage, exactly.version) == ("qualification", 3)
     latest = app.deal_as_of("d1", datetime(2030, 1, 1, tzinfo=UTC))
@@ -37,7 +64,11 @@ def test_as_of_business_time(app: DealflowApp) -> None:
     with pytest.raises(NotFound):
         app.deal_as_of("d1", datetime(2024, 2, 29, tzinfo=UTC))
     view = app.deal_state(before, at=at)
-    assert (view["stage"], view["version"], view["opened_at"]) == ("prospecting", 2, "2024-03-01T00:00:00Z")
+    assert (view["stage"], view["version"], view["opened_at"]) == (
+        "prospecting",
+        2,
+        "2024-03-01T00:00:00Z",
+    )
 
 
 def test_version_view(app: DealflowApp) -> None:
@@ -58,10 +89,15 @@ def test_history_lists_every_event_in_version_order_with_a_hash_chain(app: Dealf
     assert history["deal_id"] == "d1"
     events = history["events"]
     assert [(e["version"], e["type"]) for e in events] == [
-        (1, "opened"), (2, "fact_recorded"), (3, "stage_changed"), (4, "updated")
+        (1, "opened"),
+        (2, "fact_recorded"),
+        (3, "stage_changed"),
+        (4, "updated"),
     ]
     assert events[2]["data"]["from_stage"] == "prospecting"
-    assert events[2]["data"]["criteria"] == [{"stage": "prospecting", "criterion": "contact_made", "held": True}]
+    assert events[2]["data"]["criteria"] == [
+        {"stage": "prospecting", "criterion": "contact_made", "held": True}
+    ]
     assert events[2]["occurred_at"] == "2024-03-05T09:00:00Z"
     assert all(e["actor"] == "tester" and e["pipeline_version"] == 1 for e in events)
     # Each link's hash is recomputable from the previous one.
@@ -79,9 +115,22 @@ def _many_events(app: DealflowApp, deal_id: str, count: int) -> None:
         if i % 3 == 0:
             send(app, deal_id, {"type": "activity_logged", "activity": "call", "occurred_at": at})
         elif i % 3 == 1:
-            send(app, deal_id, {"type": "fact_recorded", "fact": f"f{i % 7}", "value": i % 2 == 0, "occurred_at": at})
+            send(
+                app,
+                deal_id,
+                {
+                    "type": "fact_recorded",
+                    "fact": f"f{i % 7}",
+                    "value": i % 2 == 0,
+                    "occurred_at": at,
+                },
+            )
         else:
-            send(app, deal_id, {"type": "updated", "amount": f"{i}.25", "attributes": {"k": i}, "occurred_at": at})
+            send(
+                app,
+                deal_id,
+                {"type": "updated", "amount": f"{i}.25", "attributes": {"k": i}, "occurred_at": at},
+            )
 
 
 def test_long_history_loads_from_a_snapshot_and_equals_full_replay(app: DealflowApp) -> None:
@@ -102,12 +151,16 @@ def test_long_history_loads_from_a_snapshot_and_equals_full_replay(app: Dealflow
         assert getattr(loaded, key) == getattr(replayed, key), key
     # A version view between snapshots, and more events after loading from a snapshot.
     mid = app.deal("long", version=150)
-    assert deal_view(mid, definition, at) == deal_view(replay(app.deal_events("long")[:150]), definition, at)  # type: ignore[arg-type]
+    assert deal_view(mid, definition, at) == deal_view(
+        replay(app.deal_events("long")[:150]), definition, at
+    )  # type: ignore[arg-type]
     assert send(app, "long", {"type": "activity_logged", "activity": "demo"}).version == 231
     # A fresh application reads the same.
     fresh = DealflowApp(app.settings)
     try:
-        assert deal_view(fresh.deal("long"), definition, at) == deal_view(app.deal("long"), definition, at)
+        assert deal_view(fresh.deal("long"), definition, at) == deal_view(
+            app.deal("long"), definition, at
+        )
     finally:
         fresh.close()
 

@@ -32,7 +32,11 @@ def test_break_log_reports_each_finding_once_and_caps() -> None:
     gap = Break(VERSION_GAP, "gone", "d", originator, 3, 10, missing_range(3, 4))
     log.add(gap)
     log.add(gap)
-    assert log.total == 1 and log.reported_missing(originator, 4) and not log.reported_missing(originator, 5)
+    assert (
+        log.total == 1
+        and log.reported_missing(originator, 4)
+        and not log.reported_missing(originator, 5)
+    )
     log.add(Break(HASH_MISMATCH, "edited", "d", originator, 5))
     log.add(Break(TRUNCATED, "tail", "d", originator, 9))
     assert log.total == 3 and len(log.breaks) == 2 and log.truncated
@@ -43,21 +47,32 @@ def test_rolling_hash_depends_on_position_and_order() -> None:
     a = StoredRow(1, uuid4(), 1, "engine.domain.deal:Opened", orjson.dumps({"hash": "a" * 64}))
     b = StoredRow(2, uuid4(), 1, "engine.domain.deal:Opened", orjson.dumps({"hash": "b" * 64}))
     assert row_digest(a) == "a" * 64
-    assert row_digest(StoredRow(3, uuid4(), 1, "other", b"x")) != row_digest(StoredRow(3, uuid4(), 1, "other", b"y"))
+    assert row_digest(StoredRow(3, uuid4(), 1, "other", b"x")) != row_digest(
+        StoredRow(3, uuid4(), 1, "other", b"y")
+    )
     forward = roll(roll(GENESIS_HASH, a, row_digest(a)), b, row_digest(b))
     backward = roll(roll(GENESIS_HASH, b, row_digest(b)), a, row_digest(a))
     assert forward != backward
 
 
-def _rows(tmp_path: Path, deal_id: str = "u-0") -> tuple[list[StoredRow], list[object], dict[str, KeyRecord]]:
+def _rows(
+    tmp_path: Path, deal_id: str = "u-0"
+) -> tuple[list[StoredRow], list[object], dict[str, KeyRecord]]:
     app = DealflowApp(StoreSettings(database_url=None, home=tmp_path))
     try:
         commands = deal_commands("u", 0)
         app.ingest(commands)
         events = app.deal_events(deal_id)
         rows = [
-            StoredRow(i + 10, e.originator_id, e.originator_version, f"engine.domain.deal:{type(e).__name__}",
-                      orjson.dumps(e.model_dump(mode="json", exclude={"originator_id", "originator_version"})))
+            StoredRow(
+                i + 10,
+                e.originator_id,
+                e.originator_version,
+                f"engine.domain.deal:{type(e).__name__}",
+                orjson.dumps(
+                    e.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+                ),
+            )
             for i, e in enumerate(events)
         ]
         keys = {c.event_id: KeyRecord(c.event_id, deal_id, n + 1) for n, c in enumerate(commands)}

@@ -28,7 +28,13 @@ def sample_plan():
 
 
 def test_the_bundled_sample_is_complete() -> None:
-    for name in ("sales_pipeline.csv", "accounts.csv", "products.csv", "sales_teams.csv", "SOURCE.md"):
+    for name in (
+        "sales_pipeline.csv",
+        "accounts.csv",
+        "products.csv",
+        "sales_teams.csv",
+        "SOURCE.md",
+    ):
         assert (SAMPLE / name).is_file(), name
     assert len(_rows("sales_pipeline.csv")) == 8800
 
@@ -148,19 +154,26 @@ def _write(directory: Path, name: str, header: str, lines: list[str]) -> None:
 
 
 def test_odd_rows_are_imported_as_far_as_the_data_goes_and_reported(tmp_path: Path) -> None:
-    _write(tmp_path, "accounts.csv", "account,sector,year_established,revenue,employees,office_location,subsidiary_of",
-           ["Acme, Technolgy ,1996,1,1,US,"])
+    _write(
+        tmp_path,
+        "accounts.csv",
+        "account,sector,year_established,revenue,employees,office_location,subsidiary_of",
+        ["Acme, Technolgy ,1996,1,1,US,"],
+    )
     _write(tmp_path, "products.csv", "product,series,sales_price", ["GTX Pro,GTX,4821"])
     _write(tmp_path, "sales_teams.csv", "sales_agent,manager,regional_office", ["Ann,Bob,East"])
-    _write(tmp_path, "sales_pipeline.csv",
-           "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value",
-           [
-               "A1,Ann,Mystery Box,Acme,Won,2017-01-02,2017-02-03,700",   # unknown product
-               "A2,Zed,gtx-pro,Nowhere,Lost,2017-01-02,2017-01-05,0",     # unknown agent, account
-               "A3,Ann,GTX Pro,Acme,Won,2017-01-02,,",                     # won without a close date
-               "A4,Ann,GTX Pro,Acme,Stalled,2017-01-02,,",                 # unknown stage
-               "A5,Ann,GTX Pro,Acme,Lost,2017-03-02,2017-01-01,0",         # closed before engaged
-           ])
+    _write(
+        tmp_path,
+        "sales_pipeline.csv",
+        "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value",
+        [
+            "A1,Ann,Mystery Box,Acme,Won,2017-01-02,2017-02-03,700",  # unknown product
+            "A2,Zed,gtx-pro,Nowhere,Lost,2017-01-02,2017-01-05,0",  # unknown agent, account
+            "A3,Ann,GTX Pro,Acme,Won,2017-01-02,,",  # won without a close date
+            "A4,Ann,GTX Pro,Acme,Stalled,2017-01-02,,",  # unknown stage
+            "A5,Ann,GTX Pro,Acme,Lost,2017-03-02,2017-01-01,0",  # closed before engaged
+        ],
+    )
     built = plan(Export.load(tmp_path), built_in("default"))
     assert len(built.deals) == 5
     by_id = {d[0].deal_id: d for d in built.deals}

@@ -14,8 +14,12 @@ T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
-def pipeline(body: dict[str, Any] | None = None, pipeline_id: str = "p", version: int = 1) -> PipelineRef:
-    return PipelineRef(pipeline_id, version, PipelineDefinition.model_validate(body or DEFAULT_PIPELINE))
+def pipeline(
+    body: dict[str, Any] | None = None, pipeline_id: str = "p", version: int = 1
+) -> PipelineRef:
+    return PipelineRef(
+        pipeline_id, version, PipelineDefinition.model_validate(body or DEFAULT_PIPELINE)
+    )
 
 
 class Clock:
@@ -29,7 +33,10 @@ class Clock:
             self.now += timedelta(hours=1)
             at = self.now
         return EventMeta(
-            occurred_at=at, event_id=f"e-{next(_ids)}", actor="tester", recorded_at=datetime.now(UTC)
+            occurred_at=at,
+            event_id=f"e-{next(_ids)}",
+            actor="tester",
+            recorded_at=datetime.now(UTC),
         )
 
 

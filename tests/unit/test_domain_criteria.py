@@ -63,7 +63,9 @@ def test_fact_criterion_needs_the_fact_recorded_true() -> None:
         ("lte", 50, None, False),
     ],
 )
-def test_field_criterion_on_amount(op: str, value: Any, amount: Decimal | None, expected: bool) -> None:
+def test_field_criterion_on_amount(
+    op: str, value: Any, amount: Decimal | None, expected: bool
+) -> None:
     criterion = {"kind": "field", "field": "amount", "op": op}
     if value is not None:
         criterion["value"] = value
@@ -72,8 +74,13 @@ def test_field_criterion_on_amount(op: str, value: Any, amount: Decimal | None, 
 
 def test_field_criterion_amount_compares_exactly_not_as_float() -> None:
     # 0.1 + 0.2 != 0.3 in floats; amounts are Decimals, so an exact eq holds.
-    assert _holds({"kind": "field", "field": "amount", "op": "eq", "value": "0.3"}, amount=Decimal("0.3"))
-    assert _holds({"kind": "field", "field": "amount", "op": "lte", "value": "0.3"}, amount=Decimal("0.1") + Decimal("0.2"))
+    assert _holds(
+        {"kind": "field", "field": "amount", "op": "eq", "value": "0.3"}, amount=Decimal("0.3")
+    )
+    assert _holds(
+        {"kind": "field", "field": "amount", "op": "lte", "value": "0.3"},
+        amount=Decimal("0.1") + Decimal("0.2"),
+    )
 
 
 # -- field: strings, dates, attributes -----------------------------------------------------------
@@ -91,19 +98,59 @@ def test_field_criterion_amount_compares_exactly_not_as_float() -> None:
         ({"field": "account", "op": "lt", "value": "m"}, {"account": "acme"}, True),
         ({"field": "account", "op": "gte", "value": "m"}, {"account": "acme"}, False),
         ({"field": "currency", "op": "eq", "value": "EUR"}, {}, True),  # pipeline default
-        ({"field": "expected_close", "op": "lte", "value": "2024-06-30"}, {"expected_close": date(2024, 6, 30)}, True),
-        ({"field": "expected_close", "op": "lt", "value": "2024-06-30"}, {"expected_close": date(2024, 6, 30)}, False),
-        ({"field": "expected_close", "op": "gt", "value": "2024-06-30"}, {"expected_close": date(2024, 7, 1)}, True),
-        ({"field": "expected_close", "op": "eq", "value": "2024-07-01"}, {"expected_close": date(2024, 7, 1)}, True),
+        (
+            {"field": "expected_close", "op": "lte", "value": "2024-06-30"},
+            {"expected_close": date(2024, 6, 30)},
+            True,
+        ),
+        (
+            {"field": "expected_close", "op": "lt", "value": "2024-06-30"},
+            {"expected_close": date(2024, 6, 30)},
+            False,
+        ),
+        (
+            {"field": "expected_close", "op": "gt", "value": "2024-06-30"},
+            {"expected_close": date(2024, 7, 1)},
+            True,
+        ),
+        (
+            {"field": "expected_close", "op": "eq", "value": "2024-07-01"},
+            {"expected_close": date(2024, 7, 1)},
+            True,
+        ),
         ({"field": "expected_close", "op": "set"}, {}, False),
-        ({"field": "attributes.region", "op": "eq", "value": "emea"}, {"attributes": {"region": "emea"}}, True),
-        ({"field": "attributes.region", "op": "eq", "value": "emea"}, {"attributes": {"region": "apac"}}, False),
+        (
+            {"field": "attributes.region", "op": "eq", "value": "emea"},
+            {"attributes": {"region": "emea"}},
+            True,
+        ),
+        (
+            {"field": "attributes.region", "op": "eq", "value": "emea"},
+            {"attributes": {"region": "apac"}},
+            False,
+        ),
         ({"field": "attributes.region", "op": "set"}, {"attributes": {}}, False),
         ({"field": "attributes.region", "op": "set"}, {"attributes": {"region": ""}}, False),
-        ({"field": "attributes.seats", "op": "gte", "value": 10}, {"attributes": {"seats": 12}}, True),
-        ({"field": "attributes.seats", "op": "gte", "value": 10}, {"attributes": {"seats": 9}}, False),
-        ({"field": "attributes.seats", "op": "gt", "value": 10}, {"attributes": {"seats": "11"}}, True),
-        ({"field": "attributes.seats", "op": "gt", "value": 10}, {"attributes": {"seats": "many"}}, False),
+        (
+            {"field": "attributes.seats", "op": "gte", "value": 10},
+            {"attributes": {"seats": 12}},
+            True,
+        ),
+        (
+            {"field": "attributes.seats", "op": "gte", "value": 10},
+            {"attributes": {"seats": 9}},
+            False,
+        ),
+        (
+            {"field": "attributes.seats", "op": "gt", "value": 10},
+            {"attributes": {"seats": "11"}},
+            True,
+        ),
+        (
+            {"field": "attributes.seats", "op": "gt", "value": 10},
+            {"attributes": {"seats": "many"}},
+            False,
+        ),
     ],
 )
 def test_field_criterion_on_strings_dates_and_attributes(
@@ -123,7 +170,9 @@ def test_field_criterion_eq_boolean_attribute() -> None:
 
 
 def test_activity_criterion_counts_min_count_since_stage_entry() -> None:
-    body = one_stage([{"id": "two_calls", "kind": "activity", "activity": "call", "min_count": 2}], more=2)
+    body = one_stage(
+        [{"id": "two_calls", "kind": "activity", "activity": "call", "min_count": 2}], more=2
+    )
     ref = pipeline(body)
     clock = Clock()
     deal = open_deal(ref, clock)

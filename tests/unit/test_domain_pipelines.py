@@ -16,16 +16,33 @@ CONTRACT_EXAMPLE: dict[str, Any] = {
     "currency": "USD",
     "qualified_after": "qualification",
     "stages": [
-        {"id": "prospecting", "name": "Prospecting", "probability": 0.05, "max_days_in_stage": 14,
-         "exit_criteria": [{"id": "contact_made", "kind": "fact"}]},
-        {"id": "qualification", "name": "Lead qualification", "probability": 0.1,
-         "exit_criteria": [
-             {"id": "need", "kind": "fact"}, {"id": "budget", "kind": "fact"},
-             {"id": "authority", "kind": "fact"}, {"id": "timeline", "kind": "fact"}]},
-        {"id": "proposal", "name": "Proposal", "probability": 0.5,
-         "exit_criteria": [
-             {"id": "priced", "kind": "field", "field": "amount", "op": "gt", "value": 0},
-             {"id": "proposal_sent", "kind": "activity", "activity": "proposal", "min_count": 1}]},
+        {
+            "id": "prospecting",
+            "name": "Prospecting",
+            "probability": 0.05,
+            "max_days_in_stage": 14,
+            "exit_criteria": [{"id": "contact_made", "kind": "fact"}],
+        },
+        {
+            "id": "qualification",
+            "name": "Lead qualification",
+            "probability": 0.1,
+            "exit_criteria": [
+                {"id": "need", "kind": "fact"},
+                {"id": "budget", "kind": "fact"},
+                {"id": "authority", "kind": "fact"},
+                {"id": "timeline", "kind": "fact"},
+            ],
+        },
+        {
+            "id": "proposal",
+            "name": "Proposal",
+            "probability": 0.5,
+            "exit_criteria": [
+                {"id": "priced", "kind": "field", "field": "amount", "op": "gt", "value": 0},
+                {"id": "proposal_sent", "kind": "activity", "activity": "proposal", "min_count": 1},
+            ],
+        },
     ],
 }
 
@@ -73,7 +90,9 @@ def test_probability_bounds_inclusive(probability: float) -> None:
 
 
 def test_unknown_criterion_kind() -> None:
-    message = _invalid(lambda b: b["stages"][0]["exit_criteria"].append({"id": "x", "kind": "vibe"}))
+    message = _invalid(
+        lambda b: b["stages"][0]["exit_criteria"].append({"id": "x", "kind": "vibe"})
+    )
     assert "vibe" in message or "kind" in message
 
 
@@ -141,8 +160,20 @@ def test_other_invalid_shapes(mutate: Any) -> None:
 
 def test_built_in_pipelines() -> None:
     default = built_in("default")
-    assert default.stage_ids == ["prospecting", "qualification", "meeting", "proposal", "negotiation", "contract"]
-    assert [c.id for c in default.stage("qualification").exit_criteria] == ["need", "budget", "authority", "timeline"]
+    assert default.stage_ids == [
+        "prospecting",
+        "qualification",
+        "meeting",
+        "proposal",
+        "negotiation",
+        "contract",
+    ]
+    assert [c.id for c in default.stage("qualification").exit_criteria] == [
+        "need",
+        "budget",
+        "authority",
+        "timeline",
+    ]
     assert default.after_won == "post-purchase"
     assert set(BUILT_IN_PIPELINES) == {"default", "post-purchase"}
     assert DEFAULT_PIPELINE["qualified_after"] == "qualification"

@@ -56,7 +56,11 @@ def test_forward_move_needs_current_stage_criteria() -> None:
     deal.change_stage(clock.meta(), ref, to_stage="qualification")
     event = deal.pending[-1]
     assert isinstance(event, StageChanged)
-    assert (event.from_stage, event.to_stage, event.direction) == ("prospecting", "qualification", "forward")
+    assert (event.from_stage, event.to_stage, event.direction) == (
+        "prospecting",
+        "qualification",
+        "forward",
+    )
     assert event.criteria == [{"stage": "prospecting", "criterion": "contact_made", "held": True}]
     assert event.pipeline_version == 1
     assert deal.stage == "qualification"
@@ -84,7 +88,12 @@ def test_skipping_stages_requires_every_skipped_stage_criteria() -> None:
     deal.change_stage(clock.meta(), ref, to_stage="proposal")
     assert deal.stage == "proposal"
     assert [c["stage"] for c in deal.pending[-1].criteria] == [
-        "prospecting", "qualification", "qualification", "qualification", "qualification", "meeting"
+        "prospecting",
+        "qualification",
+        "qualification",
+        "qualification",
+        "qualification",
+        "meeting",
     ]
 
 
@@ -129,7 +138,9 @@ def test_won_requires_current_and_every_later_stage_criteria() -> None:
     assert isinstance(deal.pending[-1], Won)
     assert (deal.status, deal.amount, deal.closed_at) == (WON, Decimal("1500.50"), clock.now)
     # Earlier stages' criteria are not re-checked on a win.
-    assert all(c["stage"] in ("proposal", "negotiation", "contract") for c in deal.pending[-1].criteria)
+    assert all(
+        c["stage"] in ("proposal", "negotiation", "contract") for c in deal.pending[-1].criteria
+    )
 
 
 def test_lost_needs_a_reason() -> None:
@@ -139,7 +150,11 @@ def test_lost_needs_a_reason() -> None:
     with pytest.raises(ValidationFailed):
         deal.lose(clock.meta(), 1, reason="")
     deal.lose(clock.meta(), 1, reason="went with a competitor")
-    assert (deal.status, deal.lost_reason, deal.closed_at) == (LOST, "went with a competitor", clock.now)
+    assert (deal.status, deal.lost_reason, deal.closed_at) == (
+        LOST,
+        "went with a competitor",
+        clock.now,
+    )
 
 
 def test_reopen_only_when_closed_and_to_a_known_stage() -> None:
@@ -151,7 +166,12 @@ def test_reopen_only_when_closed_and_to_a_known_stage() -> None:
     with pytest.raises(InvalidTransition):
         deal.reopen(clock.meta(), ref, to_stage="closing")
     deal.reopen(clock.meta(), ref, to_stage="qualification")
-    assert (deal.status, deal.closed_at, deal.lost_reason, deal.stage) == (OPEN, None, None, "qualification")
+    assert (deal.status, deal.closed_at, deal.lost_reason, deal.stage) == (
+        OPEN,
+        None,
+        None,
+        "qualification",
+    )
     assert deal.stage_entered_at == clock.now
 
 
@@ -204,7 +224,9 @@ def test_business_time_never_runs_backwards() -> None:
     assert deal.version == 3
 
 
-@pytest.mark.parametrize("bad", [Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("-0.01")])
+@pytest.mark.parametrize(
+    "bad", [Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("-0.01")]
+)
 def test_domain_refuses_non_finite_and_negative_amounts(bad: Decimal) -> None:
     ref = pipeline()
     clock = Clock()

@@ -44,7 +44,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping_v2(
         dev_server_existing_path=path,
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
+        ],
     )
     try:
         yield env
@@ -82,10 +85,17 @@ class Stack:
     def prefix(self) -> str:
         return str(self.bridge_options.get("workflow_id_prefix", ""))
 
-    async def start(self, *, run_worker: bool = True, run_bridge: bool = True, client: Client | None = None) -> AutomationProcess:
+    async def start(
+        self, *, run_worker: bool = True, run_bridge: bool = True, client: Client | None = None
+    ) -> AutomationProcess:
         process = AutomationProcess(
-            self.app, client or self.client, self.task_queue, channels=self.channels,
-            run_worker=run_worker, run_bridge=run_bridge, bridge_options=dict(self.bridge_options),
+            self.app,
+            client or self.client,
+            self.task_queue,
+            channels=self.channels,
+            run_worker=run_worker,
+            run_bridge=run_bridge,
+            bridge_options=dict(self.bridge_options),
         )
         await process.start()
         self.extra.append(process)
@@ -101,10 +111,14 @@ class Stack:
 
     def put_sequence(self, sequence_id: str, body: dict[str, Any]) -> int:
         definition = SequenceDefinition.model_validate(body)
-        return self.app.put_definition(SEQUENCE, sequence_id, definition.model_dump(mode="json"), "tester")
+        return self.app.put_definition(
+            SEQUENCE, sequence_id, definition.model_dump(mode="json"), "tester"
+        )
 
     def put_directory(self, people: list[dict[str, Any]]) -> int:
-        return self.app.put_directory(Directory.model_validate({"people": people}).model_dump(mode="json"), "tester")
+        return self.app.put_directory(
+            Directory.model_validate({"people": people}).model_dump(mode="json"), "tester"
+        )
 
     def send(self, deal_id: str, body: dict[str, Any]) -> Any:
         outcome = send(self.app, deal_id, body)
@@ -118,7 +132,13 @@ class Stack:
         return [e["type"] for e in self.history(deal_id)]
 
     def automation(self, deal_id: str) -> list[tuple[str, dict[str, Any]]]:
-        automated = {"nurture_enrolled", "nurture_touch_sent", "nurture_stopped", "escalated", "flagged_stale"}
+        automated = {
+            "nurture_enrolled",
+            "nurture_touch_sent",
+            "nurture_stopped",
+            "escalated",
+            "flagged_stale",
+        }
         return [(e["type"], e["data"]) for e in self.history(deal_id) if e["type"] in automated]
 
 
@@ -130,7 +150,9 @@ async def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: fl
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {getattr(check, '__name__', check)}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {getattr(check, '__name__', check)}"
+            )
         await asyncio.sleep(interval)
 
 
@@ -145,8 +167,12 @@ async def stack(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Stack]
     services = stack_services(settings)
     task_queue = f"tq-{uuid.uuid4().hex[:10]}"
     result = Stack(
-        services=services, client=temporal_client, task_queue=task_queue, channels=Channels(),
-        bridge_options={"poll_interval": 0.05, "workflow_id_prefix": f"{task_queue}/"}, home=settings.home,
+        services=services,
+        client=temporal_client,
+        task_queue=task_queue,
+        channels=Channels(),
+        bridge_options={"poll_interval": 0.05, "workflow_id_prefix": f"{task_queue}/"},
+        home=settings.home,
     )
     try:
         yield result
@@ -155,7 +181,9 @@ async def stack(temporal_client: Client, tmp_path: Path) -> AsyncIterator[Stack]
         services.close()
 
 
-def pipeline_body(*, max_days: float | None = None, escalation: dict[str, Any] | None = None) -> dict[str, Any]:
+def pipeline_body(
+    *, max_days: float | None = None, escalation: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Three stages without exit criteria; the middle one may be stale-limited."""
     middle: dict[str, Any] = {"id": "qualification", "name": "Qualification", "probability": 0.2}
     if max_days is not None:
@@ -172,13 +200,23 @@ def pipeline_body(*, max_days: float | None = None, escalation: dict[str, Any] |
     }
 
 
-def sequence_body(steps: list[float], *, stop_on: list[str] | None = None, channel: str = "email",
-                  enroll: bool = True, **extra: Any) -> dict[str, Any]:
+def sequence_body(
+    steps: list[float],
+    *,
+    stop_on: list[str] | None = None,
+    channel: str = "email",
+    enroll: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": "Nurture",
         "steps": [
-            {"after_days": d, "channel": channel, "subject": f"Step {i} for {{name}} at {{account}}",
-             "body": f"Hello {{name}}, touch {i}."}
+            {
+                "after_days": d,
+                "channel": channel,
+                "subject": f"Step {i} for {{name}} at {{account}}",
+                "body": f"Hello {{name}}, touch {i}.",
+            }
             for i, d in enumerate(steps)
         ],
         **extra,

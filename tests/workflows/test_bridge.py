@@ -24,7 +24,10 @@ def _bridge(stack: Stack) -> Bridge:
 
 
 def _open(stack: Stack, deal_id: str) -> None:
-    stack.send(deal_id, {"type": "opened", "pipeline_id": "test", "name": deal_id, "stage": "qualification"})
+    stack.send(
+        deal_id,
+        {"type": "opened", "pipeline_id": "test", "name": deal_id, "stage": "qualification"},
+    )
 
 
 async def test_redelivery_changes_nothing(stack: Stack) -> None:
@@ -70,7 +73,11 @@ async def test_bridge_resumes_where_it_stopped(stack: Stack) -> None:
     await second.catch_up()
     assert second.stats.events >= 3 and second.stats.started >= 1
     await wait_for(lambda: "nurture_stopped" in stack.types("late"))
-    assert [t for t, _ in stack.automation("late")] == ["nurture_enrolled", "nurture_touch_sent", "nurture_stopped"]
+    assert [t for t, _ in stack.automation("late")] == [
+        "nurture_enrolled",
+        "nurture_touch_sent",
+        "nurture_stopped",
+    ]
 
 
 async def test_stage_entry_before_a_sequence_existed_does_not_enroll(stack: Stack) -> None:
@@ -87,18 +94,34 @@ async def test_stage_entry_before_a_sequence_existed_does_not_enroll(stack: Stac
 async def test_bridge_on_postgres(stack: Stack, pg_url: str, tmp_path: object) -> None:
     services = stack_services(StoreSettings(database_url=pg_url, home=stack.home))
     try:
-        pg = Stack(services=services, client=stack.client, task_queue=stack.task_queue, channels=stack.channels,
-                   bridge_options=stack.bridge_options)
-        pg.put_pipeline("test", pipeline_body(max_days=TICK_DAYS, escalation={"manager_after_days": TICK_DAYS / 2,
-                                                                                "flag_after_days": TICK_DAYS}))
+        pg = Stack(
+            services=services,
+            client=stack.client,
+            task_queue=stack.task_queue,
+            channels=stack.channels,
+            bridge_options=stack.bridge_options,
+        )
+        pg.put_pipeline(
+            "test",
+            pipeline_body(
+                max_days=TICK_DAYS,
+                escalation={"manager_after_days": TICK_DAYS / 2, "flag_after_days": TICK_DAYS},
+            ),
+        )
         pg.put_sequence("welcome", sequence_body([0, TICK_DAYS / 2]))
         await pg.start()
         _open(pg, "d1")
-        await wait_for(lambda: "flagged_stale" in pg.types("d1") and "nurture_stopped" in pg.types("d1"), timeout=30)
+        await wait_for(
+            lambda: "flagged_stale" in pg.types("d1") and "nurture_stopped" in pg.types("d1"),
+            timeout=30,
+        )
         kinds = [t for t, _ in pg.automation("d1")]
         assert kinds.count("nurture_touch_sent") == 2 and kinds.count("escalated") == 2
         assert len(services.automation.outbox.list(deal_id="d1")) == 4
-        assert await workflow_status(pg.client, pg.prefix + ids.escalation_workflow_id("d1", 1)) is not None
+        assert (
+            await workflow_status(pg.client, pg.prefix + ids.escalation_workflow_id("d1", 1))
+            is not None
+        )
     finally:
         await pg.stop_all()
         services.close()

@@ -74,14 +74,27 @@ def webhook_server() -> Iterator[tuple[type[_Hook], str]]:
 
 
 def _open(stack: Stack, deal_id: str) -> None:
-    stack.send(deal_id, {"type": "opened", "pipeline_id": "test", "name": "Globex", "account": "Globex",
-                         "owner": "Moses", "stage": "qualification",
-                         "attributes": {"contact_email": "cfo@globex.test"}})
+    stack.send(
+        deal_id,
+        {
+            "type": "opened",
+            "pipeline_id": "test",
+            "name": "Globex",
+            "account": "Globex",
+            "owner": "Moses",
+            "stage": "qualification",
+            "attributes": {"contact_email": "cfo@globex.test"},
+        },
+    )
 
 
-async def test_smtp_channel_sends_each_touch_once(stack: Stack, smtp_server: tuple[_Inbox, int]) -> None:
+async def test_smtp_channel_sends_each_touch_once(
+    stack: Stack, smtp_server: tuple[_Inbox, int]
+) -> None:
     inbox, port = smtp_server
-    stack.channels = Channels(smtp=SmtpSender(host="127.0.0.1", port=port, sender="sales@dealflow.test"))
+    stack.channels = Channels(
+        smtp=SmtpSender(host="127.0.0.1", port=port, sender="sales@dealflow.test")
+    )
     stack.put_pipeline("test", pipeline_body())
     stack.put_sequence("mail", sequence_body([0, TICK_DAYS / 4]))
     await stack.start()
@@ -94,7 +107,9 @@ async def test_smtp_channel_sends_each_touch_once(stack: Stack, smtp_server: tup
     assert "Subject: Step 0 for Globex at Globex" in content and "Hello Globex, touch 0." in content
     assert "Message-ID: <" in content
     messages = stack.services.automation.outbox.list(deal_id="d1")
-    assert [(m["delivery"], m["status"], m["attempts"]) for m in messages] == [("smtp", "sent", 1)] * 2
+    assert [(m["delivery"], m["status"], m["attempts"]) for m in messages] == [
+        ("smtp", "sent", 1)
+    ] * 2
 
 
 async def test_smtp_failure_is_visible_and_retried(stack: Stack) -> None:
@@ -106,7 +121,11 @@ async def test_smtp_failure_is_visible_and_retried(stack: Stack) -> None:
     _open(stack, "d1")
 
     def failed() -> list[dict[str, Any]]:
-        return [m for m in stack.services.automation.outbox.list(deal_id="d1") if m["status"] == "failed"]
+        return [
+            m
+            for m in stack.services.automation.outbox.list(deal_id="d1")
+            if m["status"] == "failed"
+        ]
 
     message = (await wait_for(failed))[0]
     assert message["delivery"] == "smtp" and "ConnectionRefusedError" in message["last_error"]
@@ -121,14 +140,18 @@ async def test_smtp_failure_is_visible_and_retried(stack: Stack) -> None:
         controller.stop()
     assert len(inbox.messages) == 1
     [message] = stack.services.automation.outbox.list(deal_id="d1")
-    assert message["status"] == "sent" and message["attempts"] >= 2 and message["last_error"] is None
+    assert (
+        message["status"] == "sent" and message["attempts"] >= 2 and message["last_error"] is None
+    )
 
 
 async def test_webhook_channel_retries_with_backoff_and_delivers_once(
     stack: Stack, webhook_server: tuple[type[_Hook], str]
 ) -> None:
     hook, url = webhook_server
-    stack.channels = Channels(webhook=WebhookSender(url), webhook_channels=frozenset({"webhook", "task"}))
+    stack.channels = Channels(
+        webhook=WebhookSender(url), webhook_channels=frozenset({"webhook", "task"})
+    )
     stack.put_pipeline("test", pipeline_body())
     stack.put_sequence("hooks", sequence_body([0], channel="task"))
     await stack.start()
@@ -141,5 +164,12 @@ async def test_webhook_channel_retries_with_backoff_and_delivers_once(
     [message] = stack.services.automation.outbox.list(deal_id="d1")
     assert (message["delivery"], message["status"], message["attempts"]) == ("webhook", "sent", 3)
     touches = [d for t, d in stack.automation("d1") if t == "nurture_touch_sent"]
-    assert touches == [{"sequence_id": "hooks", "step": 0, "channel": "task", "to": "Moses",
-                        "subject": "Step 0 for Globex at Globex"}]
+    assert touches == [
+        {
+            "sequence_id": "hooks",
+            "step": 0,
+            "channel": "task",
+            "to": "Moses",
+            "subject": "Step 0 for Globex at Globex",
+        }
+    ]

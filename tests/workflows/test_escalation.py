@@ -23,8 +23,16 @@ ESCALATION = {"manager_after_days": TICK_DAYS, "flag_after_days": 2 * TICK_DAYS}
 
 
 def _open(stack: Stack, deal_id: str) -> None:
-    stack.send(deal_id, {"type": "opened", "pipeline_id": "test", "name": f"Deal {deal_id}",
-                         "owner": "Moses Frase", "stage": "qualification"})
+    stack.send(
+        deal_id,
+        {
+            "type": "opened",
+            "pipeline_id": "test",
+            "name": f"Deal {deal_id}",
+            "owner": "Moses Frase",
+            "stage": "qualification",
+        },
+    )
 
 
 def _escalations(stack: Stack, deal_id: str) -> list[tuple[str, dict[str, object]]]:
@@ -44,14 +52,18 @@ async def test_escalation_fires_each_level_in_order(stack: Stack) -> None:
         ("escalated", {"stage": "qualification", "level": "manager", "to": "dustin@example.test"}),
         ("flagged_stale", {"stage": "qualification"}),
     ]
-    recorded = [datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00"))
-                for e in stack.history("d1") if e["type"] in ("escalated", "flagged_stale")]
+    recorded = [
+        datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00"))
+        for e in stack.history("d1")
+        if e["type"] in ("escalated", "flagged_stale")
+    ]
     for at, offset in zip(recorded, (1, 2, 3), strict=True):
         lateness = (at - entered).total_seconds() - offset * TICK_DAYS * 86400
         assert -0.05 <= lateness < 2.0, lateness
     messages = stack.services.automation.outbox.list(deal_id="d1", kind="escalation")
     assert [(m["to"], m["channel"]) for m in messages] == [
-        ("moses@example.test", "email"), ("dustin@example.test", "email")
+        ("moses@example.test", "email"),
+        ("dustin@example.test", "email"),
     ]
     state = stack.app.deal_state(stack.app.deal("d1"))
     assert state["stale"] is True
@@ -66,7 +78,12 @@ async def test_leaving_the_stage_cancels_escalation(stack: Stack, leave: str) ->
     await stack.start()
     _open(stack, "d1")
     await wait_for(lambda: "escalated" in stack.types("d1"))
-    stack.send("d1", {"type": "stage_changed", "to_stage": "proposal"} if leave == "stage_changed" else {"type": "won"})
+    stack.send(
+        "d1",
+        {"type": "stage_changed", "to_stage": "proposal"}
+        if leave == "stage_changed"
+        else {"type": "won"},
+    )
     workflow_id = stack.prefix + ids.escalation_workflow_id("d1", 1)
 
     async def cancelled() -> bool:
@@ -93,24 +110,36 @@ async def test_new_stay_gets_a_new_escalation(stack: Stack) -> None:
     levels = [d.get("level", "flag") for _, d in _escalations(stack, "d1")]
     assert levels == ["owner", "owner", "manager", "flag"]
     # No directory: the owner's id stands in for an address; a manager is unknown.
-    assert [d.get("to") for t, d in _escalations(stack, "d1") if t == "escalated"] == ["Moses Frase", "Moses Frase", None]
-    assert await workflow_status(stack.client, stack.prefix + ids.escalation_workflow_id("d1", 3)) == (
-        WorkflowExecutionStatus.COMPLETED
-    )
+    assert [d.get("to") for t, d in _escalations(stack, "d1") if t == "escalated"] == [
+        "Moses Frase",
+        "Moses Frase",
+        None,
+    ]
+    assert await workflow_status(
+        stack.client, stack.prefix + ids.escalation_workflow_id("d1", 3)
+    ) == (WorkflowExecutionStatus.COMPLETED)
 
 
 async def test_activity_extends_the_limit(stack: Stack) -> None:
     escalation = {**ESCALATION, "activity_extends_limit": True}
     stack.put_pipeline("test", pipeline_body(max_days=2 * TICK_DAYS, escalation=escalation))
-    stack.put_pipeline("other", {**pipeline_body(max_days=2 * TICK_DAYS, escalation=ESCALATION), "name": "Other"})
+    stack.put_pipeline(
+        "other", {**pipeline_body(max_days=2 * TICK_DAYS, escalation=ESCALATION), "name": "Other"}
+    )
     await stack.start()
     _open(stack, "extends")
-    stack.send("fixed", {"type": "opened", "pipeline_id": "other", "name": "Fixed", "stage": "qualification"})
+    stack.send(
+        "fixed",
+        {"type": "opened", "pipeline_id": "other", "name": "Fixed", "stage": "qualification"},
+    )
     await asyncio.sleep(1.5 * TICK_DAYS * 86400)
     stack.send("extends", {"type": "activity_logged", "activity": "call"})
     stack.send("fixed", {"type": "activity_logged", "activity": "call"})
     await wait_for(lambda: "escalated" in stack.types("fixed"))
     assert "escalated" not in stack.types("extends")
     await wait_for(lambda: "escalated" in stack.types("extends"))
-    first = {d: next(e["recorded_at"] for e in stack.history(d) if e["type"] == "escalated") for d in ("fixed", "extends")}
+    first = {
+        d: next(e["recorded_at"] for e in stack.history(d) if e["type"] == "escalated")
+        for d in ("fixed", "extends")
+    }
     assert first["extends"] > first["fixed"]

@@ -14,9 +14,18 @@ pytestmark = pytest.mark.temporal
 
 
 def _open_into_qualification(stack: Stack, deal_id: str, **fields: object) -> None:
-    stack.send(deal_id, {"type": "opened", "pipeline_id": "test", "name": f"Deal {deal_id}",
-                         "account": "Acme", "owner": "Moses", "attributes": {"contact_email": "buyer@acme.test"},
-                         **fields})
+    stack.send(
+        deal_id,
+        {
+            "type": "opened",
+            "pipeline_id": "test",
+            "name": f"Deal {deal_id}",
+            "account": "Acme",
+            "owner": "Moses",
+            "attributes": {"contact_email": "buyer@acme.test"},
+            **fields,
+        },
+    )
     stack.send(deal_id, {"type": "stage_changed", "to_stage": "qualification"})
 
 
@@ -32,7 +41,11 @@ async def test_sequence_runs_to_completion(stack: Stack) -> None:
     await wait_for(finished, timeout=30)
     automation = stack.automation("d1")
     assert [t for t, _ in automation] == [
-        "nurture_enrolled", "nurture_touch_sent", "nurture_touch_sent", "nurture_touch_sent", "nurture_stopped",
+        "nurture_enrolled",
+        "nurture_touch_sent",
+        "nurture_touch_sent",
+        "nurture_touch_sent",
+        "nurture_stopped",
     ]
     assert automation[0][1] == {"sequence_id": "welcome", "sequence_version": 1}
     assert [d["step"] for t, d in automation if t == "nurture_touch_sent"] == [0, 1, 2]
@@ -74,8 +87,11 @@ async def test_sequence_stops_on_each_condition(stack: Stack) -> None:
             stack.send(trigger, event)
         else:
             outcome = stack.app.record_automation(
-                trigger, "nurture_stopped", {"sequence_id": "welcome", "reason": "unenrolled"},
-                event_id="by-hand", actor="tester",
+                trigger,
+                "nurture_stopped",
+                {"sequence_id": "welcome", "reason": "unenrolled"},
+                event_id="by-hand",
+                actor="tester",
             )
             assert outcome.status == "recorded"
     for trigger in TRIGGERS:
@@ -115,11 +131,20 @@ async def test_enrollment_filters_and_manual_enrollment(stack: Stack) -> None:
     _open_into_qualification(stack, "shop", industry="retail")
     await wait_for(lambda: "nurture_stopped" in stack.types("shop"))
     assert "nurture_enrolled" not in stack.types("other")
-    outcome = stack.app.record_automation("other", "nurture_enrolled", {"sequence_id": "manual", "sequence_version": 1},
-                                          event_id="manual-1", actor="tester")
+    outcome = stack.app.record_automation(
+        "other",
+        "nurture_enrolled",
+        {"sequence_id": "manual", "sequence_version": 1},
+        event_id="manual-1",
+        actor="tester",
+    )
     assert outcome.status == "recorded"
     await wait_for(lambda: "nurture_stopped" in stack.types("other"))
-    assert [t for t, _ in stack.automation("other")] == ["nurture_enrolled", "nurture_touch_sent", "nurture_stopped"]
+    assert [t for t, _ in stack.automation("other")] == [
+        "nurture_enrolled",
+        "nurture_touch_sent",
+        "nurture_stopped",
+    ]
 
 
 async def test_long_sequence_continues_as_new(stack: Stack) -> None:
@@ -132,6 +157,8 @@ async def test_long_sequence_continues_as_new(stack: Stack) -> None:
     touches = [d["step"] for t, d in stack.automation("d1") if t == "nurture_touch_sent"]
     assert touches == list(range(7))
     version = next(e["version"] for e in stack.history("d1") if e["type"] == "nurture_enrolled")
-    handle = stack.client.get_workflow_handle(stack.prefix + ids.nurture_workflow_id("d1", "long", version))
+    handle = stack.client.get_workflow_handle(
+        stack.prefix + ids.nurture_workflow_id("d1", "long", version)
+    )
     runs = [r async for r in stack.client.list_workflows(f"WorkflowId = '{handle.id}'")]
     assert len(runs) == 4  # 7 steps, 2 per run

@@ -29,7 +29,13 @@ def _worker_process(stack: Stack) -> subprocess.Popen[bytes]:
         "TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
         "DEALFLOW_TASK_QUEUE": stack.task_queue,
     }
-    command = [str(Path(sys.executable).with_name("dealflow")), "worker", "--no-bridge", "--log-level", "warning"]
+    command = [
+        str(Path(sys.executable).with_name("dealflow")),
+        "worker",
+        "--no-bridge",
+        "--log-level",
+        "warning",
+    ]
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
 
@@ -44,7 +50,9 @@ async def test_killed_worker_resumes_without_gaps_or_repeats(stack: Stack) -> No
     await stack.start(run_worker=False)  # the bridge runs here, the worker in a child process
     worker = _worker_process(stack)
     try:
-        stack.send("d1", {"type": "opened", "pipeline_id": "test", "name": "D1", "stage": "qualification"})
+        stack.send(
+            "d1", {"type": "opened", "pipeline_id": "test", "name": "D1", "stage": "qualification"}
+        )
         await wait_for(lambda: len(_steps(stack, "d1")) >= 2, timeout=30)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
@@ -76,22 +84,46 @@ class _CountingSender:
 
 async def test_retried_touch_never_sends_or_records_twice(stack: Stack) -> None:
     stack.put_pipeline("test", pipeline_body())
-    stack.send("d1", {"type": "opened", "pipeline_id": "test", "name": "D1", "stage": "qualification",
-                      "attributes": {"contact_email": "a@b.test"}})
-    outcome = stack.app.record_automation("d1", "nurture_enrolled", {"sequence_id": "s", "sequence_version": 1},
-                                          event_id="enroll", actor="tester")
+    stack.send(
+        "d1",
+        {
+            "type": "opened",
+            "pipeline_id": "test",
+            "name": "D1",
+            "stage": "qualification",
+            "attributes": {"contact_email": "a@b.test"},
+        },
+    )
+    outcome = stack.app.record_automation(
+        "d1",
+        "nurture_enrolled",
+        {"sequence_id": "s", "sequence_version": 1},
+        event_id="enroll",
+        actor="tester",
+    )
     sender = _CountingSender()
     channels = Channels(smtp=sender)  # type: ignore[arg-type]
     outbox = Outbox(stack.app.db)
     activities = AutomationActivities(stack.app, outbox, channels)
-    touch = TouchInput(deal_id="d1", sequence_id="s", enrolled_version=outcome.version or 0, workflow_id="wf",
-                       step_index=0, step=Step(after_days=0, channel="email", subject="Hi {name}"), stop_on=["won"])
+    touch = TouchInput(
+        deal_id="d1",
+        sequence_id="s",
+        enrolled_version=outcome.version or 0,
+        workflow_id="wf",
+        step_index=0,
+        step=Step(after_days=0, channel="email", subject="Hi {name}"),
+        stop_on=["won"],
+    )
     # A crash after delivery, before the history event: the retry must not send again.
-    deliver(outbox, channels, Message("touch:wf:0", "d1", "nurture", "email", "a@b.test", "Hi D1", ""))
+    deliver(
+        outbox, channels, Message("touch:wf:0", "d1", "nurture", "email", "a@b.test", "Hi D1", "")
+    )
     stack.send("d1", {"type": "updated", "name": "Renamed"})  # the retry renders differently now
     first = activities.send_touch(touch)
     second = activities.send_touch(touch)  # a retry after everything went through
     assert first.sent and second.sent
     assert sender.sent == ["touch:wf:0"]
     touches = [d for t, d in stack.automation("d1") if t == "nurture_touch_sent"]
-    assert touches == [{"sequence_id": "s", "step": 0, "channel": "email", "to": "a@b.test", "subject": "Hi D1"}]
+    assert touches == [
+        {"sequence_id": "s", "step": 0, "channel": "email", "to": "a@b.test", "subject": "Hi D1"}
+    ]
