@@ -36,6 +36,7 @@ from engine.commands import (
     StageChangedIn,
     UpdatedIn,
     WonIn,
+    incoming_event,
 )
 from engine.domain.deal import (
     EVENT_TYPES,
@@ -89,6 +90,24 @@ class Command:
     actor: str
     occurred_at: datetime | None = None
     expected_version: int | None = None
+
+    @classmethod
+    def from_body(cls, deal_id: str, body: dict[str, Any], actor: str) -> Command:
+        """A sender's event body (as the HTTP contract writes it) as a command.
+
+        Raises pydantic's ValidationError when the body is not a valid deal event."""
+        fields = {k: v for k, v in body.items() if k != "deal_id"}
+        payload = incoming_event.validate_python(fields)
+        return cls(
+            deal_id=deal_id,
+            type=payload.type,
+            event_id=payload.event_id,
+            payload=payload,
+            request_hash=request_hash(deal_id, fields),
+            actor=actor,
+            occurred_at=payload.occurred_at,
+            expected_version=payload.expected_version,
+        )
 
 
 @dataclass

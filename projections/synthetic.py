@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.application import Command, request_hash
-from engine.commands import incoming_event
+from engine.application import Command
 
 BENCH_PIPELINE_ID = "bench"
 BENCH_PIPELINE: dict[str, Any] = {
@@ -149,14 +148,4 @@ def stream(
 
 
 def to_command(deal_id: str, body: dict[str, Any], actor: str = "synthetic") -> Command:
-    payload = incoming_event.validate_python(body)
-    return Command(
-        deal_id=deal_id,
-        type=payload.type,
-        event_id=payload.event_id,
-        payload=payload,
-        request_hash=request_hash(deal_id, body),
-        actor=actor,
-        occurred_at=payload.occurred_at,
-        expected_version=payload.expected_version,
-    )
+    return Command.from_body(deal_id, body, actor)

@@ -5,25 +5,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from engine.application import Command, DealflowApp, Outcome, request_hash
-from engine.commands import incoming_event
+from engine.application import Command, DealflowApp, Outcome
 
 _ids = itertools.count(1)
 
 
 def command(deal_id: str, body: dict[str, Any], actor: str = "tester") -> Command:
-    body = {"event_id": f"evt-{next(_ids)}", **body}
-    payload = incoming_event.validate_python(body)
-    return Command(
-        deal_id=deal_id,
-        type=payload.type,
-        event_id=payload.event_id,
-        payload=payload,
-        request_hash=request_hash(deal_id, body),
-        actor=actor,
-        occurred_at=payload.occurred_at,
-        expected_version=payload.expected_version,
-    )
+    return Command.from_body(deal_id, {"event_id": f"evt-{next(_ids)}", **body}, actor)
 
 
 def send(app: DealflowApp, deal_id: str, body: dict[str, Any]) -> Outcome:

@@ -14,8 +14,8 @@ from pydantic import TypeAdapter, ValidationError
 from engine.api.bodies import json_schema_body, read_json_object, register_schemas
 from engine.api.deps import Principal, get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.application import Command, DealflowApp, Outcome, deal_view, request_hash
-from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent, incoming_event
+from engine.application import Command, DealflowApp, Outcome, deal_view
+from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent
 from engine.domain.deal import AUTOMATION_TYPES
 from engine.domain.errors import DomainError, ValidationFailed
 
@@ -45,22 +45,11 @@ def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
         raise ValidationFailed(
             f"events of type {body['type']!r} are written by dealflow itself", field="type"
         )
-    fields = {k: v for k, v in body.items() if k != "deal_id"}
     try:
-        payload = incoming_event.validate_python(fields)
+        return Command.from_body(deal_id, body, actor)
     except ValidationError as error:
         api_error = validation_error(error)
         raise ValidationFailed(api_error.message, details=api_error.details["details"]) from error
-    return Command(
-        deal_id=deal_id,
-        type=payload.type,
-        event_id=payload.event_id,
-        payload=payload,
-        request_hash=request_hash(deal_id, fields),
-        actor=actor,
-        occurred_at=payload.occurred_at,
-        expected_version=payload.expected_version,
-    )
 
 
 _DEAL_ID = re.compile(DEAL_ID_PATTERN)

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.application import Command, DealflowApp, request_hash
-from engine.commands import incoming_event
+from engine.application import Command, DealflowApp
 
 START = datetime(2017, 3, 1, tzinfo=UTC)
 
@@ -40,17 +39,7 @@ LOST_AFTER = 7
 
 
 def make_command(deal_id: str, body: dict[str, Any], actor: str = "sample") -> Command:
-    payload = incoming_event.validate_python(body)
-    return Command(
-        deal_id=deal_id,
-        type=payload.type,
-        event_id=payload.event_id,
-        payload=payload,
-        request_hash=request_hash(deal_id, body),
-        actor=actor,
-        occurred_at=payload.occurred_at,
-        expected_version=payload.expected_version,
-    )
+    return Command.from_body(deal_id, body, actor)
 
 
 def deal_commands(prefix: str, index: int, *, pipeline_id: str = "default") -> list[Command]:

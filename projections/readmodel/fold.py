@@ -23,6 +23,7 @@ from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
+from engine.domain.deal import DEAL_FIELDS
 from projections.readmodel.records import EventRecord
 from projections.readmodel.schema import KEYS_COUNTERS, STATS_COUNTERS
 
@@ -79,18 +80,8 @@ STAY_COLUMNS = (
     "first_in_stage",
     "first_advance",
 )
-TRACKED_FIELDS = frozenset(
-    {
-        "name",
-        "amount",
-        "currency",
-        "owner",
-        "account",
-        "industry",
-        "lead_source",
-        "decision_maker_role",
-    }
-)
+# The deal fields the read models keep (the rest, expected_close and attributes, they do not).
+TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"expected_close", "attributes"}
 
 
 _deal_values = attrgetter(*DEAL_COLUMNS)
