@@ -156,7 +156,7 @@ def _conflicted(outcome: Outcome) -> Outcome:
 
 def request_hash(deal_id: str, body: dict[str, Any]) -> str:
     """The fingerprint that tells a replay from a reused idempotency key."""
-    content = {k: v for k, v in body.items() if k != "deal_id"}
+    content = {k: v for k, v in body.items() if k != "deal_id"} if "deal_id" in body else body
     canonical = orjson.dumps(
         {"deal_id": deal_id, "body": content}, option=orjson.OPT_SORT_KEYS, default=str
     )

@@ -722,7 +722,7 @@ class Deal:
         return results
 
 
-_defaults: dict[type[DealEvent], dict[str, Any]] = {}
+_defaults: dict[type[DealEvent], tuple[dict[str, Any], tuple[str, ...]]] = {}
 
 
 def _construct(event_class: type[DealEvent], values: dict[str, Any]) -> DealEvent:
@@ -730,18 +730,20 @@ def _construct(event_class: type[DealEvent], values: dict[str, Any]) -> DealEven
 
     Same result for trusted, already-typed values: the fields' defaults, then the values.
     """
-    defaults = _defaults.get(event_class)
-    if defaults is None:
-        defaults = _defaults[event_class] = {
+    known = _defaults.get(event_class)
+    if known is None:
+        defaults = {
             name: field.default
             for name, field in event_class.model_fields.items()
             if not field.is_required() and field.default_factory is None
         }
-    state = {
-        name: copy.copy(value) if isinstance(value, (dict, list)) else value
-        for name, value in defaults.items()
-    }
-    state.update(values)
+        mutable = tuple(name for name, value in defaults.items() if isinstance(value, (dict, list)))
+        known = _defaults[event_class] = (defaults, mutable)
+    defaults, mutable = known
+    state = {**defaults, **values}
+    for name in mutable:
+        if name not in values:
+            state[name] = copy.copy(defaults[name])
     event = event_class.__new__(event_class)
     object.__setattr__(event, "__dict__", state)
     object.__setattr__(event, "__pydantic_fields_set__", set(values))

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -161,17 +162,19 @@ class PipelineDefinition(_Strict):
     def qualified_stage(self) -> str:
         return self.qualified_after or self.first_stage
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        # A definition never changes once validated, and every command asks these questions.
+        return {stage.id: position for position, stage in enumerate(self.stages)}
+
     def has_stage(self, stage_id: str) -> bool:
-        return any(stage.id == stage_id for stage in self.stages)
+        return stage_id in self._positions
 
     def stage(self, stage_id: str) -> Stage:
-        for stage in self.stages:
-            if stage.id == stage_id:
-                return stage
-        raise KeyError(stage_id)
+        return self.stages[self._positions[stage_id]]
 
     def index(self, stage_id: str) -> int:
-        return self.stage_ids.index(stage_id)
+        return self._positions[stage_id]
 
 
 class DealFacts(Protocol):
