@@ -159,29 +159,3 @@ IncomingEvent = Annotated[
     Field(discriminator="type"),
 ]
 incoming_event = TypeAdapter(IncomingEvent)
-
-CLIENT_TYPES = frozenset(
-    [
-        "opened",
-        "fact_recorded",
-        "updated",
-        "activity_logged",
-        "stage_changed",
-        "won",
-        "lost",
-        "reopened",
-    ]
-)
-
-
-class BatchItem(BaseModel):
-    """Only for the OpenAPI document: one item of ``POST /v1/events``."""
-
-    model_config = ConfigDict(extra="allow")
-    deal_id: DealId
-    type: str
-    event_id: EventId
-
-
-class Batch(BaseModel):
-    events: list[dict[str, Any]] = Field(max_length=5000)

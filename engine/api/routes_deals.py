@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from engine.api.bodies import json_schema_body, read_json_object, register_schemas
 from engine.api.deps import Principal, get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.application import Command, DealflowApp, Outcome, deal_view
+from engine.application import Command, DealflowApp, Outcome, deal_view, replay
 from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent
 from engine.domain.deal import AUTOMATION_TYPES
 from engine.domain.errors import DomainError, ValidationFailed
@@ -61,9 +61,11 @@ def _valid_deal_id(deal_id: str) -> bool:
 
 def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
     """The deal as it stood right after the event: the same body on a first send and a replay."""
-    deal = app.deal(outcome.deal_id, version=outcome.version)
-    events = app.deal_events(outcome.deal_id)
-    recorded_at = events[(outcome.version or 1) - 1].timestamp
+    # One read of the history gives both the deal at that version and when it was recorded.
+    events = app.deal_events(outcome.deal_id)[: outcome.version]
+    deal = replay(events)
+    assert deal is not None
+    recorded_at = events[-1].timestamp
     # Judged under the pipeline version the event was recorded with, at the moment it was
     # recorded: nothing that happens later can change this body.
     definition = app.pipeline_ref(deal.pipeline_id, deal.pipeline_version).definition
