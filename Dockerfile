@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY workflows/ workflows/
 COPY projections/ projections/
+COPY dealflow/ dealflow/
 RUN /opt/dealflow/bin/pip install . \
     && /opt/dealflow/bin/dealflow --help >/dev/null
 

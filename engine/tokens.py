@@ -6,14 +6,26 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from engine.api.deps import SCOPES, Principal
 from engine.domain.errors import ValidationFailed
 from engine.domain.events import iso, utcnow
 from engine.persistence.db import Database
 
 TOKENS_TABLE = "dealflow_tokens"
 BOOTSTRAP_NAME = "bootstrap"
+SCOPES = ("ingest", "read", "audit", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's name and what it may do."""
+
+    name: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 def _digest(token: str) -> str:

@@ -12,10 +12,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from engine.api.deps import Principal, get_services, require
+from engine.api.deps import get_services, require
 from engine.api.errors import ApiError
-from engine.api.routes_deals import parse_time
+from engine.api.helpers import parse_time
 from engine.domain.events import utcnow
+from engine.tokens import Principal
 from projections.queries.board import board
 from projections.queries.common import Moment
 from projections.queries.deals import list_deals

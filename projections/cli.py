@@ -1,48 +1,30 @@
-"""``dealflow projections run|status|rebuild`` and ``dealflow bench project|query``."""
+"""``dealflow projections status|rebuild`` and ``dealflow import crm``.
+
+``dealflow projections run``, the long-running process, is wired in :mod:`dealflow.processes`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
+import sys
+from datetime import date
+from pathlib import Path
 from typing import Any
 
-from engine.ops_server import start_from_env
+
+def open_app() -> Any:
+    # These commands need the store only: no tokens, no Temporal.
+    from engine.application import DealflowApp
+    from engine.persistence.settings import StoreSettings
+
+    return DealflowApp(StoreSettings.from_env())
 
 
 def _service(run: bool) -> Any:
-    from engine.application import DealflowApp
-    from engine.persistence.settings import StoreSettings
     from projections.runtime import ProjectionsService
 
-    return ProjectionsService(DealflowApp(StoreSettings.from_env()), run=run)
-
-
-def _run(_: argparse.Namespace) -> int:
-    """Keep the read models current until SIGTERM or Ctrl-C (a batch in flight completes or
-    rolls back; either way the tracked position stays exact)."""
-    service = _service(run=True)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
-    service.start()
-    ops = start_from_env(
-        ready=lambda: service.app.max_position() >= 0,
-        metrics=lambda: {
-            f'dealflow_projection_lag{{projection="{item["name"]}"}}': float(item["lag"])
-            for item in service.status()
-        },
-    )
-    print(f"projections running: {', '.join(service.names)}", flush=True)
-    while not stopping.wait(1.0):
-        pass
-    if ops is not None:
-        ops.stop()
-    service.stop()
-    service.app.close()
-    print("projections stopped", flush=True)
-    return 0
+    return ProjectionsService(open_app(), run=run)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -85,40 +67,65 @@ def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_project(args: argparse.Namespace) -> int:
-    from projections.bench import bench_project
+def _import_crm(args: argparse.Namespace) -> int:
+    from rich.console import Console
 
-    return bench_project(args.events, args.json)
+    from projections.crm_import import import_crm, print_report
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        print(f"error: {directory} is not a directory", file=sys.stderr)
+        return 2
+    console = Console(stderr=bool(args.json))
+    app = open_app()
+    try:
+        report = import_crm(
+            app,
+            directory,
+            pipeline_id=args.pipeline,
+            export_date=date.fromisoformat(args.export_date) if args.export_date else None,
+            progress=not args.no_progress,
+            console=console,
+        )
+    finally:
+        app.close()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report, console)
+    return 1 if report["events"]["rejected"] else 0
 
 
-def _bench_query(args: argparse.Namespace) -> int:
-    from projections.bench import bench_query
-
-    return bench_query(args.deals, args.json, args.repeat)
-
-
-def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this area's subcommands (and its `dealflow bench <name>`)."""
+def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """Add `projections status|rebuild` and `import crm`; return the `projections` subparsers
+    so the composition root can add `projections run`."""
     projections = commands.add_parser("projections", help="read models: run, status, rebuild")
     sub = projections.add_subparsers(dest="projections_command", required=True)
-    sub.add_parser(
-        "run", help="keep the read models current (a separate process; SIGTERM stops)"
-    ).set_defaults(func=_run)
     status = sub.add_parser("status", help="each projection's position and lag")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
     rebuild = sub.add_parser("rebuild", help="rebuild read models from the start of the log")
     rebuild.add_argument("--name", help="only this projection (default: all)")
     rebuild.set_defaults(func=_rebuild)
-
-    project = bench.add_parser(
-        "project", help="full read-model rebuild vs a raw scan of the events table"
+    importer = commands.add_parser("import", help="import deals from other systems").add_subparsers(
+        dest="import_command", required=True
     )
-    project.add_argument("--events", type=int, default=200_000)
-    project.add_argument("--json", help="write the figures to this file")
-    project.set_defaults(func=_bench_project)
-    query = bench.add_parser("query", help="p50/p95 latency of metrics, breakdown and board")
-    query.add_argument("--deals", type=int, default=100_000)
-    query.add_argument("--repeat", type=int, default=40)
-    query.add_argument("--json", help="write the figures to this file")
-    query.set_defaults(func=_bench_query)
+    crm = importer.add_parser(
+        "crm",
+        help="import a CRM export (sales_pipeline.csv, accounts.csv, products.csv, sales_teams.csv)",
+        description="Import a 'CRM Sales Opportunities'-shaped export as deal events through the "
+        "batch write path. Idempotent: importing the same export again records nothing.",
+    )
+    crm.add_argument("dir", help="directory holding the four CSV files")
+    crm.add_argument(
+        "--pipeline", default="default", help="pipeline to import into (default: default)"
+    )
+    crm.add_argument(
+        "--export-date",
+        help="when the export was taken (YYYY-MM-DD): undated Prospecting deals open then "
+        "(default: the latest date in sales_pipeline.csv)",
+    )
+    crm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    crm.add_argument("--json", action="store_true", help="print the report as JSON")
+    crm.set_defaults(func=_import_crm)
+    return sub

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -11,13 +10,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from engine.api.bodies import json_schema_body, read_json_object
-from engine.api.deps import Principal, get_services, require
+from engine.api.definitions import DefinitionKind, definition_router
+from engine.api.deps import get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.api.routes_pipelines import check_slug
+from engine.api.helpers import valid_deal_id
 from engine.application import Command, DealflowApp, Outcome, request_hash
-from engine.commands import DEAL_ID_PATTERN, BusinessTime, EventId
+from engine.commands import BusinessTime, EventId
 from engine.domain.definitions import DIRECTORY, SEQUENCE
 from engine.domain.errors import NotFound
+from engine.tokens import Principal
 from workflows.models import Directory, SequenceDefinition
 
 router = APIRouter(tags=["automation"])
@@ -27,70 +28,33 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
-# -- sequences ---------------------------------------------------------------------------------
+# -- sequences and the team directory: versioned definitions ----------------------------------
 
-
-@router.put(
-    "/v1/sequences/{sequence_id}",
-    summary="Create or replace a nurture sequence (a new version)",
-    openapi_extra=json_schema_body(_schema(SequenceDefinition)),
+router.include_router(
+    definition_router(
+        DefinitionKind(
+            kind=SEQUENCE,
+            path="/v1/sequences/{sequence_id}",
+            model=SequenceDefinition,
+            noun="nurture sequence",
+            id_field="sequence_id",
+            exclude_none=False,
+            tag="automation",
+        )
+    )
 )
-async def put_sequence(
-    sequence_id: str, request: Request, principal: Principal = require("admin")
-) -> dict[str, Any]:
-    check_slug(sequence_id, "sequence_id")
-    body = await read_json_object(request)
-    try:
-        definition = SequenceDefinition.model_validate(body)
-    except ValidationError as error:
-        raise validation_error(error) from error
-    stored = definition.model_dump(mode="json")
-    app = get_services(request).app
-    version = await run_in_threadpool(app.put_sequence, sequence_id, stored, principal.name)
-    return {"sequence_id": sequence_id, "version": version, **stored}
-
-
-@router.get(
-    "/v1/sequences/{sequence_id}", summary="The current sequence definition with its version"
+router.include_router(
+    definition_router(
+        DefinitionKind(
+            kind=DIRECTORY,
+            path="/v1/directory",
+            model=Directory,
+            noun="team directory (owners, their managers and e-mail addresses)",
+            empty={"version": 0, "people": []},
+            tag="automation",
+        )
+    )
 )
-async def get_sequence(
-    sequence_id: str, request: Request, _: Principal = require("read")
-) -> dict[str, Any]:
-    app = get_services(request).app
-    version, body = await run_in_threadpool(app.get_definition, SEQUENCE, sequence_id)
-    return {"sequence_id": sequence_id, "version": version, **body}
-
-
-# -- the team directory ------------------------------------------------------------------------
-
-
-@router.put(
-    "/v1/directory",
-    summary="Replace the team directory (owners, their managers and e-mail addresses)",
-    openapi_extra=json_schema_body(_schema(Directory)),
-)
-async def put_directory(
-    request: Request, principal: Principal = require("admin")
-) -> dict[str, Any]:
-    body = await read_json_object(request)
-    try:
-        directory = Directory.model_validate(body)
-    except ValidationError as error:
-        raise validation_error(error) from error
-    stored = directory.model_dump(mode="json", exclude_none=True)
-    app = get_services(request).app
-    version = await run_in_threadpool(app.put_directory, stored, principal.name)
-    return {"version": version, **stored}
-
-
-@router.get("/v1/directory", summary="The team directory with its version")
-async def get_directory(request: Request, _: Principal = require("read")) -> dict[str, Any]:
-    app = get_services(request).app
-    try:
-        version, body = await run_in_threadpool(app.get_definition, DIRECTORY, "team")
-    except NotFound:
-        return {"version": 0, "people": []}
-    return {"version": version, **body}
 
 
 # -- enrolling by hand -------------------------------------------------------------------------
@@ -165,7 +129,7 @@ def _state(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
 async def post_nurture(
     deal_id: str, request: Request, principal: Principal = require("ingest")
 ) -> JSONResponse:
-    if not re.fullmatch(DEAL_ID_PATTERN, deal_id):
+    if not valid_deal_id(deal_id):
         raise ApiError(
             422,
             "validation_error",

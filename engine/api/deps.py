@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, Request
 
 from engine.api.errors import ApiError
-
-if TYPE_CHECKING:
-    from engine.runtime import Services
-
-SCOPES = ("ingest", "read", "audit", "admin")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token's name and what it may do."""
-
-    name: str
-    scopes: frozenset[str] = field(default_factory=frozenset)
-
-    def has(self, scope: str) -> bool:
-        return scope in self.scopes
+from engine.services import Services
+from engine.tokens import Principal
 
 
 def get_services(request: Request) -> Services:

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from engine.api.bodies import json_schema_body, read_json_object, register_schemas
-from engine.api.deps import Principal, get_services, require
-from engine.api.errors import ApiError, validation_error
+from engine.api.deps import get_services, require
+from engine.api.errors import ApiError
+from engine.api.helpers import parse_time, to_command
 from engine.application import Command, DealflowApp, Outcome, deal_view, replay
-from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent
-from engine.domain.deal import AUTOMATION_TYPES
+from engine.commands import DEAL_ID_PATTERN, IncomingEvent
 from engine.domain.errors import DomainError, ValidationFailed
+from engine.tokens import Principal
 
 router = APIRouter(tags=["deals"])
 
 MAX_BATCH = 5000
 _event_schema = TypeAdapter(IncomingEvent).json_schema(ref_template="#/components/schemas/{model}")
 register_schemas(_event_schema)
-_time = TypeAdapter(BusinessTime)
 
 
 def _event_body_schema() -> dict[str, Any]:
@@ -35,28 +33,6 @@ def _event_body_schema() -> dict[str, Any]:
             if name.endswith("In")
         ]
     }
-
-
-def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
-    """Validate one incoming event; raises a DomainError (422) that names the bad field."""
-    if not isinstance(deal_id, str) or not _valid_deal_id(deal_id):
-        raise ValidationFailed("deal_id must be 1-200 letters, digits or -_.:", field="deal_id")
-    if body.get("type") in AUTOMATION_TYPES:
-        raise ValidationFailed(
-            f"events of type {body['type']!r} are written by dealflow itself", field="type"
-        )
-    try:
-        return Command.from_body(deal_id, body, actor)
-    except ValidationError as error:
-        api_error = validation_error(error)
-        raise ValidationFailed(api_error.message, details=api_error.details["details"]) from error
-
-
-_DEAL_ID = re.compile(DEAL_ID_PATTERN)
-
-
-def _valid_deal_id(deal_id: str) -> bool:
-    return _DEAL_ID.fullmatch(deal_id) is not None
 
 
 def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
@@ -226,15 +202,3 @@ async def get_history(
 ) -> dict[str, Any]:
     app = get_services(request).app
     return await run_in_threadpool(app.history, deal_id)
-
-
-def parse_time(value: str, field: str) -> datetime:
-    try:
-        return _time.validate_python(value)
-    except ValidationError as error:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"{field} must be an ISO 8601 time with an offset, or a date",
-            details=[{"field": field, "message": str(error.errors()[0]["msg"])}],
-        ) from error

@@ -9,8 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from engine.api.bodies import read_json_object
-from engine.api.deps import SCOPES, Principal, get_services, require
+from engine.api.deps import get_services, require
 from engine.api.errors import ApiError
+from engine.tokens import SCOPES, Principal
 
 router = APIRouter()
 

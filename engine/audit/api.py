@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from engine.api.deps import Principal, get_services, require
-from engine.api.routes_deals import parse_time
+from engine.api.deps import get_services, require
+from engine.api.helpers import parse_time
 from engine.audit.checkpoints import write_checkpoint
 from engine.audit.export import ExportFilter, export_chunks
 from engine.audit.timeline import deal_timeline
 from engine.audit.verify import verify
+from engine.tokens import Principal
 
 router = APIRouter(tags=["audit"])
 

@@ -1,4 +1,4 @@
-"""`dealflow audit ...` (verify, checkpoint, export, replay) and the audit benchmarks."""
+"""`dealflow audit ...`: verify, checkpoint, export, replay."""
 
 from __future__ import annotations
 
@@ -108,8 +108,8 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if timeline.get("chain", {}).get("ok", True) else 1
 
 
-def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `dealflow audit ...` and `dealflow bench export|chain`."""
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `dealflow audit ...`."""
     audit = commands.add_parser(
         "audit", help="tamper evidence, export and the replayed timeline"
     ).add_subparsers(dest="audit_command", required=True)
@@ -140,7 +140,3 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     replay.add_argument("--deal", required=True)
     replay.add_argument("--json", action="store_true", help="print the timeline JSON instead")
     replay.set_defaults(func=_replay)
-
-    from engine.audit import bench as audit_bench
-
-    audit_bench.register(bench)

@@ -31,7 +31,7 @@ TEMPORAL_VALUES = K8S / "temporal-values.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # `dealflow` subcommands (first one or two words) the deployment may run. Keep in step with
-# engine/cli.py; test_cli_accepts_deploy_command_lines checks the flags against the real CLI.
+# dealflow/cli.py; test_cli_accepts_deploy_command_lines checks the flags against the real CLI.
 KNOWN_SUBCOMMANDS = {"serve", "worker", "projections run", "dev", "demo"}
 # Every process role the topology must have.
 REQUIRED_ROLES = {"serve", "worker", "projections run"}
@@ -782,15 +782,16 @@ def deploy_command_lines() -> list[list[str]]:
 
 def test_cli_accepts_deploy_command_lines() -> None:
     probe = subprocess.run(
-        [sys.executable, "-c", "import engine.cli"],
+        [sys.executable, "-c", "import dealflow.cli"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    if probe.returncode != 0:
-        pytest.skip(f"engine.cli does not import yet: {probe.stderr.strip().splitlines()[-1:]}")
-    runner = "import sys; from engine.cli import main; sys.argv[0] = 'dealflow'; sys.exit(main())"
+    # A CLI that cannot be imported is a failure, not a reason to skip: the deploy files
+    # would start processes that die at once.
+    assert probe.returncode == 0, f"dealflow.cli does not import:\n{probe.stderr}"
+    runner = "import sys; from dealflow.cli import main; sys.argv[0] = 'dealflow'; sys.exit(main())"
     for argv in deploy_command_lines():
         sub = dealflow_subcommand(argv)
         assert sub is not None
@@ -808,3 +809,17 @@ def test_cli_accepts_deploy_command_lines() -> None:
             assert flag in out, (
                 f"`dealflow {sub}` does not document {flag} (used by the deployment)"
             )
+
+
+def test_dockerfile_copies_every_package_the_wheel_builds() -> None:
+    """A package missing from the image (say, the composition root) breaks every process."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    copied = {
+        shlex.split(rest)[0].rstrip("/")
+        for kw, rest in dockerfile_instructions()
+        if kw == "COPY" and "--from=" not in rest
+    }
+    assert set(packages) <= copied, f"the Dockerfile does not copy {set(packages) - copied}"

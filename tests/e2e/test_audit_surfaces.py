@@ -16,12 +16,13 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.api.app import create_app
+from dealflow.bench.audit_sample import populate
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.application import DealflowApp
-from engine.audit.sample import populate
 from engine.domain.deal import deal_uuid
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services, build_services
+from engine.services import Services
 from tests.conftest import AUTH, TEST_TOKEN
 
 
@@ -128,7 +129,7 @@ def _dealflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DEALFLOW_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "dealflow", *args],
         env=env,
         capture_output=True,
         text=True,

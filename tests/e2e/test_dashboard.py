@@ -29,9 +29,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from engine.api.app import create_app
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
-from engine.runtime import build_services
 from projections.crm_import import import_crm
 from projections.dashboard.routes import router as dashboard_router
 from tests.conftest import AUTH, TEST_TOKEN

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from engine.cli import build_parser
+from dealflow.cli import build_parser
 from projections import demo
 from tests.integration.test_crm_import import slice_of_sample
 
@@ -133,7 +133,7 @@ def test_demo_serves_the_dashboard_until_interrupted(tmp_path: Path) -> None:
     env.pop("DEALFLOW_BOOTSTRAP_TOKEN", None)
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "dealflow", "demo", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.api.app import create_app
+from dealflow.bench.synthetic import stream
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
-from engine.runtime import build_services
-from projections.synthetic import stream
 from tests.conftest import AUTH, TEST_TOKEN
 
 PIPELINE = {

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
 from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
-from projections.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
 
 
 def _dealflow(home: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -21,7 +21,7 @@ def _dealflow(home: Path, *args: str, **kwargs: object) -> subprocess.CompletedP
         "DEALFLOW_HOME": str(home)
     }
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "dealflow", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -41,7 +41,7 @@ def test_run_follows_the_log_and_stops_on_sigterm_then_rebuild(tmp_path: Path) -
         "DEALFLOW_HOME": str(home)
     }
     runner = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "projections", "run"],
+        [sys.executable, "-m", "dealflow", "projections", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine.api.app import create_app
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services, build_services
+from engine.services import Services
 from tests.conftest import AUTH, TEST_TOKEN
 
 with warnings.catch_warnings():

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services
+from engine.services import Services
 from tests.hardening.conftest import AUTH, TEST_TOKEN, TestClient, live_client
 
 SCOPES = ("ingest", "read", "audit", "admin")

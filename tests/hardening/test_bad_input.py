@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services
+from engine.services import Services
 from tests.hardening.conftest import AUTH, TestClient, live_client
 
 DEAL = "bad-input-1"

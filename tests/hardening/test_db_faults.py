@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services
+from engine.services import Services
 from tests.hardening.conftest import AUTH, TestClient, live_client
 
 DEALS = [f"fault-{i}" for i in range(8)]

@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services
+from engine.services import Services
 from tests.hardening.conftest import AUTH, live_client
 from tests.hardening.test_auth_matrix import CONTRACT, PUBLIC
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import orjson
 
+from dealflow.bench.audit_sample import populate
 from engine.application import DealflowApp
 from engine.audit.export import COLUMNS, ExportFilter, export_chunks, export_records
-from engine.audit.sample import populate
 
 
 def _jsonl(app: DealflowApp, filters: ExportFilter) -> list[dict]:  # type: ignore[type-arg]

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from dealflow.bench.audit_sample import populate
 from engine.application import DealflowApp
 from engine.audit.checkpoints import write_checkpoint
-from engine.audit.sample import populate
 from engine.audit.verify import verify
 from engine.persistence.settings import StoreSettings
 

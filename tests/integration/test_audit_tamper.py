@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import pytest
 
+from dealflow.bench.audit_sample import deal_commands, populate
 from engine.application import DealflowApp
 from engine.audit.breaks import (
     HASH_MISMATCH,
@@ -26,7 +27,6 @@ from engine.audit.breaks import (
     VERSION_GAP,
 )
 from engine.audit.checkpoints import maybe_write_checkpoint, write_checkpoint
-from engine.audit.sample import deal_commands, populate
 from engine.audit.verify import VerifyReport, verify
 from engine.domain.deal import deal_uuid
 from engine.persistence.settings import StoreSettings

@@ -7,9 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
+from dealflow.bench.audit_sample import deal_commands
 from engine.application import DealflowApp
 from engine.audit.render import render_timeline
-from engine.audit.sample import deal_commands
 from engine.audit.timeline import deal_timeline
 from engine.domain.defaults import DEFAULT_PIPELINE
 from engine.domain.errors import ExitCriteriaUnmet, NotFound

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.api.app import create_app
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.domain.definitions import DIRECTORY
 from engine.persistence.settings import StoreSettings
-from engine.runtime import build_services
 from projections.crm_import import import_crm
 from tests.conftest import AUTH, TEST_TOKEN
 
-SAMPLE = Path(__file__).resolve().parents[2] / "projections" / "sample_data" / "crm"
+SAMPLE = Path(__file__).resolve().parents[2] / "dealflow" / "demo" / "sample_data" / "crm"
 
 
 def _rows(name: str, directory: Path = SAMPLE) -> list[dict[str, str]]:

@@ -208,6 +208,7 @@ from datetime import UTC  # noqa: E402
 
 import pytest  # noqa: E402
 
+from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command  # noqa: E402
 from engine.application import DealflowApp  # noqa: E402
 from engine.domain.pipeline import PipelineDefinition  # noqa: E402
 from engine.persistence.settings import StoreSettings  # noqa: E402
@@ -216,7 +217,6 @@ from projections.queries.deals import list_deals  # noqa: E402
 from projections.queries.metrics import breakdown, metrics  # noqa: E402
 from projections.readmodel.records import to_us  # noqa: E402
 from projections.runtime import ProjectionsService  # noqa: E402
-from projections.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command  # noqa: E402
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
 from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
@@ -26,7 +27,6 @@ from projections.readmodel.schema import (
     WON_TABLE,
 )
 from projections.runtime import ProjectionsService
-from projections.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
 
 TABLES = {
     CURRENT_TABLE: "deal_uuid",

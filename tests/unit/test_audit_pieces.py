@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import orjson
 
+from dealflow.bench.audit_sample import deal_commands
 from engine.application import DealflowApp
 from engine.audit.breaks import (
     HASH_MISMATCH,
@@ -18,7 +19,6 @@ from engine.audit.breaks import (
 )
 from engine.audit.chain import Head, KeyRecord, check_deal, decode_row
 from engine.audit.checkpoints import roll, row_digest
-from engine.audit.sample import deal_commands
 from engine.audit.store import StoredRow
 from engine.audit.timeline import summarize
 from engine.domain.deal import deal_uuid

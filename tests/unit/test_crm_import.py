@@ -14,7 +14,7 @@ import pytest
 from engine.domain.defaults import built_in
 from projections.crm_import import ACTOR, Export, _people, plan
 
-SAMPLE = Path(__file__).resolve().parents[2] / "projections" / "sample_data" / "crm"
+SAMPLE = Path(__file__).resolve().parents[2] / "dealflow" / "demo" / "sample_data" / "crm"
 
 
 def _rows(name: str, directory: Path = SAMPLE) -> list[dict[str, str]]:

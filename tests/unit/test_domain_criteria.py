@@ -10,7 +10,7 @@ import pytest
 
 from engine.domain.errors import ExitCriteriaUnmet
 from engine.domain.pipeline import criterion_holds, evaluate_criteria
-from tests.unit.test_domain_builders import Clock, one_stage, open_deal, pipeline
+from tests.unit.domain_builders import Clock, one_stage, open_deal, pipeline
 
 
 def _holds(criterion: dict[str, Any], **deal_fields: Any) -> bool:

@@ -15,7 +15,7 @@ from engine.domain.errors import (
     ValidationFailed,
 )
 from engine.domain.pipeline import PipelineDefinition
-from tests.unit.test_domain_builders import T0, Clock, open_deal, pipeline
+from tests.unit.domain_builders import T0, Clock, open_deal, pipeline
 
 QUALIFICATION = ["need", "budget", "authority", "timeline"]
 

@@ -12,10 +12,10 @@ from uuid import UUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dealflow.bench.synthetic import deal_script
 from engine.domain.deal import deal_uuid
 from projections.readmodel.fold import DealFold, DealRow
 from projections.readmodel.records import EventRecord, to_us
-from projections.synthetic import deal_script
 
 STAGES = ["lead", "qualify", "demo", "proposal", "closing"]
 

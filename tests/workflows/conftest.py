@@ -22,10 +22,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from dealflow.runtime import build_services
 from engine.domain.definitions import SEQUENCE
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
-from engine.runtime import Services, build_services
+from engine.services import Services
 from tests.conftest import TEST_TOKEN
 from tests.helpers import send
 from workflows.channels import Channels

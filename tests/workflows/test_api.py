@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.api.app import create_app
+from dealflow.http import create_app
 from engine.persistence.settings import StoreSettings
 from tests.conftest import AUTH
 from tests.workflows.conftest import sequence_body, stack_services

@@ -1,4 +1,9 @@
-"""`dealflow worker`, `dealflow dev` and `dealflow bench workflows`."""
+"""The long-running processes: ``serve``, ``worker``, ``projections run`` and ``dev``.
+
+Each builds its services here, in the composition root, from the pieces the areas provide
+(``projections.runtime.ProjectionsService``, ``workflows.worker.AutomationProcess``), and stops
+cleanly on SIGTERM or Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -8,69 +13,63 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.ops_server import start_from_env
 
 
-def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this area's subcommands (and its `dealflow bench <name>`)."""
-    worker = commands.add_parser(
-        "worker", help="run the Temporal worker and the event-to-workflow bridge"
-    )
-    worker.add_argument("--no-bridge", action="store_true", help="run only the worker")
-    worker.add_argument("--no-worker", action="store_true", help="run only the bridge")
-    worker.add_argument("--max-concurrent-activities", type=int, default=32)
-    worker.add_argument("--log-level", default="info")
-    worker.set_defaults(func=_worker)
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
 
-    dev = commands.add_parser(
-        "dev", help="the whole local stack in one process tree (Ctrl-C stops it)"
-    )
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument(
-        "--temporal-port",
-        type=int,
-        default=7233,
-        help="dev server port (if TEMPORAL_ADDRESS is unset)",
-    )
-    dev.add_argument(
-        "--temporal-ui-port", type=int, default=None, help="serve the Temporal Web UI on this port"
-    )
-    dev.add_argument("--no-projections", action="store_true")
-    dev.add_argument("--log-level", default="info")
-    dev.set_defaults(func=_dev)
-
-    workflows = bench.add_parser(
-        "workflows", help="workflow starts per second and escalation lateness"
-    )
-    workflows.add_argument("--deals", type=int, default=500)
-    workflows.add_argument("--json", dest="json_path", help="also write the figures to this file")
-    workflows.add_argument(
-        "--limit-seconds",
-        type=float,
-        default=None,
-        help="max_days_in_stage of the bench stage, in seconds (default: scales with --deals)",
-    )
-    workflows.add_argument(
-        "--database-url",
-        default=None,
-        help="PostgreSQL for the bench (default: a temporary SQLite)",
-    )
-    workflows.set_defaults(func=_bench)
+    services = build_services(run_projections=not args.no_projections)
+    app = create_app(services)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    services.close()
+    return 0
 
 
-def _logging(level: str) -> None:
+def projections_run(_: argparse.Namespace) -> int:
+    """Keep the read models current until SIGTERM or Ctrl-C (a batch in flight completes or
+    rolls back; either way the tracked position stays exact)."""
+    from engine.application import DealflowApp
+    from engine.persistence.settings import StoreSettings
+    from projections.runtime import ProjectionsService
+
+    service = ProjectionsService(DealflowApp(StoreSettings.from_env()), run=True)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    service.start()
+    ops = start_from_env(
+        ready=lambda: service.app.max_position() >= 0,
+        metrics=lambda: {
+            f'dealflow_projection_lag{{projection="{item["name"]}"}}': float(item["lag"])
+            for item in service.status()
+        },
+    )
+    print(f"projections running: {', '.join(service.names)}", flush=True)
+    while not stopping.wait(1.0):
+        pass
+    if ops is not None:
+        ops.stop()
+    service.stop()
+    service.app.close()
+    print("projections stopped", flush=True)
+    return 0
+
+
+def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
-async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+async def until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``work(stop)``; SIGINT/SIGTERM set ``stop`` (a second signal is ignored, shutdown is quick)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,11 +82,10 @@ async def _until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> 
             loop.remove_signal_handler(sig)
 
 
-def _worker(args: argparse.Namespace) -> int:
-    _logging(args.log_level)
+def worker(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
 
     async def work(stop: asyncio.Event) -> None:
-        from engine.runtime import build_services
         from workflows.settings import TemporalSettings
         from workflows.worker import AutomationProcess
 
@@ -122,7 +120,7 @@ def _worker(args: argparse.Namespace) -> int:
             await process.stop()
             services.close()
 
-    asyncio.run(_until_signalled(work))
+    asyncio.run(until_signalled(work))
     return 0
 
 
@@ -150,15 +148,13 @@ async def _first(*awaitables: Awaitable[object]) -> None:
         task.result()
 
 
-def _dev(args: argparse.Namespace) -> int:
-    _logging(args.log_level)
+def dev(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
 
     async def work(stop: asyncio.Event) -> None:
         import uvicorn
 
-        from engine.api.app import create_app
         from engine.persistence.settings import StoreSettings
-        from engine.runtime import build_services
         from workflows.devserver import DevServer, port_free
         from workflows.settings import TemporalSettings
         from workflows.worker import AutomationProcess
@@ -218,7 +214,7 @@ def _dev(args: argparse.Namespace) -> int:
                 server.stop()
             log.info("dealflow dev stopped")
 
-    asyncio.run(_until_signalled(work))
+    asyncio.run(until_signalled(work))
     return 0
 
 
@@ -234,16 +230,51 @@ def _quiet_server(config: Any) -> Any:
     return QuietServer(config)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from workflows.bench import run_bench
+def register_projections_run(projections: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `dealflow projections run` beside the area's own `status` and `rebuild`."""
+    projections.add_parser(
+        "run", help="keep the read models current (a separate process; SIGTERM stops)"
+    ).set_defaults(func=projections_run)
 
-    figures = asyncio.run(
-        run_bench(args.deals, limit_seconds=args.limit_seconds, database_url=args.database_url)
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `serve`, `worker` and `dev`."""
+    serve_cmd = commands.add_parser(
+        "serve", help="run the HTTP API (and, by default, the projections)"
     )
-    import json
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument(
+        "--no-projections",
+        action="store_true",
+        help="leave read models to `dealflow projections run`",
+    )
+    serve_cmd.add_argument("--log-level", default="info")
+    serve_cmd.set_defaults(func=serve)
 
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json_path:
-        Path(args.json_path).write_text(text + "\n", encoding="utf-8")
-    return 0
+    worker_cmd = commands.add_parser(
+        "worker", help="run the Temporal worker and the event-to-workflow bridge"
+    )
+    worker_cmd.add_argument("--no-bridge", action="store_true", help="run only the worker")
+    worker_cmd.add_argument("--no-worker", action="store_true", help="run only the bridge")
+    worker_cmd.add_argument("--max-concurrent-activities", type=int, default=32)
+    worker_cmd.add_argument("--log-level", default="info")
+    worker_cmd.set_defaults(func=worker)
+
+    dev_cmd = commands.add_parser(
+        "dev", help="the whole local stack in one process tree (Ctrl-C stops it)"
+    )
+    dev_cmd.add_argument("--host", default="127.0.0.1")
+    dev_cmd.add_argument("--port", type=int, default=8000)
+    dev_cmd.add_argument(
+        "--temporal-port",
+        type=int,
+        default=7233,
+        help="dev server port (if TEMPORAL_ADDRESS is unset)",
+    )
+    dev_cmd.add_argument(
+        "--temporal-ui-port", type=int, default=None, help="serve the Temporal Web UI on this port"
+    )
+    dev_cmd.add_argument("--no-projections", action="store_true")
+    dev_cmd.add_argument("--log-level", default="info")
+    dev_cmd.set_defaults(func=dev)

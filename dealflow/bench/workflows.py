@@ -8,8 +8,10 @@ starts one nurture workflow per deal from the ``nurture_enrolled`` event: 2N sta
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import resource
 import shutil
 import statistics
@@ -23,13 +25,13 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from dealflow.runtime import build_services
 from engine.application import Command, request_hash
 from engine.commands import incoming_event
 from engine.domain.definitions import SEQUENCE
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.recorders import IDEMPOTENCY_TABLE
 from engine.persistence.settings import StoreSettings
-from engine.runtime import build_services
 from workflows.channels import Channels
 from workflows.devserver import DevServer, free_port
 from workflows.settings import TemporalSettings
@@ -234,3 +236,35 @@ async def run_bench(
 
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    figures = asyncio.run(
+        run_bench(args.deals, limit_seconds=args.limit_seconds, database_url=args.database_url)
+    )
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json_path:
+        Path(args.json_path).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `dealflow bench workflows`."""
+    workflows = benches.add_parser(
+        "workflows", help="workflow starts per second and escalation lateness"
+    )
+    workflows.add_argument("--deals", type=int, default=500)
+    workflows.add_argument("--json", dest="json_path", help="also write the figures to this file")
+    workflows.add_argument(
+        "--limit-seconds",
+        type=float,
+        default=None,
+        help="max_days_in_stage of the bench stage, in seconds (default: scales with --deals)",
+    )
+    workflows.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL for the bench (default: a temporary SQLite)",
+    )
+    workflows.set_defaults(func=_bench)

@@ -4,7 +4,7 @@
    ``--home``), whatever ``DATABASE_URL`` says. That directory, and only it, is wiped first; a
    non-empty directory without the demo's marker file is refused rather than wiped.
 2. The CRM export comes from ``$DEALFLOW_DEMO_DATA``, else ``../shared/data/crm-sales-opportunities``
-   next to the repository, else the copy bundled in ``projections/sample_data/crm``.
+   next to the repository, else the copy bundled in ``dealflow/demo/sample_data/crm``.
 3. It is imported through the batch path (:mod:`projections.crm_import`).
 4. The API (with the projections and the dashboard) starts on ``--host``/``--port``; the demo
    waits for the projections to reach the import's last position through
@@ -34,7 +34,7 @@ from engine.persistence.settings import StoreSettings
 
 MARKER = ".dealflow-demo"
 PACKAGE_DATA = Path(__file__).resolve().parent / "sample_data" / "crm"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm-sales-opportunities"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "crm-sales-opportunities"
 PIPELINE = "default"
 
 
@@ -230,8 +230,8 @@ def run_demo(
 ) -> int:
     from rich.console import Console
 
-    from engine.api.app import create_app
-    from engine.runtime import build_services
+    from dealflow.http import create_app
+    from dealflow.runtime import build_services
     from projections.crm_import import import_crm, print_report
 
     console = console or Console()

@@ -54,7 +54,7 @@ def _child_peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]
     """Run ``dealflow <args>`` in a child; its peak RSS in MiB and its wall time."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *args], env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "dealflow", *args], env=env, stdout=subprocess.DEVNULL
     )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -64,7 +64,7 @@ def _child_peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float]
 
 
 def bench_export(args: argparse.Namespace) -> int:
-    from engine.audit.sample import populate
+    from dealflow.bench.audit_sample import populate
 
     settings = StoreSettings.from_env()
     app = DealflowApp(settings)
@@ -97,7 +97,7 @@ def _ingest_seconds(
     settings: StoreSettings, events: int, batch: int, *, constant_hash: bool
 ) -> tuple[float, float]:
     """Wall time and this process's CPU time (PostgreSQL's own work is not in it) of the ingest."""
-    from engine.audit.sample import command_stream
+    from dealflow.bench.audit_sample import command_stream
     from engine.domain.deal import DealEvent
     from engine.domain.events import GENESIS_HASH
 

@@ -9,6 +9,7 @@ and reused when the database already holds enough.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from projections.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
+from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
 
 console = Console(stderr=True)
 BATCH = 5000
@@ -150,8 +151,8 @@ def _latencies(call: Callable[[], Any], repeat: int) -> dict[str, float]:
 def bench_query(deals: int, json_path: str | None, repeat: int) -> int:
     from fastapi.testclient import TestClient
 
-    from engine.api.app import create_app
-    from engine.runtime import Services
+    from dealflow.http import create_app
+    from engine.services import Services
     from engine.tokens import TokenStore
 
     app, service = _services()
@@ -204,3 +205,18 @@ def _write(path: str | None, result: dict[str, Any]) -> None:
     if path:
         Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}", file=sys.stderr)
+
+
+def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `dealflow bench project|query`."""
+    project = benches.add_parser(
+        "project", help="full read-model rebuild vs a raw scan of the events table"
+    )
+    project.add_argument("--events", type=int, default=200_000)
+    project.add_argument("--json", help="write the figures to this file")
+    project.set_defaults(func=lambda args: bench_project(args.events, args.json))
+    query = benches.add_parser("query", help="p50/p95 latency of metrics, breakdown and board")
+    query.add_argument("--deals", type=int, default=100_000)
+    query.add_argument("--repeat", type=int, default=40)
+    query.add_argument("--json", help="write the figures to this file")
+    query.set_defaults(func=lambda args: bench_query(args.deals, args.json, args.repeat))

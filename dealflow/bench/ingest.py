@@ -145,7 +145,7 @@ def scratch_database(url: str, keep: bool) -> Iterator[str]:
 def run_ingest(
     database_url: str, events: list[dict[str, Any]], batch: int, profile: str | None
 ) -> dict[str, Any]:
-    from engine.api.routes_deals import to_command
+    from engine.api.helpers import to_command
     from engine.application import DealflowApp
     from engine.domain.errors import DomainError
     from engine.persistence.settings import StoreSettings
@@ -194,7 +194,7 @@ def _writer(
     database_url: str, events: list[dict[str, Any]], batch: int, barrier: Any, results: Any
 ) -> None:
     """One writer process of the parallel run: its own application, its share of the deals."""
-    from engine.api.routes_deals import to_command
+    from engine.api.helpers import to_command
     from engine.application import DealflowApp
     from engine.persistence.settings import StoreSettings
 
@@ -292,7 +292,7 @@ def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "DEALFLOW_BOOTSTRAP_TOKEN": token}
     exe = Path(sys.executable).with_name("dealflow")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dealflow"]
     process = subprocess.Popen(
         [
             *cmd,

@@ -1,0 +1,54 @@
+"""`dealflow`: the command line. The composition root adds the process commands and asks each
+area for its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dealflow import __version__, admin, bench, demo, processes
+from engine.audit import cli as audit_cli
+from projections import cli as projections_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dealflow", description="Event-sourced sales pipeline engine."
+    )
+    parser.add_argument("--version", action="version", version=f"dealflow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    processes.register(commands)
+    processes.register_projections_run(projections_cli.register(commands))
+    admin.register(commands)
+    audit_cli.register(commands)
+    demo.register(commands)
+    benches = commands.add_parser(
+        "bench", help="benchmarks that print figures against a same-run baseline"
+    ).add_subparsers(dest="bench_command", required=True)
+    bench.register(benches)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as error:
+        from engine.domain.errors import DomainError
+
+        if not isinstance(error, DomainError):
+            raise
+        print(f"error: {error.message}", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter finalisation: the Temporal SDK's native threads can crash it
+    # (exit 139) after a clean shutdown, which would make a successful command look failed.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
