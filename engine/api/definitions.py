@@ -80,7 +80,12 @@ def definition_router(spec: DefinitionKind) -> APIRouter:
 
     async def versions(key: str, request: Request) -> dict[str, Any]:
         app = get_services(request).app
-        await run_in_threadpool(app.get_definition, spec.kind, key)  # 404 when unknown
+        try:
+            await run_in_threadpool(app.get_definition, spec.kind, key)
+        except NotFound:
+            if spec.empty is None:
+                raise
+            return {**ident(key), "versions": []}  # a singleton that was never set
         history = await run_in_threadpool(app.definition_history, spec.kind, key)
         return {**ident(key), "versions": history}
 

@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 
 from dealflow.cli import build_parser
-from projections import demo
+from dealflow.demo import run as demo
 from tests.integration.test_crm_import import slice_of_sample
 
 ROOT = Path(__file__).resolve().parents[2]

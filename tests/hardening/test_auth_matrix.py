@@ -136,6 +136,8 @@ CONTRACT: dict[tuple[str, str], tuple[str, Call]] = {
     ("GET", "/v1/deals/{deal_id}/history"): ("audit", Call()),
     ("GET", "/v1/deals/{deal_id}/timeline"): ("audit", Call()),
     ("GET", "/v1/pipelines/{pipeline_id}/versions"): ("audit", Call()),
+    ("GET", "/v1/sequences/{sequence_id}/versions"): ("audit", Call()),
+    ("GET", "/v1/directory/versions"): ("audit", Call()),
     ("GET", "/v1/audit/verify"): ("audit", Call()),
     ("GET", "/v1/audit/export"): ("audit", Call(params={"deal_id": DEAL})),
     ("POST", "/v1/audit/checkpoints"): ("audit", Call()),

@@ -82,6 +82,10 @@ def test_sequences_are_versioned_and_validated(client: TestClient) -> None:
         response = client.put("/v1/sequences/welcome", headers=AUTH, json=bad)
         assert response.status_code == 422 and response.json()["error"] == "validation_error", bad
     assert client.get("/v1/sequences/nope", headers=AUTH).status_code == 404
+    versions = client.get("/v1/sequences/welcome/versions", headers=AUTH).json()["versions"]
+    assert [v["version"] for v in versions] == [1, 2]
+    assert len(versions[0]["body"]["steps"]) == 2 and len(versions[1]["body"]["steps"]) == 3
+    assert client.get("/v1/sequences/nope/versions", headers=AUTH).status_code == 404
     assert client.put("/v1/sequences/welcome", json=body).status_code == 401
 
 
@@ -91,6 +95,7 @@ def test_directory(client: TestClient) -> None:
         {"id": "Dustin Brinkmann", "email": "dustin@x.test"},
     ]
     assert client.get("/v1/directory", headers=AUTH).json() == {"version": 0, "people": []}
+    assert client.get("/v1/directory/versions", headers=AUTH).json() == {"versions": []}
     response = client.put("/v1/directory", headers=AUTH, json={"people": people})
     assert response.status_code == 200 and response.json()["version"] == 1
     assert (
@@ -99,6 +104,12 @@ def test_directory(client: TestClient) -> None:
     )
     dupes = client.put("/v1/directory", headers=AUTH, json={"people": people + people})
     assert dupes.status_code == 422
+    assert client.put("/v1/directory", headers=AUTH, json={"people": people[1:]}).json()[
+        "version"
+    ] == 2
+    versions = client.get("/v1/directory/versions", headers=AUTH).json()["versions"]
+    assert [len(v["body"]["people"]) for v in versions] == [2, 1]
+    assert {v["actor"] for v in versions} == {"bootstrap"}
 
 
 def test_nurture_by_hand_is_idempotent(client: TestClient) -> None:
