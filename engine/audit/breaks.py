@@ -16,17 +16,6 @@ LOG_ALTERED = "log_altered"  # the log between two checkpoints is not what the c
 LOG_TRUNCATED = "log_truncated"  # the log ends before the last checkpoint's position
 UNDECODABLE = "undecodable"  # a stored row that is not a valid event at all
 
-KINDS = (
-    HASH_MISMATCH,
-    VERSION_GAP,
-    OUT_OF_ORDER,
-    INSERTED,
-    TRUNCATED,
-    LOG_ALTERED,
-    LOG_TRUNCATED,
-    UNDECODABLE,
-)
-
 MAX_REPORTED = 10_000
 
 

@@ -138,21 +138,6 @@ def rows_by_originator(
             return
 
 
-def rows_for_versions(
-    app: DealflowApp, originator_id: UUID, versions: Sequence[int]
-) -> dict[int, StoredRow]:
-    """Some versions of one aggregate (e.g. each deal's first event, which names the deal)."""
-    if not versions:
-        return {}
-    db = app.db
-    marks = ",".join(["%s"] * len(versions))
-    rows = db.fetchall(
-        f"{_select(db)} WHERE originator_id = %s AND originator_version IN ({marks})",
-        (oid_param(db, originator_id), *versions),
-    )
-    return {int(r["originator_version"]): _to_row(r) for r in rows}
-
-
 def first_rows(app: DealflowApp, originator_ids: Sequence[UUID]) -> dict[UUID, StoredRow]:
     """Version 1 of many aggregates in one query per chunk."""
     db = app.db

@@ -1,11 +1,16 @@
 """eventsourcing's application recorders, extended so an event's idempotency key is stored in
 the very transaction that stores the event.
 
-``Application.save(..., idempotency=[IdempotencyRecord, ...])`` passes the records down here;
-both recorders write them inside ``_insert_events``, which eventsourcing calls within the
-transaction that inserts the stored events. A duplicate key therefore aborts the whole
-transaction (IntegrityError) and there is never an event without its key or a key without
-its event.
+The write path (``DealflowApp.ingest``) calls ``recorder.insert_events(stored_events,
+idempotency=[IdempotencyRecord, ...])`` directly; both recorders write the records inside
+``_insert_events``, which eventsourcing calls within the transaction that inserts the events.
+A duplicate key therefore aborts the whole transaction (IntegrityError): there is never an
+event without its key, nor a key without its event.
+
+On PostgreSQL, batches of ``COPY_THRESHOLD`` events or more are written with binary ``COPY``
+inside eventsourcing's table lock, with notification ids drawn after the lock is taken, so
+readers tailing the log never skip a row. Both recorders also read many deals' events in one
+query (``select_events_for_many``) and a batch's idempotency keys in one query.
 """
 
 from __future__ import annotations
