@@ -49,7 +49,7 @@ router.include_router(
             kind=DIRECTORY,
             path="/v1/directory",
             model=Directory,
-            noun="team directory (owners, their managers and e-mail addresses)",
+            noun="team directory",
             empty={"version": 0, "people": []},
             tag="automation",
         )

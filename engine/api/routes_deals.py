@@ -87,7 +87,7 @@ async def post_event(
 
 @router.post(
     "/v1/events",
-    summary="Record a batch of deal events (up to 5,000), one transaction for the batch",
+    summary="Record a batch of deal events (up to 5,000); accepted items are stored in one transaction, a rejected item records nothing",
     openapi_extra=json_schema_body(
         {
             "type": "object",
