@@ -23,7 +23,9 @@ def _documented() -> set[tuple[str, str]]:
 
 
 def _served(tmp_path: Path) -> set[tuple[str, str]]:
-    services = build_services(StoreSettings(database_url=None, home=tmp_path), run_projections=False)
+    services = build_services(
+        StoreSettings(database_url=None, home=tmp_path), run_projections=False
+    )
     try:
         document = create_app(services).openapi()
     finally:

@@ -107,7 +107,8 @@ def test_no_import_cycle_between_modules() -> None:
         module: {
             resolved
             for target in targets
-            if (resolved := _resolve(target, modules)) and resolved != module
+            if (resolved := _resolve(target, modules))
+            and resolved != module
             # a package's __init__ importing its own submodules is not a cycle of concern
             and not resolved.startswith(module + ".")
             and not module.startswith(resolved + ".")

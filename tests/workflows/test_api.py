@@ -104,9 +104,10 @@ def test_directory(client: TestClient) -> None:
     )
     dupes = client.put("/v1/directory", headers=AUTH, json={"people": people + people})
     assert dupes.status_code == 422
-    assert client.put("/v1/directory", headers=AUTH, json={"people": people[1:]}).json()[
-        "version"
-    ] == 2
+    assert (
+        client.put("/v1/directory", headers=AUTH, json={"people": people[1:]}).json()["version"]
+        == 2
+    )
     versions = client.get("/v1/directory/versions", headers=AUTH).json()["versions"]
     assert [len(v["body"]["people"]) for v in versions] == [2, 1]
     assert {v["actor"] for v in versions} == {"bootstrap"}
