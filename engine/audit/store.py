@@ -18,10 +18,12 @@ from typing import Any
 from uuid import NAMESPACE_OID, UUID, uuid5
 
 from engine.application import DealflowApp
+from engine.domain.deal_events import DEAL_TOPIC_MODULES
 from engine.persistence.db import Database
 
 PAGE_SIZE = 5000
-DEAL_TOPIC_PREFIX = "engine.domain.deal:"
+# Deal events are named by either module (see engine.domain.deal_events.DEAL_TOPIC_MODULES).
+DEAL_TOPIC_PREFIXES = tuple(f"{module}:" for module in DEAL_TOPIC_MODULES)
 DEFINITION_TOPIC = "engine.domain.definitions:DefinitionApplied"
 
 
@@ -35,7 +37,7 @@ class StoredRow:
 
     @property
     def is_deal_event(self) -> bool:
-        return self.topic.startswith(DEAL_TOPIC_PREFIX)
+        return self.topic.startswith(DEAL_TOPIC_PREFIXES)
 
 
 def position_column(db: Database) -> str:

@@ -1,415 +1,60 @@
 """The Deal aggregate: one sales opportunity, from first contact to close and beyond.
 
 Commands (imperative verbs: ``record_fact``, ``change_stage``, ``win``...) check the rules and
-then trigger past-tense events (``FactRecorded``, ``StageChanged``, ``Won``...). Event ``apply``
-methods only change state; they never check a rule, so a history recorded under an older
-pipeline definition replays exactly as it was recorded.
+then trigger past-tense events (``FactRecorded``, ``StageChanged``, ``Won``...). The pieces:
+
+- :mod:`engine.domain.deal_basics`: ids, sender-settable fields, statuses, the command envelope;
+- :mod:`engine.domain.deal_state`: the state events change;
+- :mod:`engine.domain.deal_events`: the events (``apply`` only changes state);
+- :mod:`engine.domain.deal_rules`: the commands and the rules they check;
+- this module: :class:`Deal` itself (how an event is built, sealed into the hash chain and
+  kept pending until stored) and its snapshots.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import lru_cache
-from typing import Any, ClassVar
-from uuid import UUID, uuid5
+from typing import Any
 
 import orjson
 
-from engine.domain.errors import (
-    DealClosed,
-    ExitCriteriaUnmet,
-    InvalidTransition,
-    ValidationFailed,
-)
-from engine.domain.events import (
-    GENESIS_HASH,
-    META_FIELDS,
-    DomainEvent,
-    chain_hash,
-    hash_content,
-    iso,
-)
-from engine.domain.pipeline import PipelineDefinition, evaluate_criteria
-
-DEAL_NAMESPACE = UUID("6f1c9a52-3f0e-4d7e-9a55-0b8a1d9e2c41")
-
-# Fields a sender may set on `opened` and change with `updated`.
-DEAL_FIELDS = (
-    "name",
-    "amount",
-    "currency",
-    "owner",
-    "account",
-    "industry",
-    "lead_source",
-    "decision_maker_role",
-    "expected_close",
-    "attributes",
-)
-
-OPEN, WON, LOST = "open", "won", "lost"
-
-
-@lru_cache(maxsize=65536)
-def deal_uuid(deal_id: str) -> UUID:
-    """The aggregate id of a deal, derived from the sender's id so every writer agrees on it."""
-    return uuid5(DEAL_NAMESPACE, f"deal:{deal_id}")
-
-
-@dataclass(frozen=True, slots=True)
-class EventMeta:
-    """The envelope a command's event is recorded with."""
-
-    occurred_at: datetime
-    event_id: str
-    actor: str
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineRef:
-    """A pipeline definition at one version: what a command is validated against."""
-
-    pipeline_id: str
-    version: int
-    definition: PipelineDefinition
-
-
-# ---------------------------------------------------------------------------------------------
-# Events
-# ---------------------------------------------------------------------------------------------
-
-
-class DealEvent(DomainEvent):
-    TYPE: ClassVar[str] = ""
-    # Types only dealflow's own automation may write (a client sending one gets 422).
-    AUTOMATION: ClassVar[bool] = False
-
-    occurred_at: datetime
-    event_id: str
-    actor: str
-    pipeline_version: int | None = None
-    hash: str
-
-    def data(self) -> dict[str, Any]:
-        """The event's own payload, JSON-ready (what history shows as ``data``)."""
-        return self.model_dump(mode="json", exclude=META_FIELDS)  # type: ignore[arg-type]
-
-    def content_hash(
-        self,
-        previous_hash: str,
-        data: dict[str, Any] | None = None,
-        times: tuple[str, str] | None = None,
-    ) -> str:
-        """The chain link. ``data`` and ``times`` (occurred_at, recorded_at as :func:`iso`
-        spells them) may be passed in when the caller has them already."""
-        occurred_at, recorded_at = times or (iso(self.occurred_at), iso(self.timestamp))
-        return chain_hash(
-            previous_hash,
-            hash_content(
-                type_=self.TYPE,
-                version=self.originator_version,
-                occurred_at=occurred_at,
-                recorded_at=recorded_at,
-                actor=self.actor,
-                event_id=self.event_id,
-                pipeline_version=self.pipeline_version,
-                data=self.data() if data is None else data,
-            ),
-        )
-
-    def mutate(self, deal: Deal | None) -> Deal:
-        assert deal is not None, f"{self.TYPE} cannot start a deal"
-        if self.originator_version != deal.version + 1:
-            raise ValueError(
-                f"event version {self.originator_version} does not follow deal version {deal.version}"
-            )
-        self.apply(deal)
-        deal.version = self.originator_version
-        deal.last_hash = self.hash
-        deal.last_occurred_at = self.occurred_at
-        deal.modified_at = self.timestamp
-        if self.pipeline_version is not None:
-            deal.pipeline_version = self.pipeline_version
-        return deal
-
-    def apply(self, deal: Deal) -> None:
-        raise NotImplementedError
-
-
-class Opened(DealEvent):
-    TYPE = "opened"
-    deal_id: str
-    pipeline_id: str
-    name: str
-    stage: str
-    amount: Decimal | None = None
-    currency: str
-    owner: str | None = None
-    account: str | None = None
-    industry: str | None = None
-    lead_source: str | None = None
-    decision_maker_role: str | None = None
-    expected_close: date | None = None
-    attributes: dict[str, Any] = {}
-
-    def mutate(self, deal: Deal | None) -> Deal:
-        assert deal is None, "a deal is opened once"
-        deal = Deal(self.originator_id)
-        deal.deal_id = self.deal_id
-        deal.pipeline_id = self.pipeline_id
-        deal.opened_at = self.occurred_at
-        deal.created_at = self.timestamp
-        deal.version = 0
-        return super().mutate(deal)
-
-    def apply(self, deal: Deal) -> None:
-        deal.name = self.name
-        deal.amount = self.amount
-        deal.currency = self.currency
-        deal.owner = self.owner
-        deal.account = self.account
-        deal.industry = self.industry
-        deal.lead_source = self.lead_source
-        deal.decision_maker_role = self.decision_maker_role
-        deal.expected_close = self.expected_close
-        deal.attributes = dict(self.attributes)
-        deal.enter_stage(self.stage, self.occurred_at)
-
-
-class FactRecorded(DealEvent):
-    TYPE = "fact_recorded"
-    fact: str
-    value: bool
-    note: str | None = None
-
-    def apply(self, deal: Deal) -> None:
-        deal.facts[self.fact] = self.value
-
-
-class Updated(DealEvent):
-    TYPE = "updated"
-    changes: dict[str, Any]
-
-    def apply(self, deal: Deal) -> None:
-        for name, value in self.changes.items():
-            if name == "attributes":
-                # Attributes merge key by key; a null value removes the key.
-                for key, item in (value or {}).items():
-                    if item is None:
-                        deal.attributes.pop(key, None)
-                    else:
-                        deal.attributes[key] = item
-            elif name == "amount":
-                deal.amount = None if value is None else Decimal(str(value))
-            elif name == "expected_close":
-                deal.expected_close = None if value is None else date.fromisoformat(str(value))
-            else:
-                setattr(deal, name, value)
-
-
-class ActivityLogged(DealEvent):
-    TYPE = "activity_logged"
-    activity: str
-    summary: str | None = None
-
-    def apply(self, deal: Deal) -> None:
-        deal.activities_in_stage[self.activity] = deal.activities_in_stage.get(self.activity, 0) + 1
-        deal.activity_count += 1
-        deal.last_activity_at = self.occurred_at
-
-
-class StageChanged(DealEvent):
-    TYPE = "stage_changed"
-    from_stage: str
-    to_stage: str
-    direction: str  # "forward" or "backward"
-    # Every exit criterion that was checked, with whether it held (for the audit timeline).
-    criteria: list[dict[str, Any]] = []
-
-    def apply(self, deal: Deal) -> None:
-        deal.enter_stage(self.to_stage, self.occurred_at)
-
-
-class Won(DealEvent):
-    TYPE = "won"
-    from_stage: str
-    amount: Decimal | None = None
-    criteria: list[dict[str, Any]] = []
-
-    def apply(self, deal: Deal) -> None:
-        deal.status = WON
-        deal.closed_at = self.occurred_at
-        if self.amount is not None:
-            deal.amount = self.amount
-
-
-class Lost(DealEvent):
-    TYPE = "lost"
-    from_stage: str
-    reason: str
-
-    def apply(self, deal: Deal) -> None:
-        deal.status = LOST
-        deal.closed_at = self.occurred_at
-        deal.lost_reason = self.reason
-
-
-class Reopened(DealEvent):
-    TYPE = "reopened"
-    from_status: str
-    to_stage: str
-
-    def apply(self, deal: Deal) -> None:
-        deal.status = OPEN
-        deal.closed_at = None
-        deal.lost_reason = None
-        deal.enter_stage(self.to_stage, self.occurred_at)
-
-
-class NurtureEnrolled(DealEvent):
-    TYPE = "nurture_enrolled"
-    AUTOMATION = True
-    sequence_id: str
-    sequence_version: int
-
-    def apply(self, deal: Deal) -> None:
-        deal.nurture[self.sequence_id] = self.sequence_version
-
-
-class NurtureTouchSent(DealEvent):
-    TYPE = "nurture_touch_sent"
-    AUTOMATION = True
-    sequence_id: str
-    step: int
-    channel: str
-    to: str | None = None
-    subject: str | None = None
-
-    def apply(self, deal: Deal) -> None:
-        deal.touches_sent += 1
-
-
-class NurtureStopped(DealEvent):
-    TYPE = "nurture_stopped"
-    AUTOMATION = True
-    sequence_id: str
-    reason: str
-
-    def apply(self, deal: Deal) -> None:
-        deal.nurture.pop(self.sequence_id, None)
-
-
-class Escalated(DealEvent):
-    TYPE = "escalated"
-    AUTOMATION = True
-    stage: str
-    level: str  # "owner" or "manager"
-    to: str | None = None
-
-    def apply(self, deal: Deal) -> None:
-        deal.escalations.append(self.level)
-
-
-class FlaggedStale(DealEvent):
-    TYPE = "flagged_stale"
-    AUTOMATION = True
-    stage: str
-
-    def apply(self, deal: Deal) -> None:
-        deal.flagged_stale = True
-
-
-EVENT_TYPES: dict[str, type[DealEvent]] = {
-    cls.TYPE: cls
-    for cls in (
-        Opened,
-        FactRecorded,
-        Updated,
-        ActivityLogged,
-        StageChanged,
-        Won,
-        Lost,
-        Reopened,
-        NurtureEnrolled,
-        NurtureTouchSent,
-        NurtureStopped,
-        Escalated,
-        FlaggedStale,
-    )
-}
-AUTOMATION_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.AUTOMATION)
-# Events an automation may still record after a deal closed (stopping a sequence, say).
-ALLOWED_WHEN_CLOSED = frozenset({"reopened", "nurture_stopped"})
-
-
-# ---------------------------------------------------------------------------------------------
-# The aggregate
-# ---------------------------------------------------------------------------------------------
-
-
-class Deal:
-    """State of one deal, evolved by its events; commands append new events to ``pending``."""
-
-    def __init__(self, id: UUID) -> None:  # noqa: A002 - eventsourcing names it `id`
-        self.id = id
-        self.version = 0
-        self.deal_id = ""
-        self.pipeline_id = ""
-        self.pipeline_version: int | None = None
-        self.name = ""
-        self.stage = ""
-        self.status = OPEN
-        self.amount: Decimal | None = None
-        self.currency = "USD"
-        self.owner: str | None = None
-        self.account: str | None = None
-        self.industry: str | None = None
-        self.lead_source: str | None = None
-        self.decision_maker_role: str | None = None
-        self.expected_close: date | None = None
-        self.attributes: dict[str, Any] = {}
-        self.facts: dict[str, bool] = {}
-        self.opened_at: datetime | None = None
-        self.created_at: datetime | None = None
-        self.modified_at: datetime | None = None
-        self.stage_entered_at: datetime | None = None
-        self.stage_entries = 0  # how many times the deal entered a stage (names a stay)
-        self.closed_at: datetime | None = None
-        self.lost_reason: str | None = None
-        self.activities_in_stage: dict[str, int] = {}
-        self.activity_count = 0
-        self.last_activity_at: datetime | None = None
-        self.last_occurred_at: datetime | None = None
-        self.nurture: dict[str, int] = {}
-        self.touches_sent = 0
-        self.escalations: list[str] = []
-        self.flagged_stale = False
-        self.last_hash = GENESIS_HASH
-        self.pending: list[DealEvent] = []
-        # The stored JSON of each pending event, made once when it was sealed (see _seal).
-        self.sealed: dict[int, bytes] = {}
-
-    # -- state helpers used by events ---------------------------------------------------------
-    def enter_stage(self, stage: str, at: datetime) -> None:
-        self.stage = stage
-        self.stage_entered_at = at
-        self.stage_entries += 1
-        self.activities_in_stage = {}
-        self.escalations = []
-        self.flagged_stale = False
-
-    def field_value(self, name: str) -> Any:
-        if name.startswith("attributes."):
-            return self.attributes.get(name.split(".", 1)[1])
-        return getattr(self, name)
-
-    @property
-    def is_closed(self) -> bool:
-        return self.status != OPEN
+from engine.domain.deal_basics import DEAL_FIELDS as DEAL_FIELDS
+from engine.domain.deal_basics import LOST as LOST
+from engine.domain.deal_basics import OPEN as OPEN
+from engine.domain.deal_basics import WON as WON
+from engine.domain.deal_basics import EventMeta as EventMeta
+from engine.domain.deal_basics import PipelineRef as PipelineRef
+from engine.domain.deal_basics import deal_uuid as deal_uuid
+
+# Every event class, re-exported: events stored before deal_events.py existed name them as
+# ``engine.domain.deal:<Class>``, and this keeps those topics resolving.
+from engine.domain.deal_events import AUTOMATION_TYPES as AUTOMATION_TYPES
+from engine.domain.deal_events import EVENT_TYPES as EVENT_TYPES
+from engine.domain.deal_events import ActivityLogged as ActivityLogged
+from engine.domain.deal_events import DealEvent as DealEvent
+from engine.domain.deal_events import Escalated as Escalated
+from engine.domain.deal_events import FactRecorded as FactRecorded
+from engine.domain.deal_events import FlaggedStale as FlaggedStale
+from engine.domain.deal_events import Lost as Lost
+from engine.domain.deal_events import NurtureEnrolled as NurtureEnrolled
+from engine.domain.deal_events import NurtureStopped as NurtureStopped
+from engine.domain.deal_events import NurtureTouchSent as NurtureTouchSent
+from engine.domain.deal_events import Opened as Opened
+from engine.domain.deal_events import Reopened as Reopened
+from engine.domain.deal_events import StageChanged as StageChanged
+from engine.domain.deal_events import Updated as Updated
+from engine.domain.deal_events import Won as Won
+from engine.domain.deal_rules import DealRules
+from engine.domain.errors import InvalidTransition, ValidationFailed
+from engine.domain.events import GENESIS_HASH, META_FIELDS, DomainEvent, iso
+from engine.domain.values import check_amount
+
+
+class Deal(DealRules):
+    """One deal: its state, its commands (:class:`DealRules`), and the events it has triggered
+    that are not stored yet (``pending``)."""
 
     # -- eventsourcing protocol ---------------------------------------------------------------
     def collect_events(self) -> list[DealEvent]:
@@ -431,13 +76,10 @@ class Deal:
         return clone
 
     def _trigger(
-        self,
-        event_class: type[DealEvent],
-        meta: EventMeta,
-        pipeline_version: int | None,
-        **data: Any,
+        self, type_: str, meta: EventMeta, pipeline_version: int | None, **data: Any
     ) -> DealEvent:
         """Create the next event in this deal's sequence, chain its hash, apply it, keep it pending."""
+        event_class = EVENT_TYPES[type_]
         if self.last_occurred_at is not None and meta.occurred_at < self.last_occurred_at:
             raise ValidationFailed(
                 "occurred_at is earlier than the deal's previous event "
@@ -467,7 +109,6 @@ class Deal:
         self.sealed[version] = stored
         return event
 
-    # -- commands -----------------------------------------------------------------------------
     @classmethod
     def open(
         cls,
@@ -491,7 +132,7 @@ class Deal:
         unknown = set(fields) - set(DEAL_FIELDS)
         if unknown:
             raise ValidationFailed(f"unknown deal fields: {', '.join(sorted(unknown))}")
-        _check_amount(fields.get("amount"))
+        check_amount(fields.get("amount"))
         event = _construct(
             Opened,
             {
@@ -516,210 +157,6 @@ class Deal:
         opened.pending.append(event)
         opened.sealed[1] = stored
         return opened
-
-    def record_fact(
-        self,
-        meta: EventMeta,
-        pipeline_version: int | None,
-        *,
-        fact: str,
-        value: bool,
-        note: str | None = None,
-    ) -> None:
-        self._require_open("fact_recorded")
-        self._trigger(FactRecorded, meta, pipeline_version, fact=fact, value=value, note=note)
-
-    def update(
-        self, meta: EventMeta, pipeline_version: int | None, changes: dict[str, Any]
-    ) -> None:
-        self._require_open("updated")
-        unknown = set(changes) - set(DEAL_FIELDS)
-        if unknown:
-            raise ValidationFailed(f"fields that cannot be updated: {', '.join(sorted(unknown))}")
-        if not changes:
-            raise ValidationFailed("an update needs at least one field")
-        if "name" in changes and not changes["name"]:
-            raise ValidationFailed("name cannot be empty", field="name")
-        _check_amount(changes.get("amount"))
-        self._trigger(Updated, meta, pipeline_version, changes=_json_ready(changes))
-
-    def log_activity(
-        self,
-        meta: EventMeta,
-        pipeline_version: int | None,
-        *,
-        activity: str,
-        summary: str | None = None,
-    ) -> None:
-        self._require_open("activity_logged")
-        self._trigger(ActivityLogged, meta, pipeline_version, activity=activity, summary=summary)
-
-    def change_stage(self, meta: EventMeta, pipeline: PipelineRef, *, to_stage: str) -> None:
-        self._require_open("stage_changed")
-        definition = pipeline.definition
-        if not definition.has_stage(to_stage):
-            raise InvalidTransition(
-                f"stage {to_stage!r} is not in pipeline {pipeline.pipeline_id!r}",
-                to_stage=to_stage,
-                stages=definition.stage_ids,
-            )
-        if to_stage == self.stage:
-            raise InvalidTransition(f"the deal is already in stage {to_stage!r}", to_stage=to_stage)
-        current = self._current_index(definition)
-        target = definition.index(to_stage)
-        criteria: list[dict[str, Any]] = []
-        if target > current:
-            # Leaving forward: the current stage and every stage skipped must be satisfied.
-            criteria = self._require_criteria(
-                definition, definition.stage_ids[current:target], f"move to {to_stage!r}"
-            )
-        self._trigger(
-            StageChanged,
-            meta,
-            pipeline.version,
-            from_stage=self.stage,
-            to_stage=to_stage,
-            direction="forward" if target > current else "backward",
-            criteria=criteria,
-        )
-
-    def win(self, meta: EventMeta, pipeline: PipelineRef, *, amount: Decimal | None = None) -> None:
-        self._require_open("won")
-        _check_amount(amount)
-        definition = pipeline.definition
-        current = self._current_index(definition)
-        criteria = self._require_criteria(
-            definition, definition.stage_ids[current:], "win the deal"
-        )
-        self._trigger(
-            Won, meta, pipeline.version, from_stage=self.stage, amount=amount, criteria=criteria
-        )
-
-    def lose(self, meta: EventMeta, pipeline_version: int | None, *, reason: str) -> None:
-        self._require_open("lost")
-        if not reason or not reason.strip():
-            raise ValidationFailed("a lost deal needs a reason", field="reason")
-        self._trigger(Lost, meta, pipeline_version, from_stage=self.stage, reason=reason)
-
-    def reopen(self, meta: EventMeta, pipeline: PipelineRef, *, to_stage: str) -> None:
-        if not self.is_closed:
-            raise InvalidTransition("only a won or lost deal can be reopened", status=self.status)
-        if not pipeline.definition.has_stage(to_stage):
-            raise InvalidTransition(
-                f"stage {to_stage!r} is not in pipeline {pipeline.pipeline_id!r}",
-                to_stage=to_stage,
-                stages=pipeline.definition.stage_ids,
-            )
-        self._trigger(Reopened, meta, pipeline.version, from_status=self.status, to_stage=to_stage)
-
-    # -- automation commands (dealflow's own workflows) ---------------------------------------
-    def enroll_nurture(
-        self,
-        meta: EventMeta,
-        pipeline_version: int | None,
-        *,
-        sequence_id: str,
-        sequence_version: int,
-    ) -> None:
-        self._require_open("nurture_enrolled")
-        if sequence_id in self.nurture:
-            raise InvalidTransition(
-                f"the deal is already enrolled in {sequence_id!r}", sequence_id=sequence_id
-            )
-        self._trigger(
-            NurtureEnrolled,
-            meta,
-            pipeline_version,
-            sequence_id=sequence_id,
-            sequence_version=sequence_version,
-        )
-
-    def record_touch(
-        self,
-        meta: EventMeta,
-        pipeline_version: int | None,
-        *,
-        sequence_id: str,
-        step: int,
-        channel: str,
-        to: str | None,
-        subject: str | None,
-    ) -> None:
-        self._require_open("nurture_touch_sent")
-        self._trigger(
-            NurtureTouchSent,
-            meta,
-            pipeline_version,
-            sequence_id=sequence_id,
-            step=step,
-            channel=channel,
-            to=to,
-            subject=subject,
-        )
-
-    def stop_nurture(
-        self, meta: EventMeta, pipeline_version: int | None, *, sequence_id: str, reason: str
-    ) -> None:
-        if sequence_id not in self.nurture:
-            raise InvalidTransition(
-                f"the deal is not enrolled in {sequence_id!r}", sequence_id=sequence_id
-            )
-        self._trigger(
-            NurtureStopped, meta, pipeline_version, sequence_id=sequence_id, reason=reason
-        )
-
-    def escalate(
-        self,
-        meta: EventMeta,
-        pipeline_version: int | None,
-        *,
-        stage: str,
-        level: str,
-        to: str | None,
-    ) -> None:
-        self._require_open("escalated")
-        self._require_stage(stage)
-        if level in self.escalations:
-            raise InvalidTransition(f"already escalated to {level} in this stay", level=level)
-        self._trigger(Escalated, meta, pipeline_version, stage=stage, level=level, to=to)
-
-    def flag_stale(self, meta: EventMeta, pipeline_version: int | None, *, stage: str) -> None:
-        self._require_open("flagged_stale")
-        self._require_stage(stage)
-        if self.flagged_stale:
-            raise InvalidTransition("the deal is already flagged stale in this stay")
-        self._trigger(FlaggedStale, meta, pipeline_version, stage=stage)
-
-    # -- rule helpers ---------------------------------------------------------------------------
-    def _require_open(self, event_type: str) -> None:
-        if self.is_closed and event_type not in ALLOWED_WHEN_CLOSED:
-            raise DealClosed(
-                f"the deal is {self.status}; only 'reopened' is accepted on a closed deal",
-                status=self.status,
-            )
-
-    def _require_stage(self, stage: str) -> None:
-        if stage != self.stage:
-            raise InvalidTransition(f"the deal is no longer in stage {stage!r}", stage=self.stage)
-
-    def _current_index(self, definition: PipelineDefinition) -> int:
-        if not definition.has_stage(self.stage):
-            # The definition dropped the stage the deal sits in: it can only be moved explicitly,
-            # and counts as before every stage so that no criterion of the new definition is skipped.
-            return 0
-        return definition.index(self.stage)
-
-    def _require_criteria(
-        self, definition: PipelineDefinition, stage_ids: list[str], action: str
-    ) -> list[dict[str, Any]]:
-        results = evaluate_criteria(definition, stage_ids, self)
-        unmet = [
-            {"stage": r["stage"], "criterion": r["criterion"]} for r in results if not r["held"]
-        ]
-        if unmet:
-            names = ", ".join(f"{u['stage']}.{u['criterion']}" for u in unmet)
-            raise ExitCriteriaUnmet(f"cannot {action}: exit criteria not met: {names}", unmet=unmet)
-        return results
 
 
 _defaults: dict[type[DealEvent], tuple[dict[str, Any], tuple[str, ...]]] = {}
@@ -776,28 +213,6 @@ def _seal(event: DealEvent, previous_hash: str) -> bytes:
 _ENVELOPE = {"originator_id", "originator_version"}
 
 
-def _check_amount(amount: Any) -> None:
-    if amount is None:
-        return
-    value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
-    if not value.is_finite():
-        raise ValidationFailed("amount must be a finite number", field="amount")
-    if value < 0:
-        raise ValidationFailed("amount cannot be negative", field="amount")
-
-
-def _json_ready(changes: dict[str, Any]) -> dict[str, Any]:
-    ready: dict[str, Any] = {}
-    for key, value in changes.items():
-        if isinstance(value, Decimal):
-            ready[key] = str(value)
-        elif isinstance(value, date):
-            ready[key] = value.isoformat()
-        else:
-            ready[key] = value
-    return ready
-
-
 # -- snapshots ------------------------------------------------------------------------------------
 
 
@@ -841,6 +256,7 @@ class DealSnapshot(DomainEvent):
 
 
 Deal.Snapshot = DealSnapshot  # type: ignore[attr-defined]
+DealEvent.aggregate_class = Deal
 
 
 def _snapshot_ready(state: dict[str, Any]) -> dict[str, Any]:

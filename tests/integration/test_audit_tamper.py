@@ -375,3 +375,38 @@ def test_checkpoint_spans_are_bounded(app: DealflowApp, store: RawStore) -> None
     assert last is not None and last.position == app.max_position()
     report = verify(app)
     assert report.ok and report.counts["checkpoints"] >= 4
+
+
+# -- topics written before the deal model was split --------------------------------------------
+
+
+def test_events_stored_under_the_old_module_topic_still_load_and_verify(
+    app: DealflowApp, store: RawStore
+) -> None:
+    """Deal events were once stored as ``engine.domain.deal:<Class>``; they are now written as
+    ``engine.domain.deal_events:<Class>``. A store holding both must read and verify clean."""
+    new_topic = store.topic("d-7", 3)
+    assert new_topic.startswith("engine.domain.deal_events:")
+    before = app.deal("d-7")
+    old_topics = 0
+    for version in range(1, before.version + 1):
+        topic = store.topic("d-7", version)
+        old = topic.replace("engine.domain.deal_events:", "engine.domain.deal:")
+        store.run(
+            f"UPDATE {store.table} SET topic = %s WHERE originator_id = %s AND originator_version = %s",
+            (old, store.oid("d-7"), version),
+        )
+        old_topics += old != topic
+    assert old_topics == before.version
+    reloaded = DealflowApp(app.settings)
+    try:
+        after = reloaded.deal("d-7")
+        assert (after.version, after.stage, after.status, after.last_hash) == (
+            before.version,
+            before.stage,
+            before.status,
+            before.last_hash,
+        )
+        assert verify(reloaded).ok
+    finally:
+        reloaded.close()
