@@ -9,6 +9,7 @@ import sys
 
 from dealflow import __version__, admin, bench, demo, processes
 from engine.audit import cli as audit_cli
+from engine.importers import cli as importers_cli
 from projections import cli as projections_cli
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     processes.register(commands)
     processes.register_projections_run(projections_cli.register(commands))
+    importers_cli.register(commands)
     admin.register(commands)
     audit_cli.register(commands)
     demo.register(commands)

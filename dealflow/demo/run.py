@@ -5,7 +5,7 @@
    non-empty directory without the demo's marker file is refused rather than wiped.
 2. The CRM export comes from ``$DEALFLOW_DEMO_DATA``, else ``../shared/data/crm-sales-opportunities``
    next to the repository, else the copy bundled in ``dealflow/demo/sample_data/crm``.
-3. It is imported through the batch path (:mod:`projections.crm_import`).
+3. It is imported through the batch path (:mod:`engine.importers.crm`).
 4. The API (with the projections and the dashboard) starts on ``--host``/``--port``; the demo
    waits for the projections to reach the import's last position through
    ``GET /v1/projections/wait``, then prints the headline metrics read from the same API the
@@ -232,7 +232,7 @@ def run_demo(
 
     from dealflow.http import create_app
     from dealflow.runtime import build_services
-    from projections.crm_import import import_crm, print_report
+    from engine.importers.crm import import_crm, print_report
 
     console = console or Console()
     directory = demo_home(home)

@@ -31,8 +31,8 @@ import pytest
 
 from dealflow.http import create_app
 from dealflow.runtime import build_services
+from engine.importers.crm import import_crm
 from engine.persistence.settings import StoreSettings
-from projections.crm_import import import_crm
 from projections.dashboard.routes import router as dashboard_router
 from tests.conftest import AUTH, TEST_TOKEN
 from tests.integration.test_crm_import import slice_of_sample

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.domain.definitions import DIRECTORY
+from engine.importers.crm import import_crm
 from engine.persistence.settings import StoreSettings
-from projections.crm_import import import_crm
 from tests.conftest import AUTH, TEST_TOKEN
 
 SAMPLE = Path(__file__).resolve().parents[2] / "dealflow" / "demo" / "sample_data" / "crm"

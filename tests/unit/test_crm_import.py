@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.domain.defaults import built_in
-from projections.crm_import import ACTOR, Export, _people, plan
+from engine.importers.crm import ACTOR, Export, plan
+from engine.importers.crm.plan import directory_people
 
 SAMPLE = Path(__file__).resolve().parents[2] / "dealflow" / "demo" / "sample_data" / "crm"
 
@@ -141,7 +142,7 @@ def test_prices_quirks_and_industries(sample_plan) -> None:
 
 def test_the_team_directory_has_every_agent_and_manager() -> None:
     teams = _rows("sales_teams.csv")
-    people = {p["id"]: p for p in _people(teams)}
+    people = {p["id"]: p for p in directory_people(teams)}
     for row in teams:
         assert people[row["sales_agent"]]["manager"] == row["manager"]
         assert people[row["manager"]]["manager"] is None
