@@ -20,7 +20,6 @@ from pydantic import (
 )
 
 DEAL_ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,200}$"
-DealId = Annotated[str, Field(pattern=DEAL_ID_PATTERN)]
 # Control characters are refused: PostgreSQL text cannot hold NUL, and both stores must agree.
 EventId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 MAX_ATTRIBUTE_DEPTH = 32

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from engine.api.bodies import json_schema_body, read_json_object, register_schemas
 from engine.api.deps import Principal, get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.application import Command, DealflowApp, Outcome, deal_view, replay
+from engine.application import Command, DealflowApp, Outcome, replay
 from engine.commands import DEAL_ID_PATTERN, BusinessTime, IncomingEvent
 from engine.domain.deal import AUTOMATION_TYPES
 from engine.domain.errors import DomainError, ValidationFailed
@@ -41,7 +41,9 @@ def to_command(deal_id: str, body: dict[str, Any], actor: str) -> Command:
     """Validate one incoming event; raises a DomainError (422) that names the bad field."""
     if not isinstance(deal_id, str) or not _valid_deal_id(deal_id):
         raise ValidationFailed("deal_id must be 1-200 letters, digits or -_.:", field="deal_id")
-    if body.get("type") in AUTOMATION_TYPES:
+    # Any JSON value can sit in "type": only a string can name an automation type (a {} or []
+    # is not even hashable); pydantic explains every other wrong value below.
+    if isinstance(body.get("type"), str) and body["type"] in AUTOMATION_TYPES:
         raise ValidationFailed(
             f"events of type {body['type']!r} are written by dealflow itself", field="type"
         )
@@ -60,16 +62,16 @@ def _valid_deal_id(deal_id: str) -> bool:
 
 
 def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
-    """The deal as it stood right after the event: the same body on a first send and a replay."""
-    # One read of the history gives both the deal at that version and when it was recorded.
-    events = app.deal_events(outcome.deal_id)[: outcome.version]
-    deal = replay(events)
-    assert deal is not None
-    recorded_at = events[-1].timestamp
-    # Judged under the pipeline version the event was recorded with, at the moment it was
-    # recorded: nothing that happens later can change this body.
-    definition = app.pipeline_ref(deal.pipeline_id, deal.pipeline_version).definition
-    state = deal_view(deal, definition, recorded_at)
+    """The deal as it stood right after the event: the same body on a first send and a replay.
+
+    Judged under the pipeline version the event was recorded with, at the moment it was
+    recorded (``recorded_state``): nothing that happens later can change this body."""
+    deal = outcome.deal
+    if deal is None:
+        # A replay: the deal at that version, from one read of its history.
+        deal = replay(app.deal_events(outcome.deal_id)[: outcome.version])
+        assert deal is not None
+    state = app.recorded_state(deal)
     position = (
         outcome.position
         if outcome.position is not None

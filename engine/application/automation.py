@@ -1,0 +1,102 @@
+"""The commands dealflow's own automation sends (nurture, escalation), and the one place they
+are built.
+
+Senders may not write these types (the write path refuses them without ``allow_automation``);
+the workflows area records them through :func:`automation_command`, whether one at a time
+(:meth:`DealflowApp.record_automation`), group-committed, or from the event bridge.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, cast
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.application.messages import Command, Outcome, request_hash
+from engine.domain.errors import DomainError, ValidationFailed
+
+
+class _Automation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    TYPE: ClassVar[str]
+
+
+class NurtureEnrollment(_Automation):
+    TYPE = "nurture_enrolled"
+    sequence_id: str
+    sequence_version: int
+
+
+class NurtureTouch(_Automation):
+    TYPE = "nurture_touch_sent"
+    sequence_id: str
+    step: int
+    channel: str
+    to: str | None = None
+    subject: str | None = None
+
+
+class NurtureStop(_Automation):
+    TYPE = "nurture_stopped"
+    sequence_id: str
+    reason: str
+
+
+class Escalation(_Automation):
+    TYPE = "escalated"
+    stage: str
+    level: str  # "owner" or "manager"
+    to: str | None = None
+
+
+class StaleFlag(_Automation):
+    TYPE = "flagged_stale"
+    stage: str
+
+
+AutomationCommand = NurtureEnrollment | NurtureTouch | NurtureStop | Escalation | StaleFlag
+AUTOMATION_MODELS: dict[str, type[_Automation]] = {
+    cls.TYPE: cls for cls in (NurtureEnrollment, NurtureTouch, NurtureStop, Escalation, StaleFlag)
+}
+
+
+def automation_command(
+    deal_id: str,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    event_id: str,
+    actor: str,
+    occurred_at: datetime | None = None,
+    fingerprint: dict[str, Any] | None = None,
+) -> Command:
+    """The command that records one automation event.
+
+    ``fingerprint`` is what the request hash covers; by default the type and ``data``, so an
+    automation step that runs again (same event_id, same data) is a duplicate. Raises
+    ValidationFailed for an unknown type or malformed data."""
+    model = AUTOMATION_MODELS.get(type_)
+    if model is None:
+        raise ValidationFailed(f"unknown event type {type_!r}", field="type")
+    try:
+        payload = cast(AutomationCommand, model.model_validate(data))
+    except ValidationError as error:
+        raise ValidationFailed(f"malformed {type_} event: {error}", field="data") from error
+    return Command(
+        deal_id=deal_id,
+        type=type_,
+        event_id=event_id,
+        payload=payload,
+        request_hash=request_hash(
+            deal_id, fingerprint if fingerprint is not None else {"type": type_, **data}
+        ),
+        actor=actor,
+        occurred_at=occurred_at,
+    )
+
+
+def refused(deal_id: str, event_id: str, error: DomainError) -> Outcome:
+    """What recording a command that could not even be built answers (nothing is stored)."""
+    return Outcome("rejected", deal_id, event_id, error=error)
