@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from uuid import UUID, uuid5
 
 import orjson
+from pydantic_core import to_jsonable_python
 
 from engine.domain.errors import (
     DealClosed,
@@ -492,6 +493,8 @@ class Deal:
         if unknown:
             raise ValidationFailed(f"unknown deal fields: {', '.join(sorted(unknown))}")
         _check_amount(fields.get("amount"))
+        if fields.get("attributes") is not None:
+            fields["attributes"] = to_jsonable_python(fields["attributes"])
         event = _construct(
             Opened,
             {
@@ -787,15 +790,9 @@ def _check_amount(amount: Any) -> None:
 
 
 def _json_ready(changes: dict[str, Any]) -> dict[str, Any]:
-    ready: dict[str, Any] = {}
-    for key, value in changes.items():
-        if isinstance(value, Decimal):
-            ready[key] = str(value)
-        elif isinstance(value, date):
-            ready[key] = value.isoformat()
-        else:
-            ready[key] = value
-    return ready
+    """Values exactly as the stored event will hold them (pydantic's JSON mode: a decimal is a
+    string, also inside attributes), so a deal decided in memory equals the deal read back."""
+    return {key: to_jsonable_python(value) for key, value in changes.items()}
 
 
 # -- snapshots ------------------------------------------------------------------------------------
