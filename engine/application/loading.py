@@ -12,19 +12,17 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
 from engine.application.definitions import DefinitionStore
+from engine.application.messages import Command
 from engine.domain.deal import Deal, DealEvent, PipelineRef, deal_uuid
 from engine.domain.errors import DomainError, NotFound, ValidationFailed
 from engine.domain.events import iso
 from engine.persistence.recorders import IdempotencyRecord
-
-if TYPE_CHECKING:
-    from engine.application.messages import Command
 
 
 @dataclass
