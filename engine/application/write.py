@@ -101,12 +101,12 @@ class WritePath(DealReads):
     def _after_lost_races(
         self, commands: Sequence[Command], outcomes: list[Outcome]
     ) -> list[Outcome]:
-        """Every save attempt lost a race: a command whose event_id got stored meanwhile is a
-        replay; the rest is reported as a conflict to send again."""
+        """Every attempt lost a race: a command whose event_id got stored meanwhile is a replay;
+        what would have been recorded is reported as a conflict to send again."""
         known = self._known_keys([c.event_id for c in commands])
         return [
             replay_outcome(command, *known[command.event_id])
-            if outcome.status == "recorded" and command.event_id in known
+            if command.event_id in known
             else conflicted(outcome)
             for command, outcome in zip(commands, outcomes, strict=True)
         ]
