@@ -1,4 +1,5 @@
-"""Incoming deal events as the HTTP contract writes them, validated by pydantic.
+"""Commands as pydantic models: incoming deal events as the HTTP contract writes them, and the
+five commands dealflow's own automation sends (at the end).
 
 One model per event ``type``; :data:`IncomingEvent` is their discriminated union. The API and
 the importers both parse into these, so every path into the store is validated the same way.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,7 +21,6 @@ from pydantic import (
 )
 
 DEAL_ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,200}$"
-DealId = Annotated[str, Field(pattern=DEAL_ID_PATTERN)]
 # Control characters are refused: PostgreSQL text cannot hold NUL, and both stores must agree.
 EventId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 MAX_ATTRIBUTE_DEPTH = 32
@@ -159,3 +159,51 @@ IncomingEvent = Annotated[
     Field(discriminator="type"),
 ]
 incoming_event = TypeAdapter(IncomingEvent)
+
+
+# -- dealflow's own automation (nurture, escalation): never accepted from a sender ------------
+
+
+class _Automation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    TYPE: ClassVar[str]
+
+
+class NurtureEnrollment(_Automation):
+    TYPE = "nurture_enrolled"
+    sequence_id: str
+    sequence_version: int
+
+
+class NurtureTouch(_Automation):
+    TYPE = "nurture_touch_sent"
+    sequence_id: str
+    step: int
+    channel: str
+    to: str | None = None
+    subject: str | None = None
+
+
+class NurtureStop(_Automation):
+    TYPE = "nurture_stopped"
+    sequence_id: str
+    reason: str
+
+
+class Escalation(_Automation):
+    TYPE = "escalated"
+    stage: str
+    level: str  # "owner" or "manager"
+    to: str | None = None
+
+
+class StaleFlag(_Automation):
+    TYPE = "flagged_stale"
+    stage: str
+
+
+AutomationCommand = NurtureEnrollment | NurtureTouch | NurtureStop | Escalation | StaleFlag
+AUTOMATION_MODELS: dict[str, type[_Automation]] = {
+    cls.TYPE: cls for cls in (NurtureEnrollment, NurtureTouch, NurtureStop, Escalation, StaleFlag)
+}

@@ -14,7 +14,7 @@ from engine.api.definitions import DefinitionKind, definition_router
 from engine.api.deps import get_services, require
 from engine.api.errors import ApiError, validation_error
 from engine.api.helpers import valid_deal_id
-from engine.application import Command, DealflowApp, Outcome, request_hash
+from engine.application import Command, DealflowApp, Outcome, automation_command
 from engine.commands import BusinessTime, EventId
 from engine.domain.definitions import DIRECTORY, SEQUENCE
 from engine.domain.errors import NotFound
@@ -91,24 +91,22 @@ def _nurture_command(
             "nurture_stopped",
             {"sequence_id": request.sequence_id, "reason": "unenrolled"},
         )
-    return Command(
-        deal_id=deal_id,
-        type=type_,
+    return automation_command(
+        deal_id,
+        type_,
+        data,
         event_id=request.event_id,
-        payload=data,
-        # The sender's body is the fingerprint: a replay matches even if the sequence moved on.
-        request_hash=request_hash(
-            deal_id, {"route": "nurture", **{k: v for k, v in body.items() if k != "deal_id"}}
-        ),
         actor=actor,
         occurred_at=request.occurred_at,
+        # The sender's body is the fingerprint: a replay matches even if the sequence moved on.
+        fingerprint={"route": "nurture", **{k: v for k, v in body.items() if k != "deal_id"}},
     )
 
 
 def _state(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
-    deal = app.deal(outcome.deal_id, version=outcome.version)
-    recorded_at = app.deal_events(outcome.deal_id)[(outcome.version or 1) - 1].timestamp
-    state = app.deal_state(deal, at=recorded_at)
+    """The deal as the event left it: decided just now, or (a replay) read back from the log."""
+    deal = outcome.deal or app.deal(outcome.deal_id, version=outcome.version)
+    state = app.recorded_state(deal)
     state["position"] = (
         outcome.position
         if outcome.position is not None

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from engine.application import Command, DealflowApp, Outcome, request_hash
+from engine.application import Command, DealflowApp, Outcome, automation_command
+from engine.application.automation import refused
+from engine.domain.errors import DomainError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -76,13 +78,8 @@ class AutomationRecorder:
     def record(
         self, deal_id: str, type_: str, data: dict[str, Any], *, event_id: str, actor: str
     ) -> Outcome:
-        return self._batcher.submit(
-            Command(
-                deal_id=deal_id,
-                type=type_,
-                event_id=event_id,
-                payload=data,
-                request_hash=request_hash(deal_id, {"type": type_, **data}),
-                actor=actor,
-            )
-        )
+        try:
+            command = automation_command(deal_id, type_, data, event_id=event_id, actor=actor)
+        except DomainError as error:
+            return refused(deal_id, event_id, error)
+        return self._batcher.submit(command)

@@ -25,7 +25,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from engine.application import Command, DealflowApp, request_hash
+from engine.application import Command, DealflowApp, automation_command
 from engine.domain.deal import (
     ActivityLogged,
     Deal,
@@ -356,14 +356,13 @@ class Bridge:
                 continue
             data = {"sequence_id": sequence_id, "sequence_version": version}
             batch.commands.append(
-                Command(
-                    deal_id=deal.deal_id,
-                    type="nurture_enrolled",
+                automation_command(
+                    deal.deal_id,
+                    "nurture_enrolled",
+                    data,
                     event_id=ids.auto_enroll_event_id(
                         sequence_id, deal.deal_id, deal.stage_entries
                     ),
-                    payload=data,
-                    request_hash=request_hash(deal.deal_id, {"type": "nurture_enrolled", **data}),
                     actor="dealflow:enrollment",
                     occurred_at=max(utcnow(), event.occurred_at),
                 )

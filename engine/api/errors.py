@@ -11,7 +11,40 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.domain.errors import DomainError
+from engine.domain.errors import (
+    DealClosed,
+    DealExists,
+    DomainError,
+    ExitCriteriaUnmet,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NotFound,
+    PipelineInUse,
+    ValidationFailed,
+    VersionConflict,
+)
+
+# The one place a domain error becomes an HTTP status (the domain carries a code and details).
+STATUS: dict[type[DomainError], int] = {
+    DomainError: 422,
+    ValidationFailed: 422,
+    ExitCriteriaUnmet: 422,
+    InvalidTransition: 422,
+    DealClosed: 422,
+    DealExists: 409,
+    VersionConflict: 409,
+    IdempotencyKeyReused: 409,
+    PipelineInUse: 409,
+    NotFound: 404,
+}
+
+
+def http_status(error: DomainError) -> int:
+    """The status of the nearest class of ``error`` in :data:`STATUS`."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 422
 
 
 class ApiError(Exception):
@@ -55,7 +88,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return JSONResponse(exc.to_dict(), status_code=http_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

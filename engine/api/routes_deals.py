@@ -13,7 +13,7 @@ from engine.api.bodies import json_schema_body, read_json_object, register_schem
 from engine.api.deps import get_services, require
 from engine.api.errors import ApiError
 from engine.api.helpers import parse_time, to_command
-from engine.application import Command, DealflowApp, Outcome, deal_view, replay
+from engine.application import Command, DealflowApp, Outcome, replay
 from engine.commands import DEAL_ID_PATTERN, IncomingEvent
 from engine.domain.errors import DomainError, ValidationFailed
 from engine.tokens import Principal
@@ -36,16 +36,16 @@ def _event_body_schema() -> dict[str, Any]:
 
 
 def _state_after(app: DealflowApp, outcome: Outcome) -> dict[str, Any]:
-    """The deal as it stood right after the event: the same body on a first send and a replay."""
-    # One read of the history gives both the deal at that version and when it was recorded.
-    events = app.deal_events(outcome.deal_id)[: outcome.version]
-    deal = replay(events)
-    assert deal is not None
-    recorded_at = events[-1].timestamp
-    # Judged under the pipeline version the event was recorded with, at the moment it was
-    # recorded: nothing that happens later can change this body.
-    definition = app.pipeline_ref(deal.pipeline_id, deal.pipeline_version).definition
-    state = deal_view(deal, definition, recorded_at)
+    """The deal as it stood right after the event: the same body on a first send and a replay.
+
+    Judged under the pipeline version the event was recorded with, at the moment it was
+    recorded (``recorded_state``): nothing that happens later can change this body."""
+    deal = outcome.deal
+    if deal is None:
+        # A replay: the deal at that version, from one read of its history.
+        deal = replay(app.deal_events(outcome.deal_id)[: outcome.version])
+        assert deal is not None
+    state = app.recorded_state(deal)
     position = (
         outcome.position
         if outcome.position is not None

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from pydantic_core import to_jsonable_python
 
 from engine.domain.deal_basics import DEAL_FIELDS as DEAL_FIELDS
 from engine.domain.deal_basics import LOST as LOST
@@ -133,6 +134,8 @@ class Deal(DealRules):
         if unknown:
             raise ValidationFailed(f"unknown deal fields: {', '.join(sorted(unknown))}")
         check_amount(fields.get("amount"))
+        if fields.get("attributes") is not None:
+            fields["attributes"] = to_jsonable_python(fields["attributes"])
         event = _construct(
             Opened,
             {

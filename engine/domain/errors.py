@@ -1,6 +1,8 @@
-"""Domain errors: every rejection carries a stable code (the HTTP contract's error codes).
+"""Domain errors: every refusal carries a stable ``code`` (the contract's error code) and its
+``details``, nothing else.
 
-The HTTP layer maps ``code`` to a status; nothing in the domain knows about HTTP.
+Which HTTP status each error answers with is the API's business (``engine.api.errors.STATUS``);
+other callers (the CLI, the importer, the workflows) go by the class or the code.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ class DomainError(Exception):
     """A command was refused. Nothing is recorded when one is raised."""
 
     code = "invalid"
-    status = 422
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -51,12 +52,10 @@ class DealClosed(DomainError):
 
 class DealExists(DomainError):
     code = "deal_exists"
-    status = 409
 
 
 class VersionConflict(DomainError):
     code = "version_conflict"
-    status = 409
 
     def __init__(self, message: str, current_version: int) -> None:
         super().__init__(message, current_version=current_version)
@@ -65,14 +64,11 @@ class VersionConflict(DomainError):
 
 class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
-    status = 409
 
 
 class PipelineInUse(DomainError):
     code = "pipeline_in_use"
-    status = 409
 
 
 class NotFound(DomainError):
     code = "not_found"
-    status = 404

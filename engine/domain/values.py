@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from engine.domain.errors import ValidationFailed
 
@@ -20,12 +21,6 @@ def check_amount(amount: Any) -> None:
 
 
 def json_ready(changes: dict[str, Any]) -> dict[str, Any]:
-    ready: dict[str, Any] = {}
-    for key, value in changes.items():
-        if isinstance(value, Decimal):
-            ready[key] = str(value)
-        elif isinstance(value, date):
-            ready[key] = value.isoformat()
-        else:
-            ready[key] = value
-    return ready
+    """Values exactly as the stored event will hold them (pydantic's JSON mode: a decimal is a
+    string, also inside attributes), so a deal decided in memory equals the deal read back."""
+    return {key: to_jsonable_python(value) for key, value in changes.items()}

@@ -162,7 +162,9 @@ def test_concurrent_writers_to_one_deal_never_lose_an_update(
     try:
         deal = check.deal("hot")
         events = check.deal_events("hot")
-        assert all(o.error is not None and o.error.status == 409 for o in refused), refused[:3]
+        assert all(o.error is not None and o.error.code == "version_conflict" for o in refused), (
+            refused[:3]
+        )
         assert len(accepted) + len(refused) == writers * rounds * batch
         assert accepted
         assert deal.version == 1 + len(accepted) == len(events)

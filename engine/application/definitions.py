@@ -1,0 +1,124 @@
+"""Versioned definitions (pipelines, sequences, the team directory) on the application.
+
+Each definition is an aggregate of its own in the event log; every PUT that changes the body is
+a new version, and old versions stay readable (a deal is judged under the version its events
+were recorded with).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from engine.application.messages import MAX_SAVE_ATTEMPTS, SYSTEM_ACTOR
+from engine.domain.deal import PipelineRef
+from engine.domain.defaults import BUILT_IN_PIPELINES
+from engine.domain.definitions import (
+    DIRECTORY,
+    PIPELINE,
+    Definition,
+    DefinitionApplied,
+    definition_uuid,
+)
+from engine.domain.errors import NotFound, PipelineInUse, VersionConflict
+from engine.domain.events import iso, utcnow
+from engine.domain.pipeline import PipelineDefinition
+
+
+class DefinitionStore(Application[UUID]):
+    """Reading and writing versioned definitions. Part of :class:`DealflowApp`."""
+
+    # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
+    stage_occupancy: Callable[[str], dict[str, int]] | None
+    _builtin_lock: threading.Lock
+
+    def _definition(self, kind: str, key: str, version: int | None = None) -> Definition | None:
+        try:
+            return self.repository.get(definition_uuid(kind, key), version=version)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    def put_definition(self, kind: str, key: str, body: dict[str, Any], actor: str) -> int:
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            definition = self._definition(kind, key) or Definition.create(kind, key)
+            if not definition.apply_body(body, actor, utcnow()):
+                return definition.version
+            try:
+                self.save(definition)
+            except IntegrityError:
+                continue
+            return definition.version
+        raise VersionConflict(f"{kind} {key!r} is being changed concurrently", current_version=0)
+
+    def get_definition(
+        self, kind: str, key: str, version: int | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        definition = self._definition(kind, key, version)
+        if definition is None and kind == PIPELINE and key in BUILT_IN_PIPELINES:
+            self._install_builtin(key)
+            definition = self._definition(kind, key, version)
+        if definition is None:
+            raise NotFound(f"{kind} {key!r} does not exist", **{f"{kind}_id": key})
+        return definition.version, definition.body
+
+    def definition_history(self, kind: str, key: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "version": e.originator_version,
+                "applied_at": iso(e.timestamp),
+                "actor": e.actor,
+                "body": e.body,
+            }
+            for e in cast(
+                list[DefinitionApplied], list(self.events.get(definition_uuid(kind, key)))
+            )
+        ]
+
+    def _install_builtin(self, pipeline_id: str) -> None:
+        with self._builtin_lock:
+            if self._definition(PIPELINE, pipeline_id) is None:
+                body = PipelineDefinition.model_validate(
+                    BUILT_IN_PIPELINES[pipeline_id]
+                ).model_dump(mode="json", exclude_none=True)
+                self.put_definition(PIPELINE, pipeline_id, body, f"{SYSTEM_ACTOR}:built-in")
+
+    def put_pipeline(self, pipeline_id: str, definition: PipelineDefinition, actor: str) -> int:
+        if self.stage_occupancy is not None:
+            occupied = self.stage_occupancy(pipeline_id)
+            dropped = sorted(
+                s for s, n in occupied.items() if n > 0 and not definition.has_stage(s)
+            )
+            if dropped:
+                raise PipelineInUse(
+                    f"open deals sit in stages the new definition drops: {', '.join(dropped)}",
+                    stages=dropped,
+                )
+        body = definition.model_dump(mode="json", exclude_none=True)
+        return self.put_definition(PIPELINE, pipeline_id, body, actor)
+
+    def pipeline_ref(self, pipeline_id: str, version: int | None = None) -> PipelineRef:
+        found_version, body = self.get_definition(PIPELINE, pipeline_id, version)
+        return PipelineRef(
+            pipeline_id, found_version, _parse_pipeline(pipeline_id, found_version, body)
+        )
+
+    def put_directory(self, body: dict[str, Any], actor: str) -> int:
+        return self.put_definition(DIRECTORY, "team", body, actor)
+
+
+_parsed_pipelines: dict[tuple[str, int], PipelineDefinition] = {}
+
+
+def _parse_pipeline(pipeline_id: str, version: int, body: dict[str, Any]) -> PipelineDefinition:
+    """Definitions never change once applied, so each (id, version) is parsed once per process."""
+    key = (pipeline_id, version)
+    parsed = _parsed_pipelines.get(key)
+    if parsed is None or parsed.model_dump(mode="json", exclude_none=True) != body:
+        parsed = PipelineDefinition.model_validate(body)
+        _parsed_pipelines[key] = parsed
+    return parsed
