@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from engine.api.app import create_app
-from engine.runtime import build_services
 
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
 from tests.conftest import AUTH, TEST_TOKEN
 

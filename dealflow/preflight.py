@@ -1,0 +1,123 @@
+"""Mistakes an operator makes get one clear line, not a traceback.
+
+Before a command builds its services it checks what it is about to use: the store
+(``DATABASE_URL``), the port it will listen on, the Temporal server (``TEMPORAL_ADDRESS``). Each
+check raises :class:`SetupError` with what is wrong and what to do; ``dealflow`` prints it and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from engine.persistence.settings import StoreSettings
+
+CONNECT_TIMEOUT_S = 5
+
+
+class SetupError(Exception):
+    """A configuration mistake: the message says what is wrong and what to do."""
+
+
+def describe_store(settings: StoreSettings) -> str:
+    """Which store a process uses, without the password."""
+    if not settings.is_postgres:
+        return f"embedded SQLite at {settings.sqlite_path}"
+    parts = urlsplit(str(settings.database_url))
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'!r} at {host}:{port}"
+
+
+def check_store(settings: StoreSettings) -> None:
+    """The store in ``DATABASE_URL`` answers (SQLite needs nothing: its directory is made)."""
+    if not settings.is_postgres:
+        return
+    url = str(settings.database_url)
+    try:
+        params = conninfo_to_dict(url)
+        port = int(params.get("port") or 5432)
+    except (psycopg.ProgrammingError, ValueError) as error:
+        raise SetupError(
+            f"DATABASE_URL is malformed ({_first_line(error)}); "
+            "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+        ) from error
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SetupError(
+            "DATABASE_URL must be a postgresql:// URL "
+            "(unset it to use the embedded SQLite store under DEALFLOW_HOME)"
+        )
+    host = params.get("host") or "localhost"
+    database = params.get("dbname") or params.get("user") or "?"
+    try:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as error:
+        text = str(error)
+        if "does not exist" in text and "database" in text:
+            raise SetupError(
+                f"database {database!r} does not exist on {host}:{port}; create it "
+                f"(createdb -h {host} -p {port} {database}) or point DATABASE_URL at an existing one"
+            ) from error
+        if "refused" in text or "No such file" in text:
+            raise SetupError(
+                f"nothing accepts connections at {host}:{port} (DATABASE_URL); start PostgreSQL "
+                "there or fix DATABASE_URL"
+            ) from error
+        if "timeout" in text.lower():
+            raise SetupError(
+                f"PostgreSQL at {host}:{port} did not answer within {CONNECT_TIMEOUT_S} s; "
+                "check the host, the network and DATABASE_URL"
+            ) from error
+        raise SetupError(
+            f"cannot connect to PostgreSQL at {host}:{port}: {_first_line(error)}"
+        ) from error
+
+
+def check_port(host: str, port: int, command: str) -> None:
+    """Nothing else listens on ``host:port`` (a clear line instead of uvicorn's traceback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise SetupError(
+                    f"port {port} on {host} is already in use; stop what listens there or "
+                    f"pass another port, e.g. `dealflow {command} --port {port + 1}`"
+                ) from error
+            if error.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+                raise SetupError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+            raise
+
+
+def check_temporal(address: str, explicit: bool = True) -> None:
+    """Something accepts connections at ``TEMPORAL_ADDRESS`` (host:port)."""
+    host, _, port_text = address.rpartition(":")
+    where = "TEMPORAL_ADDRESS" if explicit else "the default Temporal address"
+    if not host or not port_text.isdigit():
+        raise SetupError(
+            f"TEMPORAL_ADDRESS must be HOST:PORT, e.g. localhost:7233 (got {address!r})"
+        )
+    try:
+        with socket.create_connection(
+            (host.strip("[]"), int(port_text)), timeout=CONNECT_TIMEOUT_S
+        ):
+            return
+    except OSError as error:
+        raise SetupError(
+            f"no Temporal server answers at {address} ({where}: {error.strerror or error}); "
+            "start one (`temporal server start-dev`), fix TEMPORAL_ADDRESS, or run `dealflow dev`, "
+            "which starts its own"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
