@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +15,64 @@ import yaml
 from dealflow.runtime import build_services
 
 
-def _tokens_create(args: argparse.Namespace) -> int:
+@contextmanager
+def _token_store() -> Iterator[Any]:
+    # Tokens need the store only: no read models, no automation.
+    from engine.application import DealflowApp
+    from engine.persistence.settings import StoreSettings
+    from engine.tokens import TokenStore
 
-    services = build_services(run_projections=False)
-    token = services.tokens.create(
-        args.name, [s.strip() for s in args.scopes.split(",") if s.strip()]
-    )
+    app = DealflowApp(StoreSettings.from_env())
+    try:
+        yield TokenStore(app.db)
+    finally:
+        app.close()
+
+
+def _tokens_create(args: argparse.Namespace) -> int:
+    from engine.tokens import parse_duration
+
+    lifetime = parse_duration(args.expires_in) if args.expires_in else None
+    with _token_store() as store:
+        token = store.create(
+            args.name,
+            [s.strip() for s in args.scopes.split(",") if s.strip()],
+            expires_in=lifetime,
+            rate_limit=args.rate_limit,
+        )
     print(token)
     return 0
 
 
-def _tokens_list(_: argparse.Namespace) -> int:
+def _tokens_list(args: argparse.Namespace) -> int:
+    with _token_store() as store:
+        tokens = store.list()
+    if args.json:
+        for token in tokens:
+            print(json.dumps(token))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
 
-    for token in build_services(run_projections=False).tokens.list():
-        print(json.dumps(token))
+    table = Table("name", "scopes", "created", "expires", "rate/min", "last used", "state")
+    for t in tokens:
+        state = "revoked" if t["revoked_at"] else ("active" if t["active"] else "expired")
+        table.add_row(
+            str(t["name"]),
+            ",".join(t["scopes"]),  # type: ignore[arg-type]
+            str(t["created_at"]),
+            str(t["expires_at"] or "never"),
+            str(t["rate_limit_per_minute"] or "-"),
+            str(t["last_used_at"] or "never"),
+            state,
+        )
+    Console(width=200).print(table)
     return 0
 
 
 def _tokens_revoke(args: argparse.Namespace) -> int:
-
-    count = build_services(run_projections=False).tokens.revoke(args.name)
+    with _token_store() as store:
+        count = store.revoke(args.name)
     print(f"revoked {count} token(s) named {args.name!r}")
     return 0 if count else 1
 
@@ -94,8 +134,16 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     create = tokens.add_parser("create", help="create a token and print it (once)")
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", required=True, help="comma-separated: ingest,read,audit,admin")
+    create.add_argument("--expires-in", help="lifetime, e.g. 30d, 12h, 90m (default: never)")
+    create.add_argument(
+        "--rate-limit", type=int, help="requests per minute (per API process; default: none)"
+    )
     create.set_defaults(func=_tokens_create)
-    tokens.add_parser("list", help="list tokens (names and scopes)").set_defaults(func=_tokens_list)
+    listing = tokens.add_parser(
+        "list", help="list tokens: scopes, expiry, rate limit, last use (never their values)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=_tokens_list)
     revoke = tokens.add_parser("revoke", help="revoke every token with a name")
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(func=_tokens_revoke)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.api.bodies import read_json_object
+from engine.api.bodies import json_schema_body, read_json_object
 from engine.api.deps import get_services, require
-from engine.api.errors import ApiError
-from engine.tokens import SCOPES, Principal
+from engine.api.errors import ApiError, validation_error
+from engine.tokens import Principal, parse_duration
 
 router = APIRouter()
 
@@ -55,24 +56,42 @@ async def prometheus_metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
-@router.post("/v1/tokens", tags=["admin"], status_code=201, summary="Create a token (shown once)")
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(description="1-100 of A-Z a-z 0-9 - _ . ; unique; the actor on events")
+    scopes: list[Literal["ingest", "read", "audit", "admin"]] = Field(min_length=1)
+    expires_in: str | None = Field(
+        None, description="lifetime: 30d, 12h, 90m, 45s, 2w or seconds", examples=["30d"]
+    )
+    rate_limit_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+
+
+@router.post(
+    "/v1/tokens",
+    tags=["admin"],
+    status_code=201,
+    summary="Create a token (shown once)",
+    openapi_extra=json_schema_body(TokenRequest.model_json_schema()),
+)
 async def create_token(request: Request, _: Principal = require("admin")) -> dict[str, Any]:
     body = await read_json_object(request)
-    name, scopes = body.get("name"), body.get("scopes")
-    if (
-        not isinstance(name, str)
-        or not isinstance(scopes, list)
-        or not all(isinstance(s, str) for s in scopes)
-    ):
-        raise ApiError(
-            422,
-            "validation_error",
-            f'send {{"name": str, "scopes": [{", ".join(SCOPES)}]}}',
-            details=[{"field": "scopes", "message": "list of scopes"}],
-        )
+    try:
+        wanted = TokenRequest.model_validate(body)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    lifetime = parse_duration(wanted.expires_in) if wanted.expires_in is not None else None
     tokens = get_services(request).tokens
-    token = await run_in_threadpool(tokens.create, name, scopes)
-    return {"name": name, "scopes": sorted(set(scopes)), "token": token}
+    token = await run_in_threadpool(
+        lambda: tokens.create(
+            wanted.name,
+            wanted.scopes,
+            expires_in=lifetime,
+            rate_limit=wanted.rate_limit_per_minute,
+        )
+    )
+    listed = next(t for t in await run_in_threadpool(tokens.list) if t["name"] == wanted.name)
+    return {**listed, "token": token}
 
 
 @router.get("/v1/tokens", tags=["admin"], summary="List tokens (never their values)")
