@@ -8,8 +8,10 @@ import os
 import sys
 
 from dealflow import __version__, admin, bench, demo, processes
+from dealflow.preflight import SetupError, check_store
 from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
+from engine.persistence.settings import StoreSettings
 from projections import cli as projections_cli
 
 
@@ -32,12 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that bring their own store (bench: scratch databases; demo: its own SQLite).
+OWN_STORE = {"bench", "demo"}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in OWN_STORE:
+            check_store(StoreSettings.from_env())
         code = int(args.func(args) or 0)
     except KeyboardInterrupt:
         code = 130
+    except SetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
     except Exception as error:
         from engine.domain.errors import DomainError
 

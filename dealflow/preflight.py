@@ -39,6 +39,11 @@ def check_store(settings: StoreSettings) -> None:
     if not settings.is_postgres:
         return
     url = str(settings.database_url)
+    if "://" in url and not url.startswith(("postgresql://", "postgres://")):
+        raise SetupError(
+            "DATABASE_URL must be a postgresql:// URL "
+            "(unset it to use the embedded SQLite store under DEALFLOW_HOME)"
+        )
     try:
         params = conninfo_to_dict(url)
         port = int(params.get("port") or 5432)
@@ -47,11 +52,6 @@ def check_store(settings: StoreSettings) -> None:
             f"DATABASE_URL is malformed ({_first_line(error)}); "
             "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
         ) from error
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise SetupError(
-            "DATABASE_URL must be a postgresql:// URL "
-            "(unset it to use the embedded SQLite store under DEALFLOW_HOME)"
-        )
     host = params.get("host") or "localhost"
     database = params.get("dbname") or params.get("user") or "?"
     try:

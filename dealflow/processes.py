@@ -13,11 +13,13 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from dealflow.http import create_app
+from dealflow.preflight import SetupError, check_port, check_temporal, describe_store
 from dealflow.runtime import build_services
 from engine.ops_server import start_from_env
 
@@ -25,7 +27,22 @@ from engine.ops_server import start_from_env
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    check_port(args.host, args.port, "serve")
     services = build_services(run_projections=not args.no_projections)
+    log = logging.getLogger("dealflow.serve")
+    print(f"dealflow serve: store {describe_store(services.settings)}", file=sys.stderr, flush=True)
+    if services.tokens.active_count() == 0 and not os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN"):
+        log.warning(
+            "no API token exists in this store and DEALFLOW_BOOTSTRAP_TOKEN is not set: every "
+            "request will be refused (401); set DEALFLOW_BOOTSTRAP_TOKEN or run "
+            "`dealflow tokens create --name NAME --scopes ingest,read`"
+        )
+        print(
+            "warning: no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN: every request "
+            "will get 401 (create one: dealflow tokens create --name NAME --scopes ingest,read)",
+            file=sys.stderr,
+            flush=True,
+        )
     app = create_app(services)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
     services.close()
@@ -89,8 +106,9 @@ def worker(args: argparse.Namespace) -> int:
         from workflows.settings import TemporalSettings
         from workflows.worker import AutomationProcess
 
-        services = build_services(run_projections=False)
         temporal = TemporalSettings.from_env()
+        check_temporal(temporal.address, temporal.explicit_address)
+        services = build_services(run_projections=False)
         client = await temporal.connect()
         process = AutomationProcess(
             services.app,
@@ -163,10 +181,14 @@ def dev(args: argparse.Namespace) -> int:
         store = StoreSettings.from_env()
         temporal = TemporalSettings.from_env()
         server: DevServer | None = None
-        if not temporal.explicit_address:
+        check_port(args.host, args.port, "dev")
+        if temporal.explicit_address:
+            check_temporal(temporal.address)
+        else:
             if not port_free(args.temporal_port):
-                raise SystemExit(
-                    f"port {args.temporal_port} is taken; pass --temporal-port or set TEMPORAL_ADDRESS"
+                raise SetupError(
+                    f"port {args.temporal_port} (the Temporal dev server's) is already in use; "
+                    "pass --temporal-port or point TEMPORAL_ADDRESS at a running server"
                 )
             server = DevServer(
                 port=args.temporal_port,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 def _demo(args: argparse.Namespace) -> int:
     from dealflow.demo.run import run_demo
+    from dealflow.preflight import check_port
 
+    if not args.no_serve:
+        check_port(args.host, args.port, "demo")
     return run_demo(
         host=args.host,
         port=args.port,
