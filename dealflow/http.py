@@ -4,7 +4,7 @@ side and dashboard (``projections``) and automation (``workflows``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from engine.api import routes_deals, routes_pipelines, routes_system
 from engine.api.bodies import describe_hand_read_bodies
 from engine.api.errors import install_error_handlers
-from engine.api.middleware import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from engine.api.middleware import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, RequestLog
 from engine.audit.api import router as audit_router
 from engine.services import Services
 from projections.api import router as projections_router
@@ -30,7 +30,15 @@ ROUTERS = (
 )
 
 
-def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    services: Services,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    on_shutdown: Sequence[Callable[[], object]] = (),
+) -> FastAPI:
+    """The HTTP app over ``services``. ``on_shutdown`` runs as the app stops (e.g. flushing
+    traces): uvicorn re-raises SIGTERM once it has stopped, so code after ``uvicorn.run``
+    never runs."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if services.projections is not None and getattr(services.projections, "runs_here", False):
@@ -40,6 +48,8 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         finally:
             if services.projections is not None:
                 services.projections.stop()
+            for hook in on_shutdown:
+                hook()
 
     api = FastAPI(
         title="dealflow",
@@ -47,6 +57,9 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         summary="Event-sourced sales pipeline engine",
         description="HTTP contract v1: deal events in, deal state, history, metrics and automation out.",
         lifespan=lifespan,
+        # HTTP spans come from engine.api.middleware.RequestLog, which never records a query
+        # string (a dashboard link may carry a token); FastAPI's endpoint spans nest under it.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.services = services
     install_error_handlers(api)
@@ -54,4 +67,5 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         api.include_router(router)
     describe_hand_read_bodies(api)
     api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
+    api.add_middleware(RequestLog)  # outermost: it sees every answer, 413s included
     return api

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 from dealflow.http import create_app
 from dealflow.preflight import SetupError, check_port, check_temporal, describe_store
 from dealflow.runtime import build_services
+from dealflow.telemetry import configure_tracing
+from engine.logs import configure_logging
 from engine.ops_server import start_from_env
 
 
@@ -28,34 +29,40 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     check_port(args.host, args.port, "serve")
+    configure_logging(args.log_level)
+    provider = configure_tracing("api")
     services = build_services(run_projections=not args.no_projections)
     log = logging.getLogger("dealflow.serve")
-    print(f"dealflow serve: store {describe_store(services.settings)}", file=sys.stderr, flush=True)
+    log.info("dealflow serve: store %s", describe_store(services.settings))
     if services.tokens.active_count() == 0 and not os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN"):
         log.warning(
-            "no API token exists in this store and DEALFLOW_BOOTSTRAP_TOKEN is not set: every "
-            "request will be refused (401); set DEALFLOW_BOOTSTRAP_TOKEN or run "
-            "`dealflow tokens create --name NAME --scopes ingest,read`"
+            "no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN: every request will get "
+            "401; create one (dealflow tokens create --name NAME --scopes ingest,read) or set "
+            "DEALFLOW_BOOTSTRAP_TOKEN"
         )
-        print(
-            "warning: no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN: every request "
-            "will get 401 (create one: dealflow tokens create --name NAME --scopes ingest,read)",
-            file=sys.stderr,
-            flush=True,
-        )
-    app = create_app(services)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    app = create_app(services, on_shutdown=[provider.shutdown] if provider is not None else [])
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=None,  # our handler (engine.logs): JSON off a terminal
+        access_log=False,  # RequestLog writes one line per request, never a query string
+        workers=1,
+    )
     services.close()
     return 0
 
 
-def projections_run(_: argparse.Namespace) -> int:
+def projections_run(args: argparse.Namespace) -> int:
     """Keep the read models current until SIGTERM or Ctrl-C (a batch in flight completes or
     rolls back; either way the tracked position stays exact)."""
     from engine.application import DealflowApp
     from engine.persistence.settings import StoreSettings
     from projections.runtime import ProjectionsService
 
+    configure_logging(args.log_level)
+    provider = configure_tracing("projections")
     service = ProjectionsService(DealflowApp(StoreSettings.from_env()), run=True)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,14 +83,9 @@ def projections_run(_: argparse.Namespace) -> int:
     service.stop()
     service.app.close()
     print("projections stopped", flush=True)
+    if provider is not None:
+        provider.shutdown()
     return 0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 async def until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -101,6 +103,7 @@ async def until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> N
 
 def worker(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    provider = configure_tracing("worker")
 
     async def work(stop: asyncio.Event) -> None:
         from workflows.settings import TemporalSettings
@@ -139,6 +142,8 @@ def worker(args: argparse.Namespace) -> int:
             services.close()
 
     asyncio.run(until_signalled(work))
+    if provider is not None:
+        provider.shutdown()
     return 0
 
 
@@ -168,6 +173,7 @@ async def _first(*awaitables: Awaitable[object]) -> None:
 
 def dev(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    provider = configure_tracing("dev")
 
     async def work(stop: asyncio.Event) -> None:
         import uvicorn
@@ -212,6 +218,8 @@ def dev(args: argparse.Namespace) -> int:
                     host=args.host,
                     port=args.port,
                     log_level=args.log_level,
+                    log_config=None,
+                    access_log=False,
                     lifespan="on",
                 )
             )
@@ -237,6 +245,8 @@ def dev(args: argparse.Namespace) -> int:
             log.info("dealflow dev stopped")
 
     asyncio.run(until_signalled(work))
+    if provider is not None:
+        provider.shutdown()
     return 0
 
 
@@ -254,9 +264,11 @@ def _quiet_server(config: Any) -> Any:
 
 def register_projections_run(projections: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `dealflow projections run` beside the area's own `status` and `rebuild`."""
-    projections.add_parser(
+    run = projections.add_parser(
         "run", help="keep the read models current (a separate process; SIGTERM stops)"
-    ).set_defaults(func=projections_run)
+    )
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(func=projections_run)
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

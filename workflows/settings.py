@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 DEFAULT_TASK_QUEUE = "dealflow-automation"
@@ -61,4 +62,7 @@ class TemporalSettings:
             tls=self.tls(),
             api_key=self.api_key,
             data_converter=pydantic_data_converter,
+            # Spans for starting, running and signalling workflows and for activities; a no-op
+            # unless the process installed a tracer provider (dealflow.telemetry).
+            interceptors=[TracingInterceptor()],
         )

@@ -30,6 +30,7 @@ PASSTHROUGH = (
     "pydantic_core",
     "annotated_types",
     "zoneinfo",
+    "opentelemetry",
     "workflows.models",
     "workflows.schedule",
     "workflows.ids",

@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import get_topic
+from opentelemetry import trace
 
 from engine.application.automation import automation_command, refused
 from engine.application.handlers import DEAL_METHODS, open_deal
@@ -45,6 +46,8 @@ from engine.domain.errors import (
 from engine.domain.events import utcnow
 from engine.persistence.recorders import IdempotencyRecord
 
+_tracer = trace.get_tracer("dealflow.application")
+
 
 class WritePath(DealReads):
     """Deciding commands against their deals and saving the results. Part of
@@ -56,6 +59,15 @@ class WritePath(DealReads):
         """Apply commands in order (per deal), storing all accepted events in one transaction."""
         if not commands:
             return []
+        with _tracer.start_as_current_span("dealflow.ingest") as span:
+            span.set_attribute("dealflow.commands", len(commands))
+            outcomes = self._ingest(commands, allow_automation)
+            span.set_attribute(
+                "dealflow.recorded", sum(1 for o in outcomes if o.status == "recorded")
+            )
+            return outcomes
+
+    def _ingest(self, commands: Sequence[Command], allow_automation: bool) -> list[Outcome]:
         for attempt in range(MAX_SAVE_ATTEMPTS):
             outcomes, deals, keys = self._decide(commands, allow_automation)
             if self._replays_arrived(commands, outcomes):

@@ -26,6 +26,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.projection import ApplicationSubscription
+from opentelemetry import trace
 
 from projections.readmodel.projection import DealsProjection
 from projections.readmodel.records import EventRecord, from_domain_event, from_notification
@@ -34,6 +35,7 @@ from projections.readmodel.views import PositionMoved
 log = logging.getLogger("dealflow.projections")
 
 PAGE = 5000  # events per catch-up transaction
+_tracer = trace.get_tracer("dealflow.projections")
 LIVE_TO_PAGES = 20_000  # this far behind, the live subscription gives way to pages
 
 
@@ -144,9 +146,12 @@ class BatchRunner:
 
     def _process(self, records: list[EventRecord], last: int, expected: int) -> int:
         try:
-            self.projection.process_batch(
-                records, Tracking(self.projection.view.tracking_name, last), expected
-            )
+            with _tracer.start_as_current_span("dealflow.projection.batch") as span:
+                span.set_attribute("dealflow.events", len(records))
+                span.set_attribute("dealflow.position", last)
+                self.projection.process_batch(
+                    records, Tracking(self.projection.view.tracking_name, last), expected
+                )
         except PositionMoved as moved:
             return moved.position
         except IntegrityError:

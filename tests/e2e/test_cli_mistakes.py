@@ -133,7 +133,7 @@ def test_serve_says_which_store_and_warns_without_any_token(tmp_path: Path) -> N
                 break
             seen += line
         assert f"store embedded SQLite at {tmp_path / 'home'}" in seen, seen
-        assert "warning: no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN" in seen, seen
+        assert "no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN" in seen, seen
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -1,0 +1,62 @@
+"""OpenTelemetry tracing, switched on by the standard ``OTEL_*`` variables.
+
+Nothing is exported unless one of ``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_SDK_DISABLED`` is not ``true``).
+``OTEL_TRACES_EXPORTER`` is ``otlp`` (default: OTLP over HTTP, configured by the usual
+``OTEL_EXPORTER_OTLP_*`` variables), ``console`` or ``none``; ``OTEL_SERVICE_NAME`` names the
+process (default: ``dealflow-<role>``).
+
+The spans come from the code, through the OpenTelemetry API: each HTTP request
+(engine.api.middleware), each ingest transaction (engine.application.write), each projection
+batch, and Temporal's client, workflows and activities (temporalio.contrib.opentelemetry's
+interceptor, installed by workflows.settings).
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+_SWITCHES = (
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+)
+
+
+def tracing_requested(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
+        return False
+    if (env.get("OTEL_TRACES_EXPORTER") or "").strip().lower() == "none":
+        return False
+    return any(env.get(name) for name in _SWITCHES)
+
+
+def _exporter(name: str) -> SpanExporter:
+    if name == "console":
+        return ConsoleSpanExporter()
+    if name in ("", "otlp"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    raise SystemExit(f"OTEL_TRACES_EXPORTER={name!r} is not supported: use otlp, console or none")
+
+
+def configure_tracing(role: str) -> TracerProvider | None:
+    """Install a tracer provider for this process when the environment asks for one."""
+    if not tracing_requested():
+        return None
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"dealflow-{role}"}
+        )
+    )
+    for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name.strip().lower())))
+    trace.set_tracer_provider(provider)
+    return provider
