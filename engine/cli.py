@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = pipelines.add_parser("show", help="print a pipeline definition")
     show.add_argument("id")
     show.set_defaults(func=_pipelines_show)
+    from engine import cli_definitions
+
+    cli_definitions.register(pipelines)
 
     bench = commands.add_parser(
         "bench", help="benchmarks that print figures against a same-run baseline"

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.api import routes_deals, routes_pipelines, routes_system
+from engine.api import routes_deals, routes_feed, routes_lists, routes_pipelines, routes_system
 from engine.api.bodies import COMPONENT_SCHEMAS
 from engine.api.errors import install_error_handlers
 from engine.runtime import Services
@@ -116,6 +116,8 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
 
     for router in (
         routes_system.router,
+        routes_lists.router,
+        routes_feed.router,
         routes_pipelines.router,
         routes_deals.router,
         projections_router,
