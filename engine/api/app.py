@@ -113,6 +113,7 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
     from projections.api import router as projections_router
     from projections.dashboard.routes import router as dashboard_router
     from workflows.api import router as workflows_router
+    from workflows.routes_subscriptions import router as subscriptions_router
 
     for router in (
         routes_system.router,
@@ -122,6 +123,7 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         routes_deals.router,
         projections_router,
         workflows_router,
+        subscriptions_router,
         audit_router,
         dashboard_router,
     ):
