@@ -159,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.audit import cli as audit_cli
     from projections import cli as projections_cli
     from projections import cli_demo
+    from workflows import bench_feed
     from workflows import cli as workflows_cli
 
     bench_ingest.register(benches)
+    bench_feed.register(benches)
     for area in (projections_cli, cli_demo, workflows_cli, audit_cli):
         area.register(commands, benches)
     return parser

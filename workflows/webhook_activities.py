@@ -29,7 +29,6 @@ from workflows.subscriptions import (
     SubscriptionStore,
 )
 from workflows.webhook_models import (
-    AdvanceInput,
     DeliverInput,
     DeliverResult,
     Delivery,
@@ -83,7 +82,14 @@ class WebhookActivities:
 
     @activity.defn(name="webhook_fetch")
     def fetch(self, job: FetchInput) -> FetchResult:
-        """The next batch of matching events after the cursor, waiting a little if none."""
+        """The next batch of matching events after the cursor, waiting a little if none.
+
+        The workflow passes the position everything before was delivered up to, so storing it
+        here first saves a round trip per batch (the stored cursor trails by one batch)."""
+        if job.after is not None and not self.store.advance(
+            job.subscription_id, job.run, job.after
+        ):
+            return FetchResult(stopped=True)
         deadline = time.monotonic() + job.wait_seconds
         while True:
             subscription = self._current(job.subscription_id, job.run)
@@ -182,9 +188,5 @@ class WebhookActivities:
             return None, f"{type(error).__name__}: {error}"[:300], latency
         return response.status_code, None, (time.perf_counter() - started) * 1000
 
-    @activity.defn(name="webhook_advance")
-    def advance(self, job: AdvanceInput) -> bool:
-        return self.store.advance(job.subscription_id, job.run, job.position)
-
     def all(self) -> list[Any]:
-        return [self.fetch, self.deliver, self.advance]
+        return [self.fetch, self.deliver]

@@ -59,9 +59,3 @@ class DeliverResult(_Model):
     delivered: int = 0
     gone: bool = False  # the receiver answered 410: the subscription is paused
     stopped: bool = False  # the subscription was paused, deleted or superseded meanwhile
-
-
-class AdvanceInput(_Model):
-    subscription_id: str
-    run: int
-    position: int

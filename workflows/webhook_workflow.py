@@ -3,7 +3,8 @@
 Each round fetches the next batch of matching events (an activity that long-polls when
 nothing is new), delivers it deal by deal (the events of one deal one at a time, in log
 order; different deals in parallel), and only then moves the stored cursor past the batch.
-A crash anywhere redelivers the batch: at least once, never a skip. Retries back off
+The next fetch stores the cursor it is given (past the delivered batch), so a crash anywhere
+redelivers at most the batch in flight: at least once, never a skip. Retries back off
 exponentially. A 410 from the receiver pauses the subscription and ends the run; so do a
 pause, a delete or a replay (which starts a new run).
 """
@@ -18,7 +19,6 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.webhook_models import (
-        AdvanceInput,
         DeliverInput,
         DeliverResult,
         Delivery,
@@ -62,6 +62,7 @@ class WebhookDelivery:
             )
             if batch.stopped:
                 return "stopped"
+            self.cursor = batch.after
             if batch.deliveries:
                 results = await asyncio.gather(
                     *(self._deliver(job, group, batch) for group in _by_deal(batch.deliveries))
@@ -69,20 +70,6 @@ class WebhookDelivery:
                 self.delivered += sum(r.delivered for r in results)
                 if any(r.gone or r.stopped for r in results):
                     return "paused" if any(r.gone for r in results) else "stopped"
-            if batch.next_after != batch.after or batch.deliveries:
-                current = await workflow.execute_activity(
-                    "webhook_advance",
-                    AdvanceInput(
-                        subscription_id=job.subscription_id,
-                        run=job.run,
-                        position=batch.next_after,
-                    ),
-                    result_type=bool,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=BOOKKEEPING_RETRY,
-                )
-                if not current:
-                    return "stopped"
             self.cursor = batch.next_after
             if workflow.info().is_continue_as_new_suggested():
                 break
