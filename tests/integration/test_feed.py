@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -405,3 +409,37 @@ def test_pipeline_and_sequence_lists(client: TestClient, services: Services) -> 
     schema = client.get("/openapi.json").json()
     for path in ("/v1/feed", "/v1/pipelines", "/v1/sequences"):
         assert "get" in schema["paths"][path]
+
+
+def test_pipelines_list_command(store_settings: StoreSettings) -> None:
+    services = build_services(store_settings, bootstrap_token=TEST_TOKEN, run_projections=False)
+    services.app.stage_occupancy = None
+    try:
+        with TestClient(create_app(services)) as client:
+            _scenario(client)
+            body = {**PIPELINE, "name": "Renewals, again"}
+            assert client.put("/v1/pipelines/renewals", json=body, headers=AUTH).status_code == 200
+    finally:
+        services.close()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env["DEALFLOW_HOME"] = str(store_settings.home)
+    if store_settings.database_url:
+        env["DATABASE_URL"] = store_settings.database_url
+    dealflow = str(Path(sys.executable).with_name("dealflow"))
+    listed = subprocess.run(
+        [dealflow, "pipelines", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    by_id = {r["pipeline_id"]: r for r in rows}
+    assert by_id["renewals"] == {"pipeline_id": "renewals", "name": "Renewals, again", "version": 2}
+    assert "default" in by_id and [r["pipeline_id"] for r in rows] == sorted(by_id)
+    table = subprocess.run(
+        [dealflow, "pipelines", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert table.returncode == 0 and "Renewals, again" in table.stdout
+    assert table.stdout.splitlines()[0].split() == ["PIPELINE", "VERSION", "NAME"]
