@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request
@@ -28,6 +28,7 @@ from workflows.subscriptions import (
 )
 
 router = APIRouter(tags=["subscriptions"])
+MAX_POSITION = 2**63 - 1
 
 
 class SubscriptionBody(BaseModel):
@@ -36,8 +37,12 @@ class SubscriptionBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     url: str = Field(min_length=1, max_length=2000, description="http(s) URL the events go to")
-    types: list[str] = Field(default_factory=list, description="event types (empty: all)")
-    pipelines: list[str] = Field(default_factory=list, description="pipeline ids (empty: all)")
+    types: list[str] = Field(
+        default_factory=list, max_length=100, description="event types (empty: all)"
+    )
+    pipelines: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100, description="pipeline ids (empty: all)"
+    )
     secret: str | None = Field(
         None,
         description="signing secret `whsec_<base64>`; generated when creating without one; a "
@@ -57,12 +62,15 @@ class SubscriptionBody(BaseModel):
         None,
         alias="from",
         ge=1,
+        le=MAX_POSITION,
         description="on creation: the first log position to deliver (default: only new events)",
     )
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        if not value.isprintable() or " " in value:
+            raise ValueError("must be an http or https URL")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http or https URL")
@@ -213,7 +221,9 @@ async def resume_subscription(
 async def replay_subscription(
     subscription_id: str,
     request: Request,
-    from_position: int = Query(..., alias="from", ge=1, description="first position to resend"),
+    from_position: int = Query(
+        ..., alias="from", ge=1, le=MAX_POSITION, description="first position to resend"
+    ),
     _: Principal = require("admin"),
 ) -> dict[str, Any]:
     store = _store(request)
@@ -230,7 +240,9 @@ async def list_deliveries(
     subscription_id: str,
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    cursor: int | None = Query(None, ge=1, description="`next_cursor` of the previous page"),
+    cursor: int | None = Query(
+        None, ge=1, le=MAX_POSITION, description="`next_cursor` of the previous page"
+    ),
     _: Principal = require("admin"),
 ) -> dict[str, Any]:
     store = _store(request)

@@ -20,6 +20,7 @@ from engine.feed import DEFAULT_LIMIT, FEED_TYPES, MAX_LIMIT, FeedFilter, FeedRe
 router = APIRouter(tags=["feed"])
 
 MAX_WAIT_SECONDS = 60.0
+MAX_POSITION = 2**63 - 1  # positions are 64-bit integers in both stores
 POLL_SECONDS = 0.1
 SSE_PING_SECONDS = 15
 
@@ -116,7 +117,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def get_feed(
     request: Request,
-    after: int = Query(0, ge=0, description="return events after this position"),
+    after: int = Query(0, ge=0, le=MAX_POSITION, description="return events after this position"),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     pipeline_id: list[str] | None = Query(
         None, description="only these pipelines (repeat or comma-separate)"
@@ -165,12 +166,12 @@ def _last_event_id(request: Request, after: int) -> int:
             "Last-Event-ID must be a position this feed gave out",
             details=[{"field": "Last-Event-ID", "message": "not an integer"}],
         ) from error
-    if value < 0:
+    if not 0 <= value <= MAX_POSITION:
         raise ApiError(
             422,
             "validation_error",
-            "Last-Event-ID must not be negative",
-            details=[{"field": "Last-Event-ID", "message": "negative"}],
+            "Last-Event-ID must be a position this feed gave out",
+            details=[{"field": "Last-Event-ID", "message": "out of range"}],
         )
     return value
 

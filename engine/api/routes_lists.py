@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from engine.api.deps import Principal, get_services, require
+from engine.api.errors import ApiError
 from engine.definition_list import MAX_LIMIT, DefinitionList
 from engine.domain.definitions import PIPELINE, SEQUENCE
 
@@ -23,6 +24,13 @@ def definition_list(request: Request) -> DefinitionList:
 
 
 async def _page(request: Request, kind: str, cursor: str | None, limit: int) -> dict[str, Any]:
+    if cursor is not None and not cursor.isprintable():
+        raise ApiError(
+            422,
+            "validation_error",
+            "cursor is not one this API gave out",
+            details=[{"field": "cursor", "message": "invalid cursor"}],
+        )
     listing = definition_list(request)
     page = await run_in_threadpool(lambda: listing.page(kind, after=cursor, limit=limit))
     key = f"{kind}_id"
@@ -38,7 +46,9 @@ async def _page(request: Request, kind: str, cursor: str | None, limit: int) -> 
 @router.get("/v1/pipelines", summary="Pipelines by id: name and current version (paged)")
 async def list_pipelines(
     request: Request,
-    cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+    cursor: str | None = Query(
+        None, max_length=200, description="`next_cursor` of the previous page"
+    ),
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     _: Principal = require("read"),
 ) -> dict[str, Any]:
@@ -52,7 +62,9 @@ async def list_pipelines(
 )
 async def list_sequences(
     request: Request,
-    cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+    cursor: str | None = Query(
+        None, max_length=200, description="`next_cursor` of the previous page"
+    ),
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     _: Principal = require("read"),
 ) -> dict[str, Any]:
