@@ -207,11 +207,17 @@ class FeedReader:
     # -- decoding ------------------------------------------------------------------------------
     def _learn_names(self, notifications: Sequence[Any]) -> None:
         unknown: dict[UUID, None] = {}
+        # Deals opened in this very page are named by their `opened` as the page is decoded.
+        opened_here = {
+            _uuid(n.originator_id)
+            for n in notifications
+            if n.originator_version == 1 and n.topic.startswith(DEAL_TOPIC_PREFIX)
+        }
         for n in notifications:
-            if not n.topic.startswith(DEAL_TOPIC_PREFIX):
+            if n.originator_version == 1 or not n.topic.startswith(DEAL_TOPIC_PREFIX):
                 continue
             originator = _uuid(n.originator_id)
-            if n.originator_version == 1 or self._names.get(originator) is not None:
+            if originator in opened_here or self._names.get(originator) is not None:
                 continue
             unknown[originator] = None
         if not unknown:
