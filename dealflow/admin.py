@@ -114,6 +114,36 @@ def _pipelines_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipelines_list(args: argparse.Namespace) -> int:
+    from engine.definition_list import DefinitionList
+    from engine.domain.definitions import PIPELINE
+
+    services = build_services(run_projections=False)
+    listing = DefinitionList(services.app)
+    cursor: str | None = None
+    rows: list[dict[str, object]] = []
+    while True:
+        page = listing.page(PIPELINE, after=cursor, limit=500)
+        rows.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    if args.json:
+        for row in rows:
+            print(
+                json.dumps(
+                    {"pipeline_id": row["id"], "name": row["name"], "version": row["version"]}
+                )
+            )
+    else:
+        width = max([len("PIPELINE")] + [len(str(r["id"])) for r in rows])
+        print(f"{'PIPELINE':<{width}}  VERSION  NAME")
+        for row in rows:
+            print(f"{row['id']!s:<{width}}  {row['version']!s:>7}  {row['name'] or ''}")
+    services.close()
+    return 0
+
+
 def _migrate(_: argparse.Namespace) -> int:
     """Create every table once, before replicas start (concurrent CREATE IF NOT EXISTS can race)."""
 
@@ -160,3 +190,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     show = pipelines.add_parser("show", help="print a pipeline definition")
     show.add_argument("id")
     show.set_defaults(func=_pipelines_show)
+    listing = pipelines.add_parser("list", help="list pipelines: id, name and current version")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=_pipelines_list)

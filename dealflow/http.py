@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from engine.api import routes_deals, routes_pipelines, routes_system
+from engine.api import routes_deals, routes_feed, routes_lists, routes_pipelines, routes_system
 from engine.api.bodies import describe_hand_read_bodies
 from engine.api.errors import install_error_handlers
 from engine.api.middleware import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, RequestLog
@@ -18,13 +18,17 @@ from engine.services import Services
 from projections.api import router as projections_router
 from projections.dashboard.routes import router as dashboard_router
 from workflows.api import router as workflows_router
+from workflows.routes_subscriptions import router as subscriptions_router
 
 ROUTERS = (
     routes_system.router,
+    routes_lists.router,  # GET /v1/pipelines before /v1/pipelines/{pipeline_id}
+    routes_feed.router,
     routes_pipelines.router,
     routes_deals.router,
     projections_router,
     workflows_router,
+    subscriptions_router,
     audit_router,
     dashboard_router,
 )
@@ -39,6 +43,7 @@ def create_app(
     """The HTTP app over ``services``. ``on_shutdown`` runs as the app stops (e.g. flushing
     traces): uvicorn re-raises SIGTERM once it has stopped, so code after ``uvicorn.run``
     never runs."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if services.projections is not None and getattr(services.projections, "runs_here", False):

@@ -9,6 +9,7 @@ from engine.application import DealflowApp
 from workflows.bridge import create_tables as create_bridge_tables
 from workflows.channels import Channels
 from workflows.outbox import Outbox
+from workflows.subscriptions import SubscriptionStore
 
 
 @dataclass
@@ -27,4 +28,5 @@ def attach(services: Any) -> None:
     outbox = Outbox(app.db)
     outbox.create_tables()
     create_bridge_tables(app)
+    SubscriptionStore(app.db).create_tables()
     services.automation = Automation(app=app, outbox=outbox, channels=Channels.from_env())

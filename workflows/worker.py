@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,10 +22,13 @@ from workflows.channels import Channels
 from workflows.escalation import StaleDealEscalation
 from workflows.nurture import NurtureWorkflow
 from workflows.outbox import Outbox
+from workflows.webhook_activities import WebhookActivities
+from workflows.webhook_supervisor import WebhookSupervisor
+from workflows.webhook_workflow import WebhookDelivery
 
 log = logging.getLogger("dealflow.worker")
 
-WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation]
+WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation, WebhookDelivery]
 PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -34,6 +38,7 @@ PASSTHROUGH = (
     "workflows.models",
     "workflows.schedule",
     "workflows.ids",
+    "workflows.webhook_models",
 )
 
 
@@ -43,6 +48,7 @@ def build_worker(
     task_queue: str,
     *,
     max_concurrent_activities: int = 32,
+    extra_activities: Sequence[Any] = (),
 ) -> Worker:
     return Worker(
         client,
@@ -52,7 +58,7 @@ def build_worker(
         ),
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=[*activities.all(), *extra_activities],
         activity_executor=ThreadPoolExecutor(
             max_workers=max_concurrent_activities, thread_name_prefix="dealflow-activity"
         ),
@@ -75,6 +81,7 @@ class AutomationProcess:
     max_concurrent_activities: int = 32
     worker: Worker | None = None
     bridge: Bridge | None = None
+    webhooks: WebhookSupervisor | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -87,16 +94,25 @@ class AutomationProcess:
                 activities,
                 self.task_queue,
                 max_concurrent_activities=self.max_concurrent_activities,
+                extra_activities=WebhookActivities(self.app).all(),
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
         if self.run_bridge:
             self.bridge = Bridge(self.app, self.client, self.task_queue, **self.bridge_options)
             await self.bridge.start()
             self._tasks.append(asyncio.create_task(self.bridge.run(), name="dealflow-bridge"))
+            # Webhook subscriptions: one delivery workflow per active subscription.
+            prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
+            self.webhooks = WebhookSupervisor(
+                self.app, self.client, self.task_queue, workflow_id_prefix=prefix
+            )
+            self._tasks.append(asyncio.create_task(self.webhooks.run(), name="dealflow-webhooks"))
 
     async def stop(self) -> None:
         if self.bridge is not None:
             self.bridge.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.worker is not None:
             with contextlib.suppress(Exception):
                 await self.worker.shutdown()

@@ -56,6 +56,27 @@ def _victim(services: Services) -> dict[str, str]:
     return {"name": name}
 
 
+def _hook(services: Services, subscription_id: str = "auth-hook") -> dict[str, str]:
+    """A webhook subscription to call routes on (created when missing)."""
+    from workflows.subscriptions import SubscriptionStore
+
+    store = SubscriptionStore(services.app.db)
+    if store.get(subscription_id) is None:
+        store.put(
+            subscription_id,
+            url="http://127.0.0.1:9/hook",
+            types=[],
+            pipelines=[],
+            secret=None,
+            overlap_seconds=0,
+            timeout_seconds=1,
+            failing_after_seconds=60,
+            retry_max_seconds=1,
+            start_after=0,
+        )
+    return {"subscription_id": subscription_id}
+
+
 # (method, path) -> the scope the contract gives it, and a valid call.
 CONTRACT: dict[tuple[str, str], tuple[str, Call]] = {
     # admin: pipelines, sequences, the directory, tokens (writes of definitions; tokens)
@@ -141,6 +162,30 @@ CONTRACT: dict[tuple[str, str], tuple[str, Call]] = {
     ("GET", "/v1/audit/verify"): ("audit", Call()),
     ("GET", "/v1/audit/export"): ("audit", Call(params={"deal_id": DEAL})),
     ("POST", "/v1/audit/checkpoints"): ("audit", Call()),
+    # the event feed and the definition lists (read); webhook subscriptions (admin)
+    ("GET", "/v1/feed"): ("read", Call(params={"limit": 5})),
+    ("GET", "/v1/pipelines"): ("read", Call()),
+    ("GET", "/v1/sequences"): ("read", Call()),
+    ("PUT", "/v1/subscriptions/{subscription_id}"): (
+        "admin",
+        Call(body=lambda services: {"url": "http://127.0.0.1:9/hook"}),
+    ),
+    ("GET", "/v1/subscriptions"): ("admin", Call()),
+    ("GET", "/v1/subscriptions/{subscription_id}"): ("admin", Call(path_values=_hook)),
+    ("DELETE", "/v1/subscriptions/{subscription_id}"): (
+        "admin",
+        Call(path_values=lambda services: _hook(services, f"doomed-{next(_n)}")),
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/pause"): ("admin", Call(path_values=_hook)),
+    ("POST", "/v1/subscriptions/{subscription_id}/resume"): ("admin", Call(path_values=_hook)),
+    ("POST", "/v1/subscriptions/{subscription_id}/replay"): (
+        "admin",
+        Call(params={"from": 1}, path_values=_hook),
+    ),
+    ("GET", "/v1/subscriptions/{subscription_id}/deliveries"): (
+        "admin",
+        Call(path_values=_hook),
+    ),
 }
 
 PUBLIC = ["/openapi.json", "/healthz", "/readyz", "/metrics", "/", "/docs"]
@@ -182,7 +227,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def _url(world: World, path: str, call: Call) -> str:
-    values = {"deal_id": DEAL, "pipeline_id": PIPELINE, "sequence_id": SEQUENCE, "name": "nobody"}
+    values = {
+        "deal_id": DEAL,
+        "pipeline_id": PIPELINE,
+        "sequence_id": SEQUENCE,
+        "name": "nobody",
+        "subscription_id": "auth-hook",
+    }
     if call.path_values is not None:
         values.update(call.path_values(world.services))
     return path.format(**values)
@@ -273,7 +324,13 @@ def test_revoked_token_is_401(world: World, method: str, path: str) -> None:
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=ROUTE_IDS)
 def test_auth_is_checked_before_the_input(world: World, method: str, path: str) -> None:
     """No token and garbage everywhere else: still 401, never a 404/422 that leaks existence."""
-    url = path.format(deal_id="no such deal!", pipeline_id="NO", sequence_id="NO", name="x y")
+    url = path.format(
+        deal_id="no such deal!",
+        pipeline_id="NO",
+        sequence_id="NO",
+        name="x y",
+        subscription_id="NO",
+    )
     response = world.client.request(
         method,
         url,

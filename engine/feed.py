@@ -1,0 +1,346 @@
+"""The event feed: the whole log, in log order, for systems downstream (``GET /v1/feed``).
+
+The reader walks the log with the recorder's ``select_notifications`` a bounded page at a
+time, so reading from position 0 keeps a flat memory profile on both stores. Each page is
+bounded twice: by the number of items returned and by the span of positions scanned, so a
+filter that matches little still answers promptly with a cursor that moved on.
+
+Only ``opened`` names its deal and pipeline; other deal events are resolved through their
+deal's first event, fetched once per page for the deals not met recently (a bounded cache
+keeps memory flat). Definition events (pipelines, sequences, the directory) share the log and
+come out marked ``"kind": "definition"``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from eventsourcing.utils import get_topic
+
+from engine.application import DealflowApp
+from engine.audit.store import first_rows
+from engine.domain.deal import EVENT_TYPES, DealEvent, Opened, deal_uuid
+from engine.domain.definitions import DIRECTORY, PIPELINE, SEQUENCE, DefinitionApplied
+from engine.domain.events import META_FIELDS, iso
+from engine.persistence.mapper import decode_event
+
+DEAL_TOPIC_PREFIX = "engine.domain.deal:"
+DEFINITION_TOPIC = get_topic(DefinitionApplied)
+DEFINITION_KINDS = (PIPELINE, SEQUENCE, DIRECTORY)
+# A definition event's feed type: "<kind>_applied" (pipeline_applied, sequence_applied, ...).
+DEFINITION_TYPES = {f"{kind}_applied": kind for kind in DEFINITION_KINDS}
+FEED_TYPES = (*EVENT_TYPES, *DEFINITION_TYPES)
+_TOPIC_OF_TYPE = {t: get_topic(cls) for t, cls in EVENT_TYPES.items()} | {
+    t: DEFINITION_TOPIC for t in DEFINITION_TYPES
+}
+MAX_LIMIT = 5000
+DEFAULT_LIMIT = 500
+# At most this many positions are scanned for one page: a narrow filter over a long log
+# answers with few (or no) items and a cursor that moved on, instead of scanning it all.
+SCAN_SPAN = 20_000
+CACHE_SIZE = 50_000
+
+
+class UnknownType(ValueError):
+    """A ``types`` filter named something that is not a feed type."""
+
+    def __init__(self, unknown: Sequence[str]) -> None:
+        super().__init__(", ".join(unknown))
+        self.unknown = list(unknown)
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which events a reader wants; an empty filter wants every event."""
+
+    pipeline_ids: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    deal_id: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        pipeline_ids: Sequence[str] = (),
+        types: Sequence[str] = (),
+        deal_id: str | None = None,
+    ) -> FeedFilter:
+        unknown = [t for t in types if t not in _TOPIC_OF_TYPE]
+        if unknown:
+            raise UnknownType(unknown)
+        return cls(frozenset(pipeline_ids), frozenset(types), deal_id or None)
+
+    def topics(self) -> list[str]:
+        return sorted({_TOPIC_OF_TYPE[t] for t in self.types})
+
+    def wants(self, item: dict[str, Any]) -> bool:
+        if self.types and item["type"] not in self.types:
+            return False
+        if self.deal_id is not None and item["deal_id"] != self.deal_id:
+            return False
+        return not (self.pipeline_ids and item["pipeline_id"] not in self.pipeline_ids)
+
+
+@dataclass
+class FeedPage:
+    events: list[dict[str, Any]]
+    next_after: int  # the position scanned up to: the `after` of the next page
+    head: int  # the log's last position when the page was read
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_after < self.head
+
+
+@dataclass
+class _DealNames:
+    """originator -> (deal_id, pipeline_id), least recently used first out."""
+
+    size: int = CACHE_SIZE
+    known: OrderedDict[UUID, tuple[str | None, str | None]] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def put(self, originator_id: UUID, names: tuple[str | None, str | None]) -> None:
+        with self.lock:
+            self.known[originator_id] = names
+            self.known.move_to_end(originator_id)
+            while len(self.known) > self.size:
+                self.known.popitem(last=False)
+
+    def get(self, originator_id: UUID) -> tuple[str | None, str | None] | None:
+        with self.lock:
+            return self.known.get(originator_id)
+
+
+class FeedReader:
+    """Reads feed pages from one application's log; safe to share between threads."""
+
+    def __init__(self, app: DealflowApp, *, cache_size: int = CACHE_SIZE) -> None:
+        self.app = app
+        self._names = _DealNames(cache_size)
+        mapper = app.mapper
+        # Stored state is plain JSON unless the store is configured to compress or encrypt.
+        self._plain = not (mapper.cipher or mapper.compressor)
+
+    def head(self) -> int:
+        return self.app.max_position()
+
+    def page(
+        self,
+        after: int = 0,
+        limit: int = DEFAULT_LIMIT,
+        filters: FeedFilter | None = None,
+        *,
+        span: int = SCAN_SPAN,
+    ) -> FeedPage:
+        """Events after a position, in log order: at most ``limit`` of them, scanning at most
+        ``span`` positions (so ``next_after`` may move on with fewer, or no, events)."""
+        filters = filters or FeedFilter()
+        limit = max(1, min(limit, MAX_LIMIT))
+        head = self.head()
+        if filters.deal_id is not None:
+            return self._deal_page(after, limit, filters, head)
+        topics = filters.topics()
+        stop = min(head, after + max(span, limit))
+        events: list[dict[str, Any]] = []
+        cursor = after
+        while cursor < stop and len(events) < limit:
+            want = limit - len(events)
+            notifications = self.app.recorder.select_notifications(
+                cursor, want, stop=stop, topics=topics, inclusive_of_start=False
+            )
+            self._learn_names(notifications)
+            for notification in notifications:
+                item = self._item(notification)
+                if item is not None and filters.wants(item):
+                    events.append(item)
+            cursor = stop if len(notifications) < want else notifications[-1].id
+        return FeedPage(events, cursor, head)
+
+    def _deal_page(self, after: int, limit: int, filters: FeedFilter, head: int) -> FeedPage:
+        """One deal's events: read by its id (not by scanning the log), in log order."""
+        db = self.app.db
+        column = "notification_id" if db.is_postgres else "rowid"
+        originator = deal_uuid(filters.deal_id or "")
+        rows = db.fetchall(
+            f"SELECT {column} AS position, originator_id, originator_version, topic, state"
+            f" FROM {db.events_table} WHERE originator_id = %s AND {column} > %s"
+            f" ORDER BY {column} LIMIT %s",
+            (originator if db.is_postgres else originator.hex, after, limit),
+        )
+        events: list[dict[str, Any]] = []
+        for row in rows:
+            item = self._decode(
+                int(row["position"]),
+                originator,
+                int(row["originator_version"]),
+                str(row["topic"]),
+                bytes(row["state"]),
+            )
+            if item is not None and item["deal_id"] is None:
+                item["deal_id"] = filters.deal_id
+            if item is not None and filters.wants(item):
+                events.append(item)
+        last = int(rows[-1]["position"]) if rows else after
+        # Fewer rows than asked: this deal has nothing more up to the head read before.
+        next_after = last if len(rows) == limit else max(last, head)
+        return FeedPage(events, next_after, max(head, last))
+
+    def iterate(
+        self, after: int = 0, filters: FeedFilter | None = None, *, page: int = DEFAULT_LIMIT
+    ) -> Iterator[dict[str, Any]]:
+        """Every event after a position up to the head at the time each page is read."""
+        while True:
+            result = self.page(after, page, filters)
+            yield from result.events
+            if result.next_after <= after or not result.has_more:
+                return
+            after = result.next_after
+
+    # -- decoding ------------------------------------------------------------------------------
+    def _learn_names(self, notifications: Sequence[Any]) -> None:
+        unknown: dict[UUID, None] = {}
+        # Deals opened in this very page are named by their `opened` as the page is decoded.
+        opened_here = {
+            _uuid(n.originator_id)
+            for n in notifications
+            if n.originator_version == 1 and n.topic.startswith(DEAL_TOPIC_PREFIX)
+        }
+        for n in notifications:
+            if n.originator_version == 1 or not n.topic.startswith(DEAL_TOPIC_PREFIX):
+                continue
+            originator = _uuid(n.originator_id)
+            if originator in opened_here or self._names.get(originator) is not None:
+                continue
+            unknown[originator] = None
+        if not unknown:
+            return
+        found = first_rows(self.app, list(unknown))
+        for originator in unknown:
+            row = found.get(originator)
+            names: tuple[str | None, str | None] = (None, None)
+            if row is not None:
+                opened = decode_event(row.topic, row.state, originator, 1, self.app.mapper)
+                if isinstance(opened, Opened):
+                    names = (opened.deal_id, opened.pipeline_id)
+            self._names.put(originator, names)
+
+    def _item(self, notification: Any) -> dict[str, Any] | None:
+        return self._decode(
+            notification.id,
+            _uuid(notification.originator_id),
+            notification.originator_version,
+            notification.topic,
+            notification.state,
+        )
+
+    def _decode(
+        self, position: int, originator: UUID, version: int, topic: str, state: bytes
+    ) -> dict[str, Any] | None:
+        if topic.startswith(DEAL_TOPIC_PREFIX):
+            return self._deal_item(position, originator, version, topic, state)
+        if topic == DEFINITION_TOPIC:
+            event = decode_event(topic, state, originator, version, self.app.mapper)
+            return definition_item(position, event)
+        return None  # snapshots and anything else that is not an event of the feed
+
+    def _deal_item(
+        self, position: int, originator: UUID, version: int, topic: str, state: bytes
+    ) -> dict[str, Any]:
+        raw: dict[str, Any] | None = orjson.loads(state) if self._plain else None
+        if raw is None or "class_version" in raw:
+            # Encrypted, compressed or an older shape: take the full path through the mapper.
+            event: DealEvent = decode_event(topic, state, originator, version, self.app.mapper)
+            return self._deal_item_from_event(position, event)
+        type_ = _TYPE_OF_TOPIC.get(topic)
+        if type_ is None:
+            event = decode_event(topic, state, originator, version, self.app.mapper)
+            return self._deal_item_from_event(position, event)
+        deal_id, pipeline_id = self._names_of(originator, version, type_, raw)
+        return {
+            "position": position,
+            "kind": "deal",
+            "deal_id": deal_id,
+            "pipeline_id": pipeline_id,
+            "type": type_,
+            "version": version,
+            "occurred_at": _time(raw["occurred_at"]),
+            "recorded_at": _time(raw["timestamp"]),
+            "actor": raw["actor"],
+            "event_id": raw["event_id"],
+            "pipeline_version": raw.get("pipeline_version"),
+            "hash": raw["hash"],
+            "data": {k: v for k, v in raw.items() if k not in META_FIELDS},
+        }
+
+    def _deal_item_from_event(self, position: int, event: DealEvent) -> dict[str, Any]:
+        data = event.data()
+        deal_id, pipeline_id = self._names_of(
+            event.originator_id, event.originator_version, event.TYPE, data
+        )
+        return {
+            "position": position,
+            "kind": "deal",
+            "deal_id": deal_id,
+            "pipeline_id": pipeline_id,
+            "type": event.TYPE,
+            "version": event.originator_version,
+            "occurred_at": iso(event.occurred_at),
+            "recorded_at": iso(event.timestamp),
+            "actor": event.actor,
+            "event_id": event.event_id,
+            "pipeline_version": event.pipeline_version,
+            "hash": event.hash,
+            "data": data,
+        }
+
+    def _names_of(
+        self, originator: UUID, version: int, type_: str, data: dict[str, Any]
+    ) -> tuple[str | None, str | None]:
+        if type_ == Opened.TYPE:
+            names = (data.get("deal_id"), data.get("pipeline_id"))
+            self._names.put(originator, names)
+            return names
+        return self._names.get(originator) or (None, None)
+
+
+def definition_item(position: int, event: DefinitionApplied) -> dict[str, Any]:
+    """A definition event as the feed shows it: marked, with the body as its data."""
+    recorded_at = iso(event.timestamp)
+    return {
+        "position": position,
+        "kind": "definition",
+        "deal_id": None,
+        "pipeline_id": event.key if event.kind == PIPELINE else None,
+        "type": f"{event.kind}_applied",
+        "version": event.originator_version,
+        "occurred_at": recorded_at,
+        "recorded_at": recorded_at,
+        "actor": event.actor,
+        "event_id": None,
+        "pipeline_version": event.originator_version if event.kind == PIPELINE else None,
+        "hash": None,
+        "definition": {"kind": event.kind, "id": event.key, "version": event.originator_version},
+        "data": event.body,
+    }
+
+
+_TYPE_OF_TOPIC = {get_topic(cls): t for t, cls in EVENT_TYPES.items()}
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _time(value: str) -> str:
+    """Stored times in the one spelling the API uses everywhere (UTC with a Z)."""
+    if value.endswith("Z"):
+        return value
+    return iso(datetime.fromisoformat(value))
