@@ -27,19 +27,20 @@ from eventsourcing.utils import get_topic
 from engine.application import DealflowApp
 from engine.audit.store import first_rows
 from engine.domain.deal import EVENT_TYPES, DealEvent, Opened, deal_uuid
+from engine.domain.deal_events import DEAL_TOPIC_PREFIXES, topics_of
 from engine.domain.definitions import DIRECTORY, PIPELINE, SEQUENCE, DefinitionApplied
 from engine.domain.events import META_FIELDS, iso
 from engine.persistence.mapper import decode_event
 
-DEAL_TOPIC_PREFIX = "engine.domain.deal:"
 DEFINITION_TOPIC = get_topic(DefinitionApplied)
 DEFINITION_KINDS = (PIPELINE, SEQUENCE, DIRECTORY)
 # A definition event's feed type: "<kind>_applied" (pipeline_applied, sequence_applied, ...).
 DEFINITION_TYPES = {f"{kind}_applied": kind for kind in DEFINITION_KINDS}
 FEED_TYPES = (*EVENT_TYPES, *DEFINITION_TYPES)
-_TOPIC_OF_TYPE = {t: get_topic(cls) for t, cls in EVENT_TYPES.items()} | {
-    t: DEFINITION_TOPIC for t in DEFINITION_TYPES
-}
+# Deal events may carry either spelling of their topic (engine.domain.deal_events).
+_TOPICS_OF_TYPE: dict[str, tuple[str, ...]] = {
+    t: topics_of(cls) for t, cls in EVENT_TYPES.items()
+} | {t: (DEFINITION_TOPIC,) for t in DEFINITION_TYPES}
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 500
 # At most this many positions are scanned for one page: a narrow filter over a long log
@@ -72,13 +73,13 @@ class FeedFilter:
         types: Sequence[str] = (),
         deal_id: str | None = None,
     ) -> FeedFilter:
-        unknown = [t for t in types if t not in _TOPIC_OF_TYPE]
+        unknown = [t for t in types if t not in _TOPICS_OF_TYPE]
         if unknown:
             raise UnknownType(unknown)
         return cls(frozenset(pipeline_ids), frozenset(types), deal_id or None)
 
     def topics(self) -> list[str]:
-        return sorted({_TOPIC_OF_TYPE[t] for t in self.types})
+        return sorted({topic for t in self.types for topic in _TOPICS_OF_TYPE[t]})
 
     def wants(self, item: dict[str, Any]) -> bool:
         if self.types and item["type"] not in self.types:
@@ -211,10 +212,10 @@ class FeedReader:
         opened_here = {
             _uuid(n.originator_id)
             for n in notifications
-            if n.originator_version == 1 and n.topic.startswith(DEAL_TOPIC_PREFIX)
+            if n.originator_version == 1 and n.topic.startswith(DEAL_TOPIC_PREFIXES)
         }
         for n in notifications:
-            if n.originator_version == 1 or not n.topic.startswith(DEAL_TOPIC_PREFIX):
+            if n.originator_version == 1 or not n.topic.startswith(DEAL_TOPIC_PREFIXES):
                 continue
             originator = _uuid(n.originator_id)
             if originator in opened_here or self._names.get(originator) is not None:
@@ -244,7 +245,7 @@ class FeedReader:
     def _decode(
         self, position: int, originator: UUID, version: int, topic: str, state: bytes
     ) -> dict[str, Any] | None:
-        if topic.startswith(DEAL_TOPIC_PREFIX):
+        if topic.startswith(DEAL_TOPIC_PREFIXES):
             return self._deal_item(position, originator, version, topic, state)
         if topic == DEFINITION_TOPIC:
             event = decode_event(topic, state, originator, version, self.app.mapper)
@@ -332,7 +333,7 @@ def definition_item(position: int, event: DefinitionApplied) -> dict[str, Any]:
     }
 
 
-_TYPE_OF_TOPIC = {get_topic(cls): t for t, cls in EVENT_TYPES.items()}
+_TYPE_OF_TOPIC = {topic: t for t, cls in EVENT_TYPES.items() for topic in topics_of(cls)}
 
 
 def _uuid(value: Any) -> UUID:

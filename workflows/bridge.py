@@ -38,6 +38,7 @@ from engine.domain.deal import (
     StageChanged,
     Won,
 )
+from engine.domain.deal_events import topics_of
 from engine.domain.definitions import SEQUENCE, DefinitionApplied
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
@@ -64,7 +65,7 @@ _DDL = (
     f"CREATE INDEX IF NOT EXISTS {RUNS}_deal ON {RUNS} (deal_id, active)",
 )
 _WATCHED = {
-    get_topic(cls)
+    topic
     for cls in (
         Opened,
         StageChanged,
@@ -75,6 +76,7 @@ _WATCHED = {
         NurtureEnrolled,
         NurtureStopped,
     )
+    for topic in topics_of(cls)
 }
 _DEFINITION_TOPIC = get_topic(DefinitionApplied)
 # A workflow id is used once, ever: a redelivered start finds the first workflow (running or

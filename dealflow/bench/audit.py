@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from engine.application import DealflowApp
+from engine.domain.deal_events import DEAL_TOPIC_PREFIXES
 from engine.persistence.settings import StoreSettings
 
 
@@ -44,8 +45,8 @@ def scratch_store(database_url: str | None) -> Iterator[StoreSettings]:
 
 def _deal_events(app: DealflowApp) -> int:
     row = app.db.fetchone(
-        f"SELECT count(*) AS n FROM {app.db.events_table} WHERE topic LIKE %s",
-        ("engine.domain.deal:%",),
+        f"SELECT count(*) AS n FROM {app.db.events_table} WHERE topic LIKE %s OR topic LIKE %s",
+        tuple(f"{prefix}%" for prefix in DEAL_TOPIC_PREFIXES),
     )
     return int(row["n"])
 

@@ -18,12 +18,11 @@ from typing import Any
 from uuid import NAMESPACE_OID, UUID, uuid5
 
 from engine.application import DealflowApp
-from engine.domain.deal_events import DEAL_TOPIC_MODULES
+from engine.domain.deal_events import DEAL_TOPIC_PREFIXES
 from engine.persistence.db import Database
 
 PAGE_SIZE = 5000
 # Deal events are named by either module (see engine.domain.deal_events.DEAL_TOPIC_MODULES).
-DEAL_TOPIC_PREFIXES = tuple(f"{module}:" for module in DEAL_TOPIC_MODULES)
 DEFINITION_TOPIC = "engine.domain.definitions:DefinitionApplied"
 
 

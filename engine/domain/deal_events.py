@@ -19,6 +19,12 @@ from engine.domain.events import META_FIELDS, DomainEvent, chain_hash, hash_cont
 
 # Modules whose topics name deal events (the first is where the classes lived before).
 DEAL_TOPIC_MODULES = ("engine.domain.deal", "engine.domain.deal_events")
+DEAL_TOPIC_PREFIXES = tuple(f"{module}:" for module in DEAL_TOPIC_MODULES)
+
+
+def topics_of(event_class: type) -> tuple[str, ...]:
+    """Every topic a stored event of this class may carry (old and current spelling)."""
+    return tuple(f"{module}:{event_class.__qualname__}" for module in DEAL_TOPIC_MODULES)
 
 
 class DealEvent(DomainEvent):

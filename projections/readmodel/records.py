@@ -17,13 +17,15 @@ import orjson
 from eventsourcing.persistence import Mapper, Notification
 
 from engine.domain.deal import EVENT_TYPES, DealEvent
+from engine.domain.deal_events import topics_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 # topic -> contract type name, for deal events only (definitions and snapshots are skipped).
+# Both spellings of a deal event's topic (engine.domain.deal_events.topics_of).
 DEAL_TOPICS: dict[str, str] = {
-    f"{cls.__module__}:{cls.__qualname__}": t for t, cls in EVENT_TYPES.items()
+    topic: t for t, cls in EVENT_TYPES.items() for topic in topics_of(cls)
 }
 
 
