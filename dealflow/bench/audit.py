@@ -22,6 +22,7 @@ import psycopg
 
 from engine.application import DealflowApp
 from engine.persistence.settings import StoreSettings
+from engine.settings import Settings
 
 
 @contextlib.contextmanager
@@ -119,7 +120,7 @@ def _ingest_seconds(
 
 
 def bench_chain(args: argparse.Namespace) -> int:
-    url = os.environ.get("DATABASE_URL")
+    url = Settings.load().database_url
     wall: dict[str, list[float]] = {"chained": [], "constant": []}
     cpu: dict[str, list[float]] = {"chained": [], "constant": []}
     # Warm up (imports, pydantic validators, the connection pool) outside every timing.
