@@ -8,7 +8,7 @@ import os
 import sys
 
 from dealflow import __version__, admin, bench, demo, processes
-from dealflow.preflight import SetupError, check_store
+from dealflow.preflight import SetupError, check_settings, check_store
 from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
 from engine.persistence.settings import StoreSettings
@@ -41,6 +41,7 @@ OWN_STORE = {"bench", "demo"}
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        check_settings()
         if args.command not in OWN_STORE:
             check_store(StoreSettings.from_env())
         code = int(args.func(args) or 0)

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from pydantic import ValidationError
 
 from engine.persistence.settings import StoreSettings
+from engine.settings import Settings
 
 CONNECT_TIMEOUT_S = 5
 
@@ -32,6 +34,17 @@ def describe_store(settings: StoreSettings) -> str:
     host = parts.hostname or "localhost"
     port = parts.port or 5432
     return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'!r} at {host}:{port}"
+
+
+def check_settings() -> None:
+    """Every setting in the environment has a valid value (engine.settings.Settings)."""
+    try:
+        Settings.load()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        raise SetupError(f"invalid setting: {problems}") from error
 
 
 def check_store(settings: StoreSettings) -> None:

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +22,7 @@ from dealflow.runtime import build_services
 from dealflow.telemetry import configure_tracing
 from engine.logs import configure_logging
 from engine.ops_server import start_from_env
+from engine.settings import Settings
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def serve(args: argparse.Namespace) -> int:
     services = build_services(run_projections=not args.no_projections)
     log = logging.getLogger("dealflow.serve")
     log.info("dealflow serve: store %s", describe_store(services.settings))
-    if services.tokens.active_count() == 0 and not os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN"):
+    if services.tokens.active_count() == 0 and not Settings.load().bootstrap_token:
         log.warning(
             "no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN: every request will get "
             "401; create one (dealflow tokens create --name NAME --scopes ingest,read) or set "
@@ -159,7 +159,7 @@ def _worker_metrics(app: Any, process: Any) -> dict[str, float]:
 
 
 def _bridge_options() -> dict[str, object]:
-    return {"workflow_id_prefix": os.environ.get("DEALFLOW_WORKFLOW_ID_PREFIX", "")}
+    return {"workflow_id_prefix": Settings.load().workflow_id_prefix}
 
 
 async def _first(*awaitables: Awaitable[object]) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from engine.application import DealflowApp
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
+from engine.settings import Settings
 from engine.tokens import TokenStore
 from projections.runtime import attach as attach_projections
 from workflows.runtime import attach as attach_automation
@@ -22,11 +21,7 @@ def build_services(
     models up to date (``dealflow serve`` does by default; API replicas in production do not)."""
     settings = settings or StoreSettings.from_env()
     app = DealflowApp(settings)
-    token = (
-        bootstrap_token
-        if bootstrap_token is not None
-        else os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN")
-    )
+    token = bootstrap_token if bootstrap_token is not None else Settings.load().bootstrap_token
     services = Services(app=app, tokens=TokenStore(app.db, token or None), settings=settings)
     attach_projections(services, run=run_projections)
     attach_automation(services)

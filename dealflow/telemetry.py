@@ -14,12 +14,12 @@ interceptor, installed by workflows.settings).
 
 from __future__ import annotations
 
-import os
-
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from engine.settings import Settings
 
 _SWITCHES = (
     "OTEL_TRACES_EXPORTER",
@@ -29,12 +29,18 @@ _SWITCHES = (
 
 
 def tracing_requested(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
+    settings = Settings.load(environ)
+    if settings.otel_sdk_disabled:
         return False
-    if (env.get("OTEL_TRACES_EXPORTER") or "").strip().lower() == "none":
+    if (settings.otel_traces_exporter or "").strip().lower() == "none":
         return False
-    return any(env.get(name) for name in _SWITCHES)
+    return any(
+        (
+            settings.otel_traces_exporter,
+            settings.otel_exporter_otlp_endpoint,
+            settings.otel_exporter_otlp_traces_endpoint,
+        )
+    )
 
 
 def _exporter(name: str) -> SpanExporter:
@@ -51,12 +57,11 @@ def configure_tracing(role: str) -> TracerProvider | None:
     """Install a tracer provider for this process when the environment asks for one."""
     if not tracing_requested():
         return None
+    settings = Settings.load()
     provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"dealflow-{role}"}
-        )
+        resource=Resource.create({"service.name": settings.otel_service_name or f"dealflow-{role}"})
     )
-    for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(","):
+    for name in (settings.otel_traces_exporter or "otlp").split(","):
         provider.add_span_processor(BatchSpanProcessor(_exporter(name.strip().lower())))
     trace.set_tracer_provider(provider)
     return provider

@@ -8,7 +8,6 @@ else (a container, a file, a pipe) gets one JSON object per line. Extra fields p
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -52,9 +51,10 @@ class TextFormatter(logging.Formatter):
 
 
 def log_format(environ: dict[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    chosen = (env.get("DEALFLOW_LOG_FORMAT") or "").strip().lower()
-    if chosen in ("json", "text"):
+    from engine.settings import Settings
+
+    chosen = Settings.load(environ).log_format
+    if chosen is not None:
         return chosen
     return "text" if sys.stderr.isatty() else "json"
 

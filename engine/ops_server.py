@@ -7,10 +7,11 @@ process of the topology the same way (see deploy/).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from engine.settings import Settings
 
 MetricsSource = Callable[[], dict[str, float]]
 
@@ -82,7 +83,7 @@ class OpsServer:
 
 def start_from_env(ready: Callable[[], bool], metrics: MetricsSource) -> OpsServer | None:
     """Start the side door when DEALFLOW_METRICS_PORT is set; return None otherwise."""
-    port = os.environ.get("DEALFLOW_METRICS_PORT")
+    port = Settings.load().metrics_port
     if not port:
         return None
     return OpsServer(int(port), ready, metrics).start()

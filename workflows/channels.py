@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import smtplib
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from email.message import EmailMessage
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
+from engine.settings import Settings
 from workflows.outbox import PENDING, SENT, Entry, Message, Outbox
 
 
@@ -123,12 +123,12 @@ class Channels:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Channels:
-        env = os.environ if environ is None else environ
-        smtp_url = env.get("DEALFLOW_SMTP_URL")
-        webhook_url = env.get("DEALFLOW_WEBHOOK_URL")
-        routed = env.get("DEALFLOW_WEBHOOK_CHANNELS", "webhook")
+        settings = Settings.load(environ)
+        smtp_url = settings.smtp_url
+        webhook_url = settings.webhook_url
+        routed = settings.webhook_channels
         return cls(
-            smtp=SmtpSender.from_url(smtp_url, env.get("DEALFLOW_SMTP_FROM")) if smtp_url else None,
+            smtp=SmtpSender.from_url(smtp_url, settings.smtp_from) if smtp_url else None,
             webhook=WebhookSender(webhook_url) if webhook_url else None,
             webhook_channels=frozenset(c.strip() for c in routed.split(",") if c.strip()),
         )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+
+from engine.settings import Settings
 
 DEFAULT_TASK_QUEUE = "dealflow-automation"
 
@@ -27,22 +28,17 @@ class TemporalSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> TemporalSettings:
-        env = os.environ if environ is None else environ
-
-        def path(name: str) -> Path | None:
-            value = env.get(name)
-            return Path(value) if value else None
-
+        settings = Settings.load(environ)
         return cls(
-            address=env.get("TEMPORAL_ADDRESS") or "localhost:7233",
-            namespace=env.get("TEMPORAL_NAMESPACE") or "default",
-            task_queue=env.get("DEALFLOW_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
-            tls_cert=path("DEALFLOW_TEMPORAL_TLS_CERT") or path("TEMPORAL_TLS_CERT"),
-            tls_key=path("DEALFLOW_TEMPORAL_TLS_KEY") or path("TEMPORAL_TLS_KEY"),
-            tls_ca=path("DEALFLOW_TEMPORAL_TLS_CA") or path("TEMPORAL_TLS_CA"),
-            tls_server_name=env.get("DEALFLOW_TEMPORAL_TLS_SERVER_NAME") or None,
-            api_key=env.get("TEMPORAL_API_KEY") or None,
-            explicit_address=bool(env.get("TEMPORAL_ADDRESS")),
+            address=settings.temporal_address or "localhost:7233",
+            namespace=settings.temporal_namespace,
+            task_queue=settings.task_queue or DEFAULT_TASK_QUEUE,
+            tls_cert=settings.temporal_tls_cert,
+            tls_key=settings.temporal_tls_key,
+            tls_ca=settings.temporal_tls_ca,
+            tls_server_name=settings.temporal_tls_server_name,
+            api_key=settings.temporal_api_key,
+            explicit_address=settings.temporal_address is not None,
         )
 
     def tls(self) -> TLSConfig | bool:

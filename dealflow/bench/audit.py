@@ -23,6 +23,7 @@ import psycopg
 from engine.application import DealflowApp
 from engine.domain.deal_events import DEAL_TOPIC_PREFIXES
 from engine.persistence.settings import StoreSettings
+from engine.settings import Settings
 
 
 @contextlib.contextmanager
@@ -120,7 +121,7 @@ def _ingest_seconds(
 
 
 def bench_chain(args: argparse.Namespace) -> int:
-    url = os.environ.get("DATABASE_URL")
+    url = Settings.load().database_url
     wall: dict[str, list[float]] = {"chained": [], "constant": []}
     cpu: dict[str, list[float]] = {"chained": [], "constant": []}
     # Warm up (imports, pydantic validators, the connection pool) outside every timing.

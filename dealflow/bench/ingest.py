@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import random
 import statistics
@@ -32,6 +31,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from dealflow.bench.ingest_http import run_http
+from engine.settings import Settings
 
 STEPS_WON: list[dict[str, Any]] = [
     {"type": "fact_recorded", "fact": "contact_made", "value": True},
@@ -279,7 +279,7 @@ def run_copy(database_url: str, sizes: list[int], batch: int) -> float:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    database_url = os.environ.get("DATABASE_URL")
+    database_url = Settings.load().database_url
     if not database_url:
         print("dealflow bench ingest needs DATABASE_URL (PostgreSQL)", file=sys.stderr)
         return 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, to_command
+from engine.settings import Settings
 
 console = Console(stderr=True)
 BATCH = 5000
@@ -40,7 +40,7 @@ def _progress() -> Progress:
 
 
 def _services() -> Any:
-    if not os.environ.get("DATABASE_URL"):
+    if not Settings.load().database_url:
         console.print(
             "[red]error:[/] the benches need PostgreSQL: set DATABASE_URL=postgresql://user@host:5432/db"
         )

@@ -18,7 +18,6 @@ dashboard URL and a curl line.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import signal
@@ -31,6 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from engine.persistence.settings import StoreSettings
+from engine.settings import Settings
 
 MARKER = ".dealflow-demo"
 PACKAGE_DATA = Path(__file__).resolve().parent / "sample_data" / "crm"
@@ -41,13 +41,14 @@ PIPELINE = "default"
 def demo_home(home: Path | None = None) -> Path:
     if home is not None:
         return home
-    return Path(os.environ.get("DEALFLOW_HOME") or ".dealflow") / "demo"
+    return Settings.load().home / "demo"
 
 
 def find_data(data: Path | None = None) -> Path:
     candidates = [data] if data is not None else []
-    if os.environ.get("DEALFLOW_DEMO_DATA"):
-        candidates.append(Path(os.environ["DEALFLOW_DEMO_DATA"]))
+    configured = Settings.load().demo_data
+    if configured is not None:
+        candidates.append(configured)
     candidates += [SHARED_DATA, PACKAGE_DATA]
     for candidate in candidates:
         if candidate is not None and (candidate / "sales_pipeline.csv").is_file():
@@ -238,7 +239,7 @@ def run_demo(
     directory = demo_home(home)
     settings = fresh_store(directory)
     source = find_data(data)
-    token = os.environ.get("DEALFLOW_BOOTSTRAP_TOKEN") or secrets.token_urlsafe(24)
+    token = Settings.load().bootstrap_token or secrets.token_urlsafe(24)
     console.print(f"[bold]dealflow demo[/bold]: fresh embedded store in {directory.resolve()}")
 
     services = build_services(settings, bootstrap_token=token, run_projections=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ from engine.application.write import WritePath
 from engine.domain.deal import Deal
 from engine.persistence.db import Database
 from engine.persistence.settings import StoreSettings, schema_lock
+from engine.settings import Settings
 
 
 class DealflowApp(WritePath):
@@ -35,7 +35,7 @@ class DealflowApp(WritePath):
         # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
         self.stage_occupancy: Callable[[str], dict[str, int]] | None = None
         self._builtin_lock = threading.Lock()
-        self._recent = RecentDeals(int(os.environ.get("DEALFLOW_DEAL_CACHE", "20000")))
+        self._recent = RecentDeals(Settings.load().deal_cache)
 
     def construct_env(self, name: str, env: Any = None) -> Any:
         # Our env (from StoreSettings) wins over the process environment, which may carry

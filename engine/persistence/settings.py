@@ -6,7 +6,6 @@ Translates dealflow's environment (DATABASE_URL, DEALFLOW_HOME) into eventsourci
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +25,14 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StoreSettings:
-        env = os.environ if environ is None else environ
+        from engine.settings import Settings
+
+        settings = Settings.load(environ)
         return cls(
-            database_url=env.get("DATABASE_URL") or None,
-            home=Path(env.get("DEALFLOW_HOME") or "./.dealflow"),
-            pool_size=int(env.get("DEALFLOW_DB_POOL_SIZE", "4")),
-            max_overflow=int(env.get("DEALFLOW_DB_MAX_OVERFLOW", "8")),
+            database_url=settings.database_url,
+            home=settings.home,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
         )
 
     @property

@@ -145,3 +145,11 @@ def test_version() -> None:
     )
     assert result.returncode == 0 and result.stdout.startswith("dealflow ")
     assert result.stdout.split()[1][0].isdigit()
+
+
+def test_a_bad_setting(tmp_path: Path) -> None:
+    _one_clear_line(
+        _run(_env(tmp_path, DEALFLOW_DB_POOL_SIZE="many"), "migrate"),
+        "invalid setting",
+        "DEALFLOW_DB_POOL_SIZE",
+    )
