@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.domain.errors import DomainError
+from engine.persistence.outage import StoreUnavailable
 
 
 class ApiError(Exception):
@@ -67,6 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
+    @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
         # The store is unreachable or restarting: nothing was recorded, and trying again later
         # (same event_id) is safe.
