@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.api import routes_deals, routes_pipelines, routes_system
 from engine.api.bodies import COMPONENT_SCHEMAS
+from engine.api.edge import StorableParams
 from engine.api.errors import install_error_handlers
 from engine.runtime import Services
 
@@ -126,4 +127,5 @@ def create_app(services: Services, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
         api.include_router(router)
     _describe_hand_read_bodies(api)
     api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
+    api.add_middleware(StorableParams)  # type: ignore[arg-type]
     return api

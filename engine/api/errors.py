@@ -87,6 +87,17 @@ def install_error_handlers(app: FastAPI) -> None:
             400: "malformed_json",
         }
         code = codes.get(exc.status_code, "http_error")
+        # Keep the exception's headers: a 405 must say what is Allowed.
         return JSONResponse(
-            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # Last resort: still the contract's JSON shape (the exception is logged by Starlette).
+        return JSONResponse(
+            {"error": "internal_error", "message": "an unexpected error; nothing was recorded"},
+            status_code=500,
         )
