@@ -49,8 +49,9 @@ def _to_aware_datetime(value: Any) -> Any:
         if len(text) == 10:
             try:
                 return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
-            except ValueError:
-                return value  # let pydantic explain
+            except ValueError as error:
+                # Not left to pydantic: it would read "1700000000" as epoch seconds.
+                raise ValueError("a date is YYYY-MM-DD, a time ISO 8601 with an offset") from error
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as error:
