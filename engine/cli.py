@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     from workflows import cli as workflows_cli
 
     bench_ingest.register(benches)
+    from dealflow.bench import chaos as chaos_bench  # issue 9; joins dealflow/bench (issue 8)
+
+    chaos_bench.register(benches)
     for area in (projections_cli, cli_demo, workflows_cli, audit_cli):
         area.register(commands, benches)
     return parser

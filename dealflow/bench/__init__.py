@@ -1,0 +1,1 @@
+"""`dealflow bench ...` programs."""
