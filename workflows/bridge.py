@@ -15,7 +15,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,7 @@ from engine.domain.deal import (
     Won,
 )
 from engine.domain.definitions import SEQUENCE, DefinitionApplied
+from engine.domain.errors import DomainError
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
 from workflows import ids
@@ -222,10 +224,7 @@ class Bridge:
             return 0
         batch = await asyncio.to_thread(self._decide, notifications)
         if batch.commands:
-            outcomes = await asyncio.to_thread(
-                self.app.ingest, batch.commands, allow_automation=True
-            )
-            self.stats.enrollments += sum(1 for o in outcomes if o.status == "recorded")
+            await asyncio.to_thread(self._record, batch.commands)
         await self._run_effects(batch)
         last = notifications[-1].id
         await asyncio.to_thread(self._commit, batch, last)
@@ -233,6 +232,31 @@ class Bridge:
         self.stats.batches += 1
         self.stats.events += len(notifications)
         return len(notifications)
+
+    def _record(self, commands: list[Command]) -> None:
+        """Record the batch's enrolments. One stamped with a time the deal has since passed
+        (a client wrote to the deal between our decision and this write) is stamped again:
+        dropping it would lose the enrolment for good, the bridge has moved on."""
+        for _ in range(5):
+            outcomes = self.app.ingest(commands, allow_automation=True)
+            self.stats.enrollments += sum(1 for o in outcomes if o.status == "recorded")
+            late = [
+                c
+                for c, o in zip(commands, outcomes, strict=True)
+                if o.status == "rejected" and o.error is not None and _time_passed(o.error)
+            ]
+            for command, outcome in zip(commands, outcomes, strict=True):
+                if outcome.status == "rejected" and command not in late:
+                    log.warning("enrolment %s refused: %s", command.event_id, outcome.error)
+            if not late:
+                return
+            commands = [replace(c, occurred_at=self._after_latest(c.deal_id)) for c in late]
+        log.warning("enrolments still refused after re-stamping: %s", [c.event_id for c in late])
+
+    def _after_latest(self, deal_id: str) -> datetime:
+        latest = self.app.deal(deal_id).last_occurred_at
+        now = utcnow()
+        return now if latest is None else max(now, latest)
 
     async def _run_effects(self, batch: _Batch) -> None:
         """Each deal's effects in log order; different deals concurrently."""
@@ -489,3 +513,8 @@ async def workflow_status(client: Client, workflow_id: str) -> WorkflowExecution
         if error.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
+
+
+def _time_passed(error: DomainError) -> bool:
+    """The refusal of an event stamped earlier than the deal's latest business time."""
+    return error.details.get("field") == "occurred_at"

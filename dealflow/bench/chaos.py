@@ -147,25 +147,21 @@ def _definitions(api: str, token: str) -> None:
         response.raise_for_status()
 
 
-def _throughput(load: Load, timeline: list[tuple[float, str]], started: float) -> dict[str, Any]:
-    """Acknowledged events per second before the first disruption, during, and after."""
-    if not timeline:
-        return {}
-    first = started + timeline[0][0]
-    last = started + timeline[-1][0]
+def _throughput(load: Load, window: tuple[float, float], stopped: float) -> dict[str, Any]:
+    """Acknowledged events per second before the disruption, during it, and after it."""
+    first, last = window
     acks = load.stats.acked_at
     if not acks:
         return {}
-    end = max(t for t, _ in acks)
+    started = min(t for t, _ in acks)
     figures: dict[str, Any] = {}
     for name, lo, hi in (
         ("before", started, first),
         ("during", first, last),
-        ("after", last, end),
+        ("after", last, stopped),
     ):
-        events = sum(n for t, n in acks if lo <= t < hi or (name == "after" and t == hi))
-        span = max(hi - lo, 1e-9)
-        figures[f"throughput_{name}_events_per_s"] = round(events / span, 1)
+        events = sum(n for t, n in acks if lo <= t < hi)
+        figures[f"throughput_{name}_events_per_s"] = round(events / max(hi - lo, 1e-9), 1)
     base = figures["throughput_before_events_per_s"] or 1.0
     figures["ratio_during_to_before"] = round(figures["throughput_during_events_per_s"] / base, 2)
     figures["ratio_after_to_before"] = round(figures["throughput_after_events_per_s"] / base, 2)
@@ -269,9 +265,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             load.start()
             time.sleep(config.before)
             run.note("disruption starts")
+            disrupted_from = time.monotonic()
             (config.disrupt or ChaosRun.kill_rounds)(run)
             run.note("disruption ends")
+            window = (disrupted_from, time.monotonic())
             time.sleep(config.after)
+            stopped = time.monotonic()
             load.stop()
             run.note("load stopped")
             app = DealflowApp(StoreSettings(database_url=config.database_url, home=config.workdir))
@@ -307,7 +306,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             checks.check_deliveries(app, smtp, webhook, out)
             checks.check_audit(env, out)
             checks.check_read_models(app, env, out)
-            out.figures.update(_throughput(load, run.timeline, run.started))
+            out.figures.update(_throughput(load, window, stopped))
             out.figures["deals"] = len(deal_ids)
             return ChaosReport(out.figures, out.violations, run.timeline)
         except Exception:

@@ -43,7 +43,7 @@ class DealflowPostgresFactory(PostgresFactory):
         pool.reconnect_timeout = 5.0
 
         def probe() -> None:
-            psycopg.connect(pool.conninfo, **{**kwargs, "connect_timeout": 2}).close()
+            psycopg.connect(str(pool.conninfo), **{**kwargs, "connect_timeout": 2}).close()
 
         gate = StoreGate(probe, probe_every=float(self.env.get(PROBE_EVERY) or 1.0))
         datastore: Any = self.datastore
