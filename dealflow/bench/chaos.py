@@ -87,6 +87,8 @@ class ChaosRun:
         time.sleep(self.config.down)
         self.fleet.start(name)
         self.note(f"restarted {name}")
+        wait_running(self.fleet, self.token, [name])
+        self.note(f"{name} up again")
 
     def kill_rounds(self) -> None:
         victims = ["api-1", "worker-1", "projections"]
@@ -97,9 +99,19 @@ class ChaosRun:
                 if victim.startswith("worker") and n % 2 and "worker-2" in self.fleet.members:
                     victim = "worker-2"
                 self.kill_and_restart(victim)
-                if victim.startswith("api"):
-                    self.fleet.wait_ready(victim, self.token)
                 time.sleep(self.config.gap)
+
+
+def wait_running(fleet: Fleet, token: str, names: list[str] | None = None) -> None:
+    """Until each (or each named) member is up: APIs ready, workers and runner printing that
+    they run (their log is appended to, so count the lines since their latest start)."""
+    for name in names or list(fleet.members):
+        if name.startswith("api"):
+            fleet.wait_ready(name, token)
+        elif name.startswith("worker"):
+            fleet.wait_running(name, "dealflow.worker: worker on")
+        else:
+            fleet.wait_running(name, "projections running")
 
 
 def _definitions(api: str, token: str) -> None:
@@ -245,7 +257,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
                 f"api-{n}", "serve", "--no-projections", "--log-level", "warning", port=free_port()
             )
         for n in range(1, config.workers + 1):
-            fleet.add(f"worker-{n}", "worker", "--log-level", "warning")
+            fleet.add(f"worker-{n}", "worker", "--log-level", "info")
         fleet.add("projections", "projections", "run")
         app = None
         try:
@@ -258,6 +270,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             for name in fleet.members:
                 if name.startswith("api"):
                     fleet.wait_ready(name, token)
+            wait_running(fleet, token)
             apis = [m.url for n, m in fleet.members.items() if n.startswith("api")]
             load = Load(apis, token, threads=config.threads)
             run = ChaosRun(config, fleet, load, token)
@@ -276,8 +289,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             app = DealflowApp(StoreSettings(database_url=config.database_url, home=config.workdir))
             settled = _settle(run, app, time.monotonic() + config.settle)
             run.note("settled" if settled else "not settled")
+            # Every process recovers by itself: none may have died along the way.
+            died = [name for name, member in fleet.members.items() if not member.alive]
             fleet.stop_all()
             out = checks.Findings()
+            if died:
+                out.fail("processes that exited by themselves", died)
             stats = load.stats
             out.figures.update(
                 requests=stats.requests,

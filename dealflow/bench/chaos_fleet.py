@@ -46,6 +46,7 @@ class Member:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
+    log_offset: int = 0  # the log's size when the latest start began
 
     @property
     def url(self) -> str:
@@ -75,6 +76,7 @@ class Fleet:
         if member.alive:
             return
         member.log.parent.mkdir(parents=True, exist_ok=True)
+        member.log_offset = member.log.stat().st_size if member.log.exists() else 0
         with member.log.open("ab") as log:
             member.process = subprocess.Popen(
                 member.argv,
@@ -131,8 +133,11 @@ class Fleet:
         while time.monotonic() < deadline:
             if not member.alive:
                 raise RuntimeError(f"{name} exited: {tail(member.log)}")
-            if member.log.exists() and marker in member.log.read_text(errors="replace"):
-                return
+            if member.log.exists():
+                with member.log.open("rb") as log:
+                    log.seek(member.log_offset)
+                    if marker.encode() in log.read():
+                        return
             time.sleep(0.2)
         raise TimeoutError(f"{name} did not print {marker!r}: {tail(member.log)}")
 
