@@ -46,6 +46,7 @@ class ChaosConfig:
     gap: float = 3.0  # seconds between kills
     after: float = 5.0  # seconds of load after the last restart
     threads: int = 4
+    pause: float = 0.0  # seconds each load thread rests between requests
     settle: float = 90.0  # at most this long for projections and automation to finish
     # Replaces the kills (e.g. a database restart); gets the run and returns when done.
     disrupt: Callable[[ChaosRun], None] | None = None
@@ -272,7 +273,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
                     fleet.wait_ready(name, token)
             wait_running(fleet, token)
             apis = [m.url for n, m in fleet.members.items() if n.startswith("api")]
-            load = Load(apis, token, threads=config.threads)
+            load = Load(apis, token, threads=config.threads, pause=config.pause)
             run = ChaosRun(config, fleet, load, token)
             run.started = time.monotonic()
             load.start()

@@ -77,3 +77,13 @@ def own_postgres() -> Iterator[OwnPostgres]:
             capture_output=True,
             timeout=120,
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long crash run only when asked for: ``-m chaos_long``."""
+    if "chaos_long" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="long chaos run: select it with -m chaos_long")
+    for item in items:
+        if "chaos_long" in item.keywords:
+            item.add_marker(skip)
