@@ -32,10 +32,15 @@ def is_connection_failure(error: BaseException) -> bool:
     """True when ``error`` means the server could not be reached or dropped the connection."""
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, psycopg.Error):
+        if isinstance(cause, psycopg.errors.PipelineAborted):
+            # An earlier statement of the pipeline failed (e.g. a duplicate key): not an outage.
+            return False
+        if isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError)):
             state = cause.sqlstate
             # No SQLSTATE: a client-side failure (refused, reset, pool timeout).
             return state is None or state.startswith(_CONNECTION_STATES)
+        if isinstance(cause, psycopg.Error):
+            return False
         cause = cause.__cause__
     return isinstance(error, (OperationalError, InterfaceError))
 
