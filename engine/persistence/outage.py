@@ -103,6 +103,17 @@ class StoreGate:
             with self._lock:
                 self._down_since = None
 
+    def _pool_merely_busy(self, error: BaseException) -> bool:
+        """A wait for a pooled connection timed out: the server may be down, or every
+        connection may just be in use. Only a failed direct connection says it is down."""
+        if not _is_pool_timeout(error):
+            return False
+        try:
+            self.probe()
+        except Exception:  # noqa: BLE001 - cannot connect: really down
+            return False
+        return True
+
     def guard(
         self, get_connection: Callable[[], AbstractContextManager[Any]]
     ) -> Callable[[], AbstractContextManager[Any]]:
@@ -116,11 +127,22 @@ class StoreGate:
                     self.succeeded()
                     yield conn
             except Exception as error:
-                if is_connection_failure(error):
+                if is_connection_failure(error) and not self._pool_merely_busy(error):
                     self.failed(error)
                 raise
 
         return guarded
+
+
+def _is_pool_timeout(error: BaseException) -> bool:
+    from psycopg_pool import PoolTimeout
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, PoolTimeout):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def gate_of(datastore: Any) -> StoreGate | None:

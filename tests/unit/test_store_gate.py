@@ -64,3 +64,21 @@ def test_the_gate_fails_fast_while_down_and_probes_its_way_back() -> None:
     with guarded() as conn:
         assert conn == "conn"
     assert gate.down_for is None and gate.outages == 1 and probes
+
+
+def test_a_busy_pool_is_not_an_outage() -> None:
+    from psycopg_pool import PoolTimeout
+
+    gate = StoreGate(lambda: None, probe_every=10)
+
+    @contextmanager
+    def exhausted() -> Iterator[str]:
+        try:
+            raise PoolTimeout("couldn't get a connection after 2.00 sec")
+        except PoolTimeout as cause:
+            raise OperationalError(str(cause)) from cause
+        yield "never"
+
+    with pytest.raises(OperationalError), gate.guard(exhausted)():
+        pass
+    assert gate.down_for is None  # the direct probe connected: the server is up
