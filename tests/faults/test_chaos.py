@@ -35,6 +35,7 @@ def _assert_clean(config: ChaosConfig, rounds: int) -> None:
     assert figures["smtp_duplicates"] == 0 and figures["webhook_duplicates"] == 0
 
 
+@pytest.mark.timeout(600)
 def test_crash_short(pg_url: str, tmp_path: Path) -> None:
     _assert_clean(
         ChaosConfig(
@@ -52,6 +53,7 @@ def test_crash_short(pg_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.chaos_long
+@pytest.mark.timeout(1800)
 def test_crash_long(pg_url: str, tmp_path: Path) -> None:
     _assert_clean(
         ChaosConfig(

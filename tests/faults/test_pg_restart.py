@@ -58,6 +58,7 @@ def _restart_database(cluster: OwnPostgres, seen: dict[str, Any]) -> Any:
     return disrupt
 
 
+@pytest.mark.timeout(600)
 def test_database_restart_under_load(own_postgres: OwnPostgres, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
     report = run_chaos(
