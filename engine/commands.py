@@ -7,6 +7,7 @@ the importers both parse into these, so every path into the store is validated t
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -25,8 +26,30 @@ from engine.storable import NotStorable, json_size
 
 DEAL_ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,200}$"
 DealId = Annotated[str, Field(pattern=DEAL_ID_PATTERN)]
-# Control characters are refused: PostgreSQL text cannot hold NUL, and both stores must agree.
-EventId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+# Characters an identifier may not hold: C0 and C1 controls, DEL, and the invisible
+# bidirectional marks and overrides (U+202E shows "abc" as "cba": two keys that look alike).
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _strict_identifier(value: Any) -> Any:
+    """An ``event_id`` is refused rather than silently changed: with surrounding spaces
+    ("pad " and "pad" used to collide as idempotency_key_reused), not in Unicode NFC (NFC and
+    NFD spellings of one text would be two keys), or holding control or bidi characters."""
+    if not isinstance(value, str):
+        return value
+    if value != value.strip():
+        raise ValueError("event_id must not start or end with whitespace")
+    if unicodedata.normalize("NFC", value) != value:
+        raise ValueError("event_id must be in Unicode normalization form NFC")
+    found = _INVISIBLE.search(value)
+    if found is not None:
+        raise ValueError(
+            f"event_id must not hold control or bidi characters (U+{ord(found.group()):04X})"
+        )
+    return value
+
+
+EventId = Annotated[str, BeforeValidator(_strict_identifier), Field(min_length=1, max_length=200)]
 MAX_ATTRIBUTE_DEPTH = 32
 SlugStr = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 Text = Annotated[str, Field(max_length=2000)]

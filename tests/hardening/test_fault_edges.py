@@ -275,3 +275,29 @@ def test_definitions_do_not_coerce_types(client: tuple[TestClient, Services], ho
         "/v1/sequences/strict", json=sequence_body([0, 2.5], send_window=window), headers=AUTH
     )
     assert response.status_code in (200, 201), response.text
+
+
+# -- defect 7: loose identifiers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ["pad ", " pad", "a\x7fb", "a\x85b", "abc\u202e", "cafe\u0301", "a\u2066b"],
+)
+def test_loose_event_ids_are_refused(client: tuple[TestClient, Services], event_id: str) -> None:
+    http, services = client
+    response = http.post("/v1/deals/k1/events", json=_opened(event_id), headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert "event_id" in response.text
+    assert _count(services, "k1") == 0
+
+
+def test_padded_and_plain_keys_no_longer_collide(client: tuple[TestClient, Services]) -> None:
+    http, services = client
+    assert http.post("/v1/deals/k2/events", json=_opened("pad"), headers=AUTH).status_code == 201
+    padded = {"type": "activity_logged", "event_id": "pad ", "activity": "call"}
+    response = http.post("/v1/deals/k2/events", json=padded, headers=AUTH)
+    assert response.status_code == 422 and "whitespace" in response.text  # not key_reused
+    nfc = http.post("/v1/deals/k3/events", json=_opened("caf\u00e9"), headers=AUTH)
+    assert nfc.status_code == 201, nfc.text
+    assert _count(services, "k2") == 1 and _count(services, "k3") == 1
