@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, Request
 
-from engine.api.errors import ApiError
+from engine.api.errors import ApiError, unauthorized
 
 if TYPE_CHECKING:
     from engine.runtime import Services
@@ -34,10 +34,10 @@ def authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+        raise unauthorized("send Authorization: Bearer <token>")
     principal = get_services(request).tokens.authenticate(token.strip())
     if principal is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked token")
+        raise unauthorized("unknown or revoked token", "invalid_token")
     return principal
 
 

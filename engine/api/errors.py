@@ -16,6 +16,9 @@ from engine.persistence.outage import StoreUnavailable
 
 
 class ApiError(Exception):
+    # Response headers that go with the error (a 401's WWW-Authenticate).
+    headers: dict[str, str] | None = None
+
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.status = status
@@ -25,6 +28,16 @@ class ApiError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, **self.details}
+
+
+def unauthorized(message: str, problem: str | None = None) -> ApiError:
+    """A 401 that says how to authenticate (RFC 6750), as every 401 must."""
+    error = ApiError(401, "unauthorized", message)
+    challenge = 'Bearer realm="dealflow"'
+    if problem is not None:
+        challenge += f', error="{problem}"'
+    error.headers = {"WWW-Authenticate": challenge}
+    return error
 
 
 def validation_details(error: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
@@ -52,7 +65,7 @@ def validation_error(error: ValidationError | RequestValidationError, prefix: st
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:

@@ -301,3 +301,16 @@ def test_padded_and_plain_keys_no_longer_collide(client: tuple[TestClient, Servi
     nfc = http.post("/v1/deals/k3/events", json=_opened("caf\u00e9"), headers=AUTH)
     assert nfc.status_code == 201, nfc.text
     assert _count(services, "k2") == 1 and _count(services, "k3") == 1
+
+
+# -- defect 6 (part): a 401 says how to authenticate ---------------------------------------------
+
+
+def test_401_carries_www_authenticate(client: tuple[TestClient, Services]) -> None:
+    http, _ = client
+    missing = http.get("/v1/deals")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="dealflow"'
+    wrong = http.get("/v1/deals", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
