@@ -181,7 +181,7 @@ def _throughput(load: Load, window: tuple[float, float], stopped: float) -> dict
     return figures
 
 
-def _settle(run: ChaosRun, app: Any, deadline: float) -> bool:
+def _settle(run: ChaosRun, app: Any, deadline: float) -> tuple[bool, dict[str, Any]]:
     """Wait until the read models reached the log's end and automation has nothing left to do:
     each deal in ``qualification`` flagged, each enrolment in ``proposal`` stopped."""
     from projections.readmodel.schema import CURRENT_TABLE
@@ -197,10 +197,10 @@ def _settle(run: ChaosRun, app: Any, deadline: float) -> bool:
             lag = max(int(p["lag"]) for p in status["projections"])
         except (httpx.HTTPError, ValueError, KeyError):
             lag = 1
-        pending = 0
+        pending: list[str] = []
         rows = app.db.fetchall(f"SELECT deal_id, stage FROM {CURRENT_TABLE}")
         deal_ids = {r["deal_id"] for r in rows if r["stage"] in ("qualification", "proposal")}
-        for events in checks.deal_histories(app, deal_ids).values():
+        for deal_id, events in checks.deal_histories(app, deal_ids).items():
             entered = max(
                 (i for i, e in enumerate(events) if e["type"] in ("opened", "stage_changed")),
                 default=0,
@@ -208,13 +208,13 @@ def _settle(run: ChaosRun, app: Any, deadline: float) -> bool:
             since = [e["type"] for e in events[entered:]]
             current = _stage(events)
             if current == "qualification" and "flagged_stale" not in since:
-                pending += 1
+                pending.append(f"{deal_id}: {since[-3:]}")
             if current == "proposal" and "nurture_stopped" not in since:
-                pending += 1
-        if lag == 0 and pending == 0 and head == app.max_position():
-            return True
+                pending.append(f"{deal_id}: {since[-3:]}")
+        if lag == 0 and not pending and head == app.max_position():
+            return True, {}
         time.sleep(1.0)
-    return False
+    return False, {"lag": lag, "pending": len(pending), "examples": pending[:5]}
 
 
 def _stage(events: list[dict[str, Any]]) -> str | None:
@@ -288,7 +288,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             load.stop()
             run.note("load stopped")
             app = DealflowApp(StoreSettings(database_url=config.database_url, home=config.workdir))
-            settled = _settle(run, app, time.monotonic() + config.settle)
+            settled, unsettled = _settle(run, app, time.monotonic() + config.settle)
             run.note("settled" if settled else "not settled")
             # Every process recovers by itself: none may have died along the way.
             died = [name for name, member in fleet.members.items() if not member.alive]
@@ -316,7 +316,7 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
                     stats.replays_asked - stats.replays_ok,
                 )
             if not settled:
-                out.fail("projections or automation did not finish after the load", config.settle)
+                out.fail(f"not finished {config.settle} s after the load", unsettled)
             deal_ids = {d for s in load.sent for d in s.deal_ids}
             histories = checks.deal_histories(app, deal_ids)
             checks.check_log(load.sent, histories, out)

@@ -160,7 +160,13 @@ def read_models(app: DealflowApp) -> dict[str, list[str]]:
 
 
 def check_read_models(app: DealflowApp, env: dict[str, str], out: Findings) -> None:
-    """The read models as the runner left them, against a rebuild from zero."""
+    """The read models as the runner left them, against a rebuild from zero.
+
+    The runner was stopped (SIGTERM) wherever it was; it is first caught up here exactly as a
+    restarted runner would resume, so that both sides are compared at the same position."""
+    from projections.runtime import ProjectionsService
+
+    ProjectionsService(app, run=False).catch_up()
     before = read_models(app)
     run = subprocess.run(
         [dealflow_command(), "projections", "rebuild"],
