@@ -39,7 +39,7 @@ from engine.domain.deal import (
     StageChanged,
     Won,
 )
-from engine.domain.definitions import SEQUENCE, DefinitionApplied
+from engine.domain.definitions import PIPELINE, SEQUENCE, DefinitionApplied
 from engine.domain.errors import DomainError
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
@@ -141,6 +141,10 @@ class Bridge:
         self.sequences: dict[str, tuple[int, SequenceDefinition]] = {}
         self._position: int | None = None
         self._stopping = asyncio.Event()
+        # Whether any pipeline (any version) lets activity extend a stay. Until one does, an
+        # ordinary activity has no effect here, and loading its deal cost more than everything
+        # else: the bridge fell minutes behind under load (found by dealflow bench chaos).
+        self._activity_extends = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -202,6 +206,15 @@ class Bridge:
             start = found[-1].id + 1
 
     def _learn(self, event: Any) -> None:
+        if event.kind == PIPELINE:
+            stages = (event.body or {}).get("stages") or []
+            if any(
+                isinstance(stage, dict)
+                and (stage.get("escalation") or {}).get("activity_extends_limit")
+                for stage in stages
+            ):
+                self._activity_extends = True
+            return
         if event.kind != SEQUENCE:
             return
         try:
@@ -304,6 +317,12 @@ class Bridge:
         for event in events:
             if isinstance(event, DefinitionApplied):
                 self._learn(event)
+            elif (
+                isinstance(event, ActivityLogged)
+                and event.activity != "reply"
+                and not self._activity_extends
+            ):
+                continue
             else:
                 self._decide_one(event, batch, runs, left)
         return batch
