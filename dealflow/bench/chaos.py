@@ -288,7 +288,9 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             load.stop()
             run.note("load stopped")
             app = DealflowApp(StoreSettings(database_url=config.database_url, home=config.workdir))
-            settled, unsettled = _settle(run, app, time.monotonic() + config.settle)
+            settle_from = time.monotonic()
+            settled, unsettled = _settle(run, app, settle_from + config.settle)
+            settle_seconds = round(time.monotonic() - settle_from, 1)
             run.note("settled" if settled else "not settled")
             # Every process recovers by itself: none may have died along the way.
             died = [name for name, member in fleet.members.items() if not member.alive]
@@ -326,6 +328,8 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
             checks.check_read_models(app, env, out)
             out.figures.update(_throughput(load, window, stopped))
             out.figures["deals"] = len(deal_ids)
+            # How long projections and automation took to finish once the load stopped.
+            out.figures["settle_seconds"] = settle_seconds
             return ChaosReport(out.figures, out.violations, run.timeline)
         except Exception:
             for member in fleet.members.values():
@@ -354,6 +358,7 @@ def _bench(args: argparse.Namespace) -> int:
             before=args.before,
             after=args.after,
             threads=args.threads,
+            settle=args.settle,
         )
     )
     print(report.render())
@@ -373,5 +378,8 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
     chaos.add_argument("--before", type=float, default=8.0)
     chaos.add_argument("--after", type=float, default=8.0)
     chaos.add_argument("--threads", type=int, default=4)
+    chaos.add_argument(
+        "--settle", type=float, default=300.0, help="at most this long for automation to finish"
+    )
     chaos.add_argument("--workdir", help="where logs go (default: a new temporary directory)")
     chaos.set_defaults(func=_bench)
