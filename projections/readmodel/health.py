@@ -20,8 +20,8 @@ DDL = (
     " position BIGINT NOT NULL,"
     " error TEXT NOT NULL,"
     " failures BIGINT NOT NULL,"
-    " first_failed REAL NOT NULL,"  # epoch seconds
-    " last_failed REAL NOT NULL)"
+    " first_failed DOUBLE PRECISION NOT NULL,"  # epoch seconds (float4 is too coarse)
+    " last_failed DOUBLE PRECISION NOT NULL)"
 )
 
 
