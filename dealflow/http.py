@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from engine.api import routes_deals, routes_feed, routes_lists, routes_pipelines, routes_system
 from engine.api.bodies import describe_hand_read_bodies
+from engine.api.edge import StorableParams
 from engine.api.errors import install_error_handlers
 from engine.api.middleware import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, RequestLog
 from engine.audit.api import router as audit_router
@@ -72,5 +73,6 @@ def create_app(
         api.include_router(router)
     describe_hand_read_bodies(api)
     api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
+    api.add_middleware(StorableParams)  # type: ignore[arg-type]
     api.add_middleware(RequestLog)  # outermost: it sees every answer, 413s included
     return api

@@ -69,7 +69,11 @@ def projections_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     service.start()
     ops = start_from_env(
-        ready=lambda: service.app.max_position() >= 0,
+        # The runner is not ready while a projection keeps failing (unlike an API replica).
+        ready=lambda: (
+            service.app.max_position() >= 0
+            and not any(item["failing"] for item in service.status())
+        ),
         metrics=lambda: {
             f'dealflow_projection_lag{{projection="{item["name"]}"}}': float(item["lag"])
             for item in service.status()

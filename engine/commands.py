@@ -7,6 +7,8 @@ the importers both parse into these, so every path into the store is validated t
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -20,9 +22,34 @@ from pydantic import (
     field_validator,
 )
 
+from engine.limits import limits
+from engine.storable import NotStorable, json_size
+
 DEAL_ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,200}$"
-# Control characters are refused: PostgreSQL text cannot hold NUL, and both stores must agree.
-EventId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+# Characters an identifier may not hold: C0 and C1 controls, DEL, and the invisible
+# bidirectional marks and overrides (U+202E shows "abc" as "cba": two keys that look alike).
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _strict_identifier(value: Any) -> Any:
+    """An ``event_id`` is refused rather than silently changed: with surrounding spaces
+    ("pad " and "pad" used to collide as idempotency_key_reused), not in Unicode NFC (NFC and
+    NFD spellings of one text would be two keys), or holding control or bidi characters."""
+    if not isinstance(value, str):
+        return value
+    if value != value.strip():
+        raise ValueError("event_id must not start or end with whitespace")
+    if unicodedata.normalize("NFC", value) != value:
+        raise ValueError("event_id must be in Unicode normalization form NFC")
+    found = _INVISIBLE.search(value)
+    if found is not None:
+        raise ValueError(
+            f"event_id must not hold control or bidi characters (U+{ord(found.group()):04X})"
+        )
+    return value
+
+
+EventId = Annotated[str, BeforeValidator(_strict_identifier), Field(min_length=1, max_length=200)]
 MAX_ATTRIBUTE_DEPTH = 32
 SlugStr = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
 Text = Annotated[str, Field(max_length=2000)]
@@ -30,7 +57,12 @@ ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 def _to_aware_datetime(value: Any) -> Any:
-    """ISO 8601 with an offset, or a bare date meaning midnight UTC; naive times are refused."""
+    """ISO 8601 with an offset, or a bare date meaning midnight UTC; naive times are refused.
+
+    Numbers (epoch seconds or milliseconds?) are refused on purpose: the unit is a guess, and a
+    wrong guess moves business time by a factor of 1000 without any error."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        raise ValueError("a time is an ISO 8601 string, e.g. 2017-03-01T00:00:00Z, not a number")
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -40,12 +72,15 @@ def _to_aware_datetime(value: Any) -> Any:
         if len(text) == 10:
             try:
                 return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
-            except ValueError:
-                return value  # let pydantic explain
+            except ValueError as error:
+                # Not left to pydantic: it would read "1700000000" as epoch seconds.
+                raise ValueError("a date is YYYY-MM-DD, a time ISO 8601 with an offset") from error
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return value
+        except ValueError as error:
+            raise ValueError(
+                "a time is an ISO 8601 string with an offset, e.g. 2017-03-01T00:00:00Z"
+            ) from error
     else:
         return value
     if moment.tzinfo is None:
@@ -57,7 +92,29 @@ def _to_aware_datetime(value: Any) -> Any:
 
 
 BusinessTime = Annotated[datetime, BeforeValidator(_to_aware_datetime)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False)]
+
+_PLAIN_DECIMAL = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
+def _strict_amount(value: Any) -> Any:
+    """An amount is a JSON number or a plain decimal string: no spaces, underscores, signs,
+    exponents, and no negative zero (Python's Decimal would take all of those)."""
+    if isinstance(value, bool):
+        raise ValueError("an amount is a number, not a boolean")
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.fullmatch(value):
+            raise ValueError('an amount is a plain decimal such as 1200 or "1200.50"')
+        return Decimal(value)
+    if isinstance(value, (int, Decimal, float)) and Decimal(str(value)).is_signed():
+        raise ValueError("an amount cannot be negative (not even -0)")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_strict_amount),
+    Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False),
+]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
@@ -66,7 +123,18 @@ class _Event(BaseModel):
 
     event_id: EventId
     occurred_at: BusinessTime | None = None
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: int | None = Field(default=None, ge=0, le=2**63 - 1)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_far_ahead(cls, value: datetime | None) -> datetime | None:
+        skew = limits().max_clock_skew
+        if value is not None and value > datetime.now(UTC) + skew:
+            raise ValueError(
+                f"occurred_at is more than {skew.total_seconds():.0f} s ahead of the server's"
+                " clock (DEALFLOW_MAX_CLOCK_SKEW)"
+            )
+        return value
 
 
 class _DealFields(BaseModel):
@@ -88,6 +156,14 @@ class _DealFields(BaseModel):
             raise ValueError("at most 100 attributes")
         if value is not None and _depth(value) > MAX_ATTRIBUTE_DEPTH:
             raise ValueError(f"attributes nested deeper than {MAX_ATTRIBUTE_DEPTH} levels")
+        if value is not None:
+            most = limits().max_attributes_bytes
+            size = json_size(value)
+            if size > most:
+                raise ValueError(
+                    f"attributes are {size} bytes of JSON; at most {most}"
+                    " (DEALFLOW_MAX_ATTRIBUTES_BYTES)"
+                )
         return value
 
 
@@ -147,16 +223,34 @@ class ReopenedIn(_Event):
     to_stage: SlugStr
 
 
+def _storable_event(value: Any) -> Any:
+    """Refuse, before anything else, an event the stores cannot hold or that is too large."""
+    if isinstance(value, dict):
+        try:
+            size = json_size(value)
+        except NotStorable as error:
+            raise ValueError(str(error)) from error
+        most = limits().max_event_bytes
+        if size > most:
+            raise ValueError(
+                f"the event is {size} bytes of JSON; at most {most} (DEALFLOW_MAX_EVENT_BYTES)"
+            )
+    return value
+
+
 IncomingEvent = Annotated[
-    OpenedIn
-    | FactRecordedIn
-    | UpdatedIn
-    | ActivityLoggedIn
-    | StageChangedIn
-    | WonIn
-    | LostIn
-    | ReopenedIn,
-    Field(discriminator="type"),
+    Annotated[
+        OpenedIn
+        | FactRecordedIn
+        | UpdatedIn
+        | ActivityLoggedIn
+        | StageChangedIn
+        | WonIn
+        | LostIn
+        | ReopenedIn,
+        Field(discriminator="type"),
+    ],
+    BeforeValidator(_storable_event),
 ]
 incoming_event = TypeAdapter(IncomingEvent)
 

@@ -49,11 +49,49 @@ class Settings(BaseSettings):
         validation_alias=_env("DEALFLOW_DB_MAX_OVERFLOW"),
         description="extra PostgreSQL connections beyond the pool under load",
     )
+    db_connect_timeout: int = Field(
+        2,
+        ge=1,
+        validation_alias=_env("DEALFLOW_DB_CONNECT_TIMEOUT"),
+        description="seconds to wait for a PostgreSQL connection before answering 503",
+    )
+    db_statement_timeout: float = Field(
+        60,
+        gt=0,
+        validation_alias=_env("DEALFLOW_DB_STATEMENT_TIMEOUT"),
+        description="seconds a PostgreSQL statement may run",
+    )
+    db_idle_in_transaction_timeout: int = Field(
+        60,
+        ge=1,
+        validation_alias=_env("DEALFLOW_DB_IDLE_IN_TRANSACTION_TIMEOUT"),
+        description="seconds a PostgreSQL transaction may sit idle before the server ends it",
+    )
     deal_cache: int = Field(
         20000,
         ge=0,
         validation_alias=_env("DEALFLOW_DEAL_CACHE"),
         description="recently written deals kept in memory per process (0: none)",
+    )
+
+    # -- what one event may hold (engine.limits) ---------------------------------------------
+    max_event_bytes: int = Field(
+        131072,
+        ge=1024,
+        validation_alias=_env("DEALFLOW_MAX_EVENT_BYTES"),
+        description="JSON size of one incoming event, in bytes (larger: 422 naming the limit)",
+    )
+    max_attributes_bytes: int = Field(
+        65536,
+        ge=256,
+        validation_alias=_env("DEALFLOW_MAX_ATTRIBUTES_BYTES"),
+        description="JSON size of an event's `attributes`, in bytes",
+    )
+    max_clock_skew: float = Field(
+        900,
+        ge=0,
+        validation_alias=_env("DEALFLOW_MAX_CLOCK_SKEW"),
+        description="seconds `occurred_at` may lie ahead of the server's clock",
     )
 
     # -- the API -----------------------------------------------------------------------------

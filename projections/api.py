@@ -6,15 +6,17 @@ like ``amount`` in the deal state; counts are integers, rates and days JSON numb
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter, ValidationError
 
 from engine.api.deps import get_services, require
 from engine.api.errors import ApiError
 from engine.api.helpers import parse_time
+from engine.commands import Money
 from engine.domain.events import utcnow
 from engine.tokens import Principal
 from projections.queries.board import board
@@ -22,6 +24,8 @@ from projections.queries.common import Moment
 from projections.queries.deals import list_deals
 from projections.queries.metrics import BREAKDOWN_KEYS, breakdown, metrics
 from projections.readmodel.records import to_us
+
+_money: TypeAdapter[Decimal] = TypeAdapter(Money)
 
 router = APIRouter(tags=["metrics"])
 
@@ -92,15 +96,15 @@ async def get_metrics(
     goal: Decimal | None = None
     if target is not None:
         try:
-            goal = Decimal(target)
-            if not goal.is_finite() or goal < 0:
-                raise InvalidOperation
-        except InvalidOperation as error:
+            # The same rule as an amount (plain decimal, 20 digits, 6 places): 1e30 or 1e400
+            # used to overflow the arithmetic below into a 500.
+            goal = _money.validate_python(target)
+        except ValidationError as error:
             raise ApiError(
                 422,
                 "validation_error",
-                "target must be a non-negative decimal amount",
-                details=[{"field": "target", "message": "not a decimal"}],
+                "target must be a non-negative decimal amount, e.g. 250000 or 250000.50",
+                details=[{"field": "target", "message": str(error.errors()[0]["msg"])}],
             ) from error
     app = get_services(request).app
     return await run_in_threadpool(

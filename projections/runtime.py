@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.persistence.settings import schema_lock
+from projections.readmodel import health
 from projections.readmodel.projection import DealsProjection
 from projections.readmodel.runner import BatchRunner
 from projections.readmodel.views import DealsViewMixin, build_view
@@ -26,6 +28,8 @@ class ProjectionsService:
         self.app = app
         self.runs_here = run
         self.view: DealsViewMixin = build_view(app)
+        with schema_lock(app.settings):
+            health.create_table(app.db)
         self.projection = DealsProjection(self.view)
         self._committed = threading.Condition()
         self.runner = BatchRunner(app, self.projection, on_commit=self._notify)
@@ -68,9 +72,11 @@ class ProjectionsService:
 
     def status(self) -> list[dict[str, Any]]:
         head = self.app.max_position()
+        failing = health.failures(self.app.db)
         items = []
         for name, runner in self.runners.items():
             position = runner.projection.view.position()
+            failure = failing.get(name)
             items.append(
                 {
                     "name": name,
@@ -80,7 +86,11 @@ class ProjectionsService:
                     "running": runner.running,
                     "runs_here": self.runs_here,
                     "events_processed": runner.stats.processed,
-                    "last_error": runner.stats.last_error,
+                    # From the table the runner writes, wherever it runs.
+                    "last_error": failure["error"] if failure else runner.stats.last_error,
+                    "failing": failure is not None,
+                    "failing_for_s": failure["failing_for_s"] if failure else None,
+                    "failures": failure["failures"] if failure else 0,
                 }
             )
         return items

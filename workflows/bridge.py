@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -39,10 +39,19 @@ from engine.domain.deal import (
     Won,
 )
 from engine.domain.deal_events import topics_of
-from engine.domain.definitions import SEQUENCE, DefinitionApplied
+from engine.domain.definitions import PIPELINE, SEQUENCE, DefinitionApplied
+from engine.domain.errors import DomainError
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
 from workflows import ids
+from workflows.bridge_state import (
+    RUNS,
+    TRACKING,
+    BridgeBatch,
+    BridgeStats,
+    RunIndex,
+    create_tables,
+)
 from workflows.escalation import StaleDealEscalation
 from workflows.models import (
     ActivitySignal,
@@ -55,15 +64,6 @@ from workflows.nurture import NurtureWorkflow
 
 log = logging.getLogger("dealflow.bridge")
 
-TRACKING = "dealflow_bridge_tracking"
-RUNS = "dealflow_nurture_runs"
-_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {TRACKING} (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
-    f"CREATE TABLE IF NOT EXISTS {RUNS} ("
-    " workflow_id TEXT PRIMARY KEY, deal_id TEXT NOT NULL, sequence_id TEXT NOT NULL,"
-    " active INTEGER NOT NULL DEFAULT 1)",
-    f"CREATE INDEX IF NOT EXISTS {RUNS}_deal ON {RUNS} (deal_id, active)",
-)
 _WATCHED = {
     topic
     for cls in (
@@ -83,34 +83,6 @@ _DEFINITION_TOPIC = get_topic(DefinitionApplied)
 # closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
 REUSE_POLICY = WorkflowIDReusePolicy.REJECT_DUPLICATE
 CONFLICT_POLICY = WorkflowIDConflictPolicy.FAIL
-
-
-def create_tables(app: DealflowApp) -> None:
-    app.db.execute_script(_DDL)
-
-
-@dataclass
-class BridgeStats:
-    batches: int = 0
-    events: int = 0
-    started: int = 0
-    already_started: int = 0
-    signals: int = 0
-    cancels: int = 0
-    enrollments: int = 0
-    start_times: list[float] = field(default_factory=list)  # monotonic time of each new start
-
-
-@dataclass
-class _Batch:
-    """What one batch decided: automation commands, per-deal Temporal effects, bookkeeping."""
-
-    commands: list[Command] = field(default_factory=list)
-    effects: dict[str, list[Callable[[], Awaitable[None]]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    new_runs: list[tuple[str, str, str]] = field(default_factory=list)
-    ended_runs: list[str] = field(default_factory=list)
 
 
 class Bridge:
@@ -141,6 +113,10 @@ class Bridge:
         self.sequences: dict[str, tuple[int, SequenceDefinition]] = {}
         self._position: int | None = None
         self._stopping = asyncio.Event()
+        # Whether any pipeline (any version) lets activity extend a stay. Until one does, an
+        # ordinary activity has no effect here, and loading its deal cost more than everything
+        # else: the bridge fell minutes behind under load (found by dealflow bench chaos).
+        self._activity_extends = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -202,6 +178,15 @@ class Bridge:
             start = found[-1].id + 1
 
     def _learn(self, event: Any) -> None:
+        if event.kind == PIPELINE:
+            stages = (event.body or {}).get("stages") or []
+            if any(
+                isinstance(stage, dict)
+                and (stage.get("escalation") or {}).get("activity_extends_limit")
+                for stage in stages
+            ):
+                self._activity_extends = True
+            return
         if event.kind != SEQUENCE:
             return
         try:
@@ -224,10 +209,7 @@ class Bridge:
             return 0
         batch = await asyncio.to_thread(self._decide, notifications)
         if batch.commands:
-            outcomes = await asyncio.to_thread(
-                self.app.ingest, batch.commands, allow_automation=True
-            )
-            self.stats.enrollments += sum(1 for o in outcomes if o.status == "recorded")
+            await asyncio.to_thread(self._record, batch.commands)
         await self._run_effects(batch)
         last = notifications[-1].id
         await asyncio.to_thread(self._commit, batch, last)
@@ -236,7 +218,32 @@ class Bridge:
         self.stats.events += len(notifications)
         return len(notifications)
 
-    async def _run_effects(self, batch: _Batch) -> None:
+    def _record(self, commands: list[Command]) -> None:
+        """Record the batch's enrolments. One stamped with a time the deal has since passed
+        (a client wrote to the deal between our decision and this write) is stamped again:
+        dropping it would lose the enrolment for good, the bridge has moved on."""
+        for _ in range(5):
+            outcomes = self.app.ingest(commands, allow_automation=True)
+            self.stats.enrollments += sum(1 for o in outcomes if o.status == "recorded")
+            late = [
+                c
+                for c, o in zip(commands, outcomes, strict=True)
+                if o.status == "rejected" and o.error is not None and _time_passed(o.error)
+            ]
+            for command, outcome in zip(commands, outcomes, strict=True):
+                if outcome.status == "rejected" and command not in late:
+                    log.warning("enrolment %s refused: %s", command.event_id, outcome.error)
+            if not late:
+                return
+            commands = [replace(c, occurred_at=self._after_latest(c.deal_id)) for c in late]
+        log.warning("enrolments still refused after re-stamping: %s", [c.event_id for c in late])
+
+    def _after_latest(self, deal_id: str) -> datetime:
+        latest = self.app.deal(deal_id).last_occurred_at
+        now = utcnow()
+        return now if latest is None else max(now, latest)
+
+    async def _run_effects(self, batch: BridgeBatch) -> None:
         """Each deal's effects in log order; different deals concurrently."""
         gate = asyncio.Semaphore(self.concurrency)
 
@@ -247,7 +254,7 @@ class Bridge:
 
         await asyncio.gather(*(one_deal(effects) for effects in batch.effects.values()))
 
-    def _commit(self, batch: _Batch, position: int) -> None:
+    def _commit(self, batch: BridgeBatch, position: int) -> None:
         with self.app.db.transaction() as cur:
             if batch.new_runs:
                 cur.executemany(
@@ -267,8 +274,8 @@ class Bridge:
             )
 
     # -- decisions (in a thread: they read the store) ----------------------------------------------
-    def _decide(self, notifications: Sequence[Any]) -> _Batch:
-        batch = _Batch()
+    def _decide(self, notifications: Sequence[Any]) -> BridgeBatch:
+        batch = BridgeBatch()
         events: list[Any] = []
         for notification in notifications:
             if notification.topic == _DEFINITION_TOPIC or notification.topic in _WATCHED:
@@ -278,16 +285,22 @@ class Bridge:
         for event in events:
             if isinstance(event, (StageChanged, Reopened, Won, Lost)):
                 left[event.originator_id] = event.originator_version
-        runs = _RunIndex(self.app)
+        runs = RunIndex(self.app)
         for event in events:
             if isinstance(event, DefinitionApplied):
                 self._learn(event)
+            elif (
+                isinstance(event, ActivityLogged)
+                and event.activity != "reply"
+                and not self._activity_extends
+            ):
+                continue
             else:
                 self._decide_one(event, batch, runs, left)
         return batch
 
     def _decide_one(
-        self, event: DealEvent, batch: _Batch, runs: _RunIndex, left: dict[UUID, int]
+        self, event: DealEvent, batch: BridgeBatch, runs: RunIndex, left: dict[UUID, int]
     ) -> None:
         deal = (
             _opened_state(event)
@@ -349,7 +362,7 @@ class Bridge:
             runs.end(deal_id, event.sequence_id)
             batch.ended_runs.extend(ending)
 
-    def _enroll_by_rule(self, event: DealEvent, deal: Deal, batch: _Batch) -> None:
+    def _enroll_by_rule(self, event: DealEvent, deal: Deal, batch: BridgeBatch) -> None:
         for sequence_id, (version, definition) in self.sequences.items():
             rule = definition.enroll
             if rule is None or not rule.matches(
@@ -453,40 +466,11 @@ class Bridge:
         return cancel
 
 
-class _RunIndex:
-    """Active nurture runs per deal: the table, overlaid with what this batch decided."""
-
-    def __init__(self, app: DealflowApp) -> None:
-        self.app = app
-        self.cache: dict[str, list[tuple[str, str]]] = {}
-
-    def active(self, deal_id: str) -> list[tuple[str, str]]:
-        if deal_id not in self.cache:
-            rows = self.app.db.fetchall(
-                f"SELECT workflow_id, sequence_id FROM {RUNS} WHERE deal_id = %s AND active = 1",
-                (deal_id,),
-            )
-            self.cache[deal_id] = [(r["workflow_id"], r["sequence_id"]) for r in rows]
-        return self.cache[deal_id]
-
-    def add(self, deal_id: str, sequence_id: str, workflow_id: str) -> None:
-        runs = self.active(deal_id)
-        if (workflow_id, sequence_id) not in runs:
-            runs.append((workflow_id, sequence_id))
-
-    def end(self, deal_id: str, sequence_id: str) -> None:
-        self.cache[deal_id] = [r for r in self.active(deal_id) if r[1] != sequence_id]
-
-
 def _opened_state(event: Opened) -> Deal:
     """The deal right after it was opened, without a trip to the store."""
     return event.mutate(None)
 
 
-async def workflow_status(client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
-    try:
-        return (await client.get_workflow_handle(workflow_id).describe()).status
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
+def _time_passed(error: DomainError) -> bool:
+    """The refusal of an event stamped earlier than the deal's latest business time."""
+    return error.details.get("field") == "occurred_at"

@@ -19,7 +19,8 @@ Id = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: definitions are typed data, so `false` or "9" is not an hour (no coercion).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # -- definitions (the HTTP contract's shapes) ------------------------------------------------

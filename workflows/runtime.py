@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.application import DealflowApp
-from workflows.bridge import create_tables as create_bridge_tables
+from workflows.bridge_state import create_tables as create_bridge_tables
 from workflows.channels import Channels
 from workflows.outbox import Outbox
 from workflows.subscriptions import SubscriptionStore

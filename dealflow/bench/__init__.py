@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from dealflow.bench import audit, feed, ingest, projections, workflows
+from dealflow.bench import audit, chaos, feed, ingest, projections, workflows
 
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for area in (ingest, projections, workflows, audit, feed):
+    for area in (ingest, projections, workflows, audit, feed, chaos):
         area.register(benches)

@@ -9,13 +9,18 @@ from typing import Any
 from fastapi import Request
 
 from engine.api.errors import ApiError
+from engine.storable import NotStorable, json_size
 
 
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
+async def read_json_object(request: Request, *, per_item: str | None = None) -> dict[str, Any]:
+    """The body as a JSON object whose values both stores can hold (else 422).
+
+    ``per_item`` names a list member (a batch's ``events``) whose items are checked one by one
+    later, so that one bad item is rejected alone."""
     raw = await request.body()
     try:
         # Numbers with a fraction become Decimal: money is never a float, not even in transit.
@@ -25,6 +30,15 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from error
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    try:
+        json_size({k: v for k, v in body.items() if k != per_item})
+    except NotStorable as error:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"invalid request at {error.where}: {error.why}",
+            details=[{"field": error.where, "message": error.why}],
+        ) from error
     return body
 
 

@@ -23,6 +23,7 @@ from engine.domain.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from engine.persistence.outage import StoreUnavailable
 
 # The one place a domain error becomes an HTTP status (the domain carries a code and details).
 STATUS: dict[type[DomainError], int] = {
@@ -109,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
+    @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
         # The store is unreachable or restarting: nothing was recorded, and trying again later
         # (same event_id) is safe.
@@ -127,6 +129,17 @@ def install_error_handlers(app: FastAPI) -> None:
             400: "malformed_json",
         }
         code = codes.get(exc.status_code, "http_error")
+        # Keep the exception's headers: a 405 must say what is Allowed.
         return JSONResponse(
-            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # Last resort: still the contract's JSON shape (the exception is logged by Starlette).
+        return JSONResponse(
+            {"error": "internal_error", "message": "an unexpected error; nothing was recorded"},
+            status_code=500,
         )

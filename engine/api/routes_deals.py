@@ -114,7 +114,7 @@ async def post_event(
     ),
 )
 async def post_events(request: Request, principal: Principal = require("ingest")) -> JSONResponse:
-    body = await read_json_object(request)
+    body = await read_json_object(request, per_item="events")
     events = body.get("events")
     if not isinstance(events, list):
         raise ApiError(

@@ -24,14 +24,42 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["system"], summary="Readiness: the store answers")
 async def readyz(request: Request) -> JSONResponse:
+    """503 while the store is unreachable (within seconds: see engine.persistence.outage).
+
+    A projection that keeps failing does not make this replica unready (it can still take
+    writes), but the answer says ``degraded`` and names the projection, its error and for how
+    long it has been stuck."""
     services = get_services(request)
     try:
         position = await run_in_threadpool(services.app.max_position)
+        projections = await run_in_threadpool(_projection_status, services)
     except Exception as error:  # noqa: BLE001 - any store failure means not ready
-        return JSONResponse({"status": "unavailable", "error": str(error)}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "error": "store_unavailable", "message": str(error)},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    failing = [p for p in projections if p.get("failing")]
     return JSONResponse(
-        {"status": "ready", "backend": services.settings.backend, "position": position}
+        {
+            "status": "degraded" if failing else "ready",
+            "backend": services.settings.backend,
+            "position": position,
+            "projections": [
+                {
+                    k: p.get(k)
+                    for k in ("name", "position", "lag", "failing", "last_error", "failing_for_s")
+                }
+                for p in projections
+            ],
+        }
     )
+
+
+def _projection_status(services: Any) -> list[dict[str, Any]]:
+    if services.projections is None or not hasattr(services.projections, "status"):
+        return []
+    return list(services.projections.status())
 
 
 @router.get(
@@ -49,9 +77,26 @@ async def prometheus_metrics(request: Request) -> PlainTextResponse:
             "# HELP dealflow_projection_lag Events a projection has yet to process.",
             "# TYPE dealflow_projection_lag gauge",
         ]
-        for item in await run_in_threadpool(services.projections.status):
+        items = await run_in_threadpool(services.projections.status)
+        for item in items:
             lines.append(
                 f'dealflow_projection_lag{{projection="{item["name"]}"}} {item.get("lag", 0)}'
+            )
+        lines += [
+            "# HELP dealflow_projection_failing 1 while a projection keeps failing at a position.",
+            "# TYPE dealflow_projection_failing gauge",
+        ]
+        for item in items:
+            failing = 1 if item.get("failing") else 0
+            lines.append(f'dealflow_projection_failing{{projection="{item["name"]}"}} {failing}')
+        lines += [
+            "# HELP dealflow_projection_failing_seconds How long it has been failing there.",
+            "# TYPE dealflow_projection_failing_seconds gauge",
+        ]
+        for item in items:
+            seconds = item.get("failing_for_s") or 0
+            lines.append(
+                f'dealflow_projection_failing_seconds{{projection="{item["name"]}"}} {seconds}'
             )
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

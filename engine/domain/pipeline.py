@@ -37,7 +37,8 @@ ATTRIBUTE_FIELD = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: definitions are typed data, so `false` or "9" is not an hour (no coercion).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FactCriterion(_Strict):

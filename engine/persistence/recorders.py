@@ -31,6 +31,12 @@ IDEMPOTENCY_TABLE = "dealflow_idempotency"
 # Batches at least this large are written with COPY; smaller ones take eventsourcing's own
 # (pipelined) INSERT, which needs fewer round trips.
 COPY_THRESHOLD = 64
+# ... unless they carry more bytes than this. In pipeline mode psycopg sends every statement
+# before reading any result; with megabytes in flight both sides' socket buffers fill and
+# client and server wait on each other forever, holding the events table lock (a 6 MB event,
+# or 40 events of 250 kB, stopped every writer). COPY streams rows without waiting on
+# results, so it cannot deadlock at any size.
+PIPELINE_MAX_BYTES = 64 * 1024
 
 
 class IdempotencyRecord(NamedTuple):
@@ -69,7 +75,8 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        if len(stored_events) < COPY_THRESHOLD:
+        small = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
+        if len(stored_events) < COPY_THRESHOLD and small:
             return super().insert_events(stored_events, **kwargs)
         return self._copy_events(stored_events, **kwargs)
 

@@ -22,6 +22,12 @@ class StoreSettings:
     # PostgreSQL connections per process (the API runs handlers in threads).
     pool_size: int = 4
     max_overflow: int = 8
+    # Outage handling (seconds): how long to wait for a pooled connection, the longest a
+    # statement may run (0 = no limit), and how long a session may sit idle inside a
+    # transaction before the server ends it (and releases the events table lock).
+    connect_timeout: int = 2
+    statement_timeout: float = 60.0
+    idle_in_transaction_timeout: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StoreSettings:
@@ -33,6 +39,9 @@ class StoreSettings:
             home=settings.home,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+            idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout,
         )
 
     @property
@@ -48,6 +57,7 @@ class StoreSettings:
         return self.home / "dealflow.sqlite3"
 
     def eventsourcing_env(self) -> dict[str, str]:
+        from engine.persistence import pgfactory
         from engine.persistence.mapper import PydanticMapper
         from engine.persistence.recorders import (
             DealflowPostgresRecorder,
@@ -58,7 +68,7 @@ class StoreSettings:
         if self.is_postgres:
             url = urlparse(str(self.database_url))
             env.update(
-                PERSISTENCE_MODULE="eventsourcing.postgres",
+                PERSISTENCE_MODULE=get_topic(pgfactory.DealflowPostgresFactory),
                 APPLICATION_RECORDER_TOPIC=get_topic(DealflowPostgresRecorder),
                 POSTGRES_DBNAME=(url.path or "/postgres").lstrip("/") or "postgres",
                 POSTGRES_HOST=url.hostname or "127.0.0.1",
@@ -67,7 +77,13 @@ class StoreSettings:
                 POSTGRES_PASSWORD=unquote(url.password or ""),
                 POSTGRES_POOL_SIZE=str(self.pool_size),
                 POSTGRES_MAX_OVERFLOW=str(self.max_overflow),
-                POSTGRES_CONNECT_TIMEOUT="10",
+                # The wait for a pooled connection; an outage fails within this (outage.py).
+                POSTGRES_CONNECT_TIMEOUT=str(self.connect_timeout),
+                POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT=str(self.idle_in_transaction_timeout),
+                **{
+                    pgfactory.STATEMENT_TIMEOUT: str(self.statement_timeout),
+                    pgfactory.SOCKET_CONNECT_TIMEOUT: str(max(2, self.connect_timeout)),
+                },
                 POSTGRES_LOCK_TIMEOUT="10",
                 # Check a pooled connection before handing it out: after a server restart or
                 # failover the pool would otherwise serve dead connections.

@@ -36,8 +36,8 @@ def board(
 ) -> dict[str, Any]:
     """Deals in a column are listed longest-in-stage first; ``stage`` + ``cursor`` page one column."""
     after = decode_cursor(cursor) if cursor else None
+    version, definition = definition_at(app, pipeline_id, moment)
     with snapshot(app) as cur:
-        version, definition = definition_at(app, pipeline_id, moment, cur)
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
         by_stage, _ = stage_totals(cur, pipeline_id, definition, moment)

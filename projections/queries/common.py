@@ -91,21 +91,24 @@ def is_stale(row: Any, definition: PipelineDefinition | None, at: int) -> bool:
 # -- definitions ------------------------------------------------------------------------------
 
 
-def definition_at(
-    app: Any, pipeline_id: str, moment: Moment, cur: Any
-) -> tuple[int, PipelineDefinition]:
+def definition_at(app: Any, pipeline_id: str, moment: Moment) -> tuple[int, PipelineDefinition]:
     """The pipeline definition a query at ``moment`` uses.
 
     Now: the current one. As of a time: the newest version that was either applied (recorded)
     by then or used by a deal event that had occurred by then, so a backfilled history is judged
-    by the definitions its events were recorded under, and a live one by what was in force."""
+    by the definitions its events were recorded under, and a live one by what was in force.
+
+    Call it before opening a :func:`snapshot`: it reads the event store, which takes a pooled
+    connection of its own. Called inside one, every request held a connection while waiting for
+    a second; under pool pressure or a database restart that ended in a 500. Definitions only
+    ever gain versions, so reading them outside the snapshot changes no answer."""
     current = app.pipeline_ref(pipeline_id)
     if not moment.historical:
         return current.version, current.definition
-    row = cur.execute(
+    row = app.db.fetchone(
         f"SELECT MAX(pipeline_version) AS v FROM {HISTORY_TABLE} WHERE pipeline_id = %s AND valid_from <= %s",
         (pipeline_id, moment.at),
-    ).fetchone()
+    )
     version = int(row["v"]) if row and row["v"] is not None else 0
     for item in app.definition_history(PIPELINE, pipeline_id):
         applied = to_us(_parse_time(item["applied_at"]))

@@ -32,19 +32,19 @@ def list_deals(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     after = decode_cursor(cursor) if cursor else None
+    # Definitions first, outside the snapshot (see definition_at).
+    pipelines = (
+        [pipeline_id]
+        if pipeline_id is not None
+        else [
+            r["pipeline_id"] for r in app.db.fetchall(f"SELECT pipeline_id FROM {PIPELINES_TABLE}")
+        ]
+    )
+    definitions: dict[str, PipelineDefinition] = {}
+    for pid in pipelines:
+        definitions[pid] = definition_at(app, pid, moment)[1]
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
-        pipelines = (
-            [pipeline_id]
-            if pipeline_id is not None
-            else [
-                r["pipeline_id"]
-                for r in cur.execute(f"SELECT pipeline_id FROM {PIPELINES_TABLE}").fetchall()
-            ]
-        )
-        definitions: dict[str, PipelineDefinition] = {}
-        for pid in pipelines:
-            definitions[pid] = definition_at(app, pid, moment, cur)[1]
         sql, params = deal_source(moment, pipeline_id)
         where: list[str] = []
         where_params: list[Any] = []

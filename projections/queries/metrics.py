@@ -295,8 +295,8 @@ def metrics(
     target: Decimal | None = None,
 ) -> dict[str, Any]:
     windowed = closed_from is not None or closed_to is not None
+    version, definition = definition_at(app, pipeline_id, moment)
     with snapshot(app) as cur:
-        version, definition = definition_at(app, pipeline_id, moment, cur)
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
         by_stage, summary = stage_totals(cur, pipeline_id, definition, moment)
@@ -419,8 +419,8 @@ def breakdown(
     window, window_params = _window(closed_from, closed_to)
     won_w = f"d.status = 'won' AND {window}"
     lost_w = f"d.status = 'lost' AND {window}"
+    version, _ = definition_at(app, pipeline_id, moment)  # 404 for an unknown pipeline
     with snapshot(app) as cur:
-        version, _ = definition_at(app, pipeline_id, moment, cur)  # 404 for an unknown pipeline
         position = tracked_position(app, cur)
         if closed_from is None and closed_to is None and summary_applies(cur, pipeline_id, moment):
             rows = [

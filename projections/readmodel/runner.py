@@ -28,6 +28,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.projection import ApplicationSubscription
 from opentelemetry import trace
 
+from projections.readmodel import health
 from projections.readmodel.projection import DealsProjection
 from projections.readmodel.records import EventRecord, from_domain_event, from_notification
 from projections.readmodel.views import PositionMoved
@@ -73,6 +74,8 @@ class BatchRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live = isinstance(app.recorder, PostgresApplicationRecorder)
+        # True until a pass succeeds: a failure recorded by an earlier run is cleared then.
+        self._failing = True
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -101,6 +104,7 @@ class BatchRunner:
         while not self._stop.is_set():
             try:
                 position = self.catch_up(stop=self._stop)
+                self._recovered()
                 if self._stop.is_set():
                     break
                 if self._live:
@@ -111,8 +115,22 @@ class BatchRunner:
             except Exception as error:  # noqa: BLE001 - a runner must outlive a database hiccup
                 self.stats.last_error = f"{type(error).__name__}: {error}"
                 log.exception("projection %s failed; retrying", self.name)
+                self._failed(self.stats.last_error)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _failed(self, error: str) -> None:
+        """Make the failure visible to every process (readyz, metrics, dashboard)."""
+        self._failing = True
+        try:
+            health.record_failure(self.app.db, self.name, self.projection.view.position(), error)
+        except Exception:  # noqa: BLE001 - e.g. the database itself is what failed
+            log.warning("could not record the failure of projection %s", self.name)
+
+    def _recovered(self) -> None:
+        if self._failing:
+            health.clear(self.app.db, self.name)
+            self._failing = False
 
     def catch_up(
         self,
@@ -161,6 +179,7 @@ class BatchRunner:
         self.stats.batches += 1
         self.stats.last_batch_at = time.monotonic()
         self.stats.last_error = None
+        self._recovered()
         if self.on_commit is not None:
             self.on_commit(last)
         return last

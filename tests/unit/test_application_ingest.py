@@ -67,7 +67,7 @@ def test_same_event_id_different_body_is_idempotency_key_reused(app: DealflowApp
     for changed in (
         {**body, "value": False},
         {**body, "note": "x"},
-        {**body, "occurred_at": "2030-01-01"},
+        {**body, "occurred_at": "2020-01-01"},
     ):
         outcome = app.ingest([_fixed("d1", changed)])[0]
         assert outcome.status == "rejected"

@@ -14,7 +14,8 @@ from tests.workflows.conftest import (
     wait_for,
 )
 from workflows import ids
-from workflows.bridge import TRACKING, Bridge, workflow_status
+from workflows.bridge import Bridge
+from workflows.bridge_state import TRACKING, workflow_status
 
 pytestmark = pytest.mark.temporal
 

@@ -323,6 +323,14 @@
       const failed = results.filter((r) => r.status === "rejected");
       if (failed.length) message("Some panels could not load: " + failed.map((f) => f.reason.message).join("; "), "error");
       $("footer").textContent = `read-only · figures from the dealflow API at log position ${DF.fmtInt(m.position)} · ${m.as_of}`;
+      // A read model stuck on an event it cannot process must not look like a quiet day.
+      const health = await api("/v1/projections").catch(() => null);
+      const stuck = health ? health.projections.filter((p) => p.failing) : [];
+      if (stuck.length) {
+        message(stuck.map((p) => `Read model '${p.name}' is stuck at position ${DF.fmtInt(p.position)} ` +
+          `(${DF.fmtInt(p.lag)} events behind, failing for ${Math.round(p.failing_for_s)} s): ${p.last_error}. ` +
+          "These figures are stale.").join(" "), "error");
+      }
       window.dealflowDashboard = loaded;
       setStatus("ready");
     } catch (error) {

@@ -1,0 +1,72 @@
+"""What both stores can hold, checked at the edge so that SQLite and PostgreSQL agree.
+
+PostgreSQL text and JSON cannot hold NUL (``\\u0000``) nor a lone UTF-16 surrogate, and its
+integers stop at 64 bits; SQLite takes all of it. A value PostgreSQL cannot store used to be
+accepted and then fail later (a 500, or a projection stuck on it forever). So every incoming
+value is checked here, the same way on both stores, and refused with the place it was found.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+
+
+class NotStorable(ValueError):
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}" if where else why)
+        self.where = where
+        self.why = why
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored, or None when it can."""
+    if "\x00" in text:
+        return "NUL characters (\\u0000) cannot be stored"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "lone surrogates (invalid Unicode) cannot be stored"
+    return None
+
+
+def check_text(text: str, where: str = "") -> None:
+    problem = text_problem(text)
+    if problem is not None:
+        raise NotStorable(where, problem)
+
+
+def json_size(value: Any, where: str = "") -> int:
+    """The size of ``value`` as compact JSON (closely), refusing what cannot be stored.
+
+    Walks without recursion, so a deeply nested value cannot exhaust the stack."""
+    size = 0
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            check_text(item, path)
+            size += len(item.encode("utf-8")) + 2
+        elif isinstance(item, bool) or item is None:
+            size += 5
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                raise NotStorable(path, "integers must fit in 64 bits")
+            size += len(str(item))
+        elif isinstance(item, (float, Decimal)):
+            size += len(str(item))
+        elif isinstance(item, dict):
+            size += 2
+            for key, inner in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str):
+                    check_text(key, name)
+                    size += len(key.encode("utf-8")) + 4
+                stack.append((inner, name))
+        elif isinstance(item, (list, tuple)):
+            size += 2
+            stack.extend((inner, f"{path}.{i}" if path else str(i)) for i, inner in enumerate(item))
+    return size
