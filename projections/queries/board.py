@@ -33,14 +33,15 @@ def board(
     limit: int = 20,
     stage: str | None = None,
     cursor: str | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Deals in a column are listed longest-in-stage first; ``stage`` + ``cursor`` page one column."""
     after = decode_cursor(cursor) if cursor else None
     with snapshot(app) as cur:
-        version, definition = definition_at(app, pipeline_id, moment, cur)
+        version, definition = definition_at(app, pipeline_id, moment, cur, fast=fast)
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
-        by_stage, _ = stage_totals(cur, pipeline_id, definition, moment)
+        by_stage, _ = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
         columns = []
         for column in definition.stages:
             if stage is not None and column.id != stage:

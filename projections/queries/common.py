@@ -16,7 +16,7 @@ import orjson
 from engine.domain.definitions import PIPELINE
 from engine.domain.pipeline import PipelineDefinition
 from projections.readmodel.records import iso_us, to_us
-from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE
+from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE, VERSIONS_TABLE
 from projections.readmodel.views import POSTGRES_TRACKING_TABLE, SQLITE_TRACKING_TABLE
 
 MICRO = Decimal("0.000001")
@@ -92,7 +92,7 @@ def is_stale(row: Any, definition: PipelineDefinition | None, at: int) -> bool:
 
 
 def definition_at(
-    app: Any, pipeline_id: str, moment: Moment, cur: Any
+    app: Any, pipeline_id: str, moment: Moment, cur: Any, *, fast: bool = True
 ) -> tuple[int, PipelineDefinition]:
     """The pipeline definition a query at ``moment`` uses.
 
@@ -102,10 +102,16 @@ def definition_at(
     current = app.pipeline_ref(pipeline_id)
     if not moment.historical:
         return current.version, current.definition
-    row = cur.execute(
-        f"SELECT MAX(pipeline_version) AS v FROM {HISTORY_TABLE} WHERE pipeline_id = %s AND valid_from <= %s",
-        (pipeline_id, moment.at),
-    ).fetchone()
+    if fast:  # the earliest use of each version, kept by the fold: a few rows, not the history
+        row = cur.execute(
+            f"SELECT MAX(version) AS v FROM {VERSIONS_TABLE} WHERE pipeline_id = %s AND first_at <= %s",
+            (pipeline_id, moment.at),
+        ).fetchone()
+    else:
+        row = cur.execute(
+            f"SELECT MAX(pipeline_version) AS v FROM {HISTORY_TABLE} WHERE pipeline_id = %s AND valid_from <= %s",
+            (pipeline_id, moment.at),
+        ).fetchone()
     version = int(row["v"]) if row and row["v"] is not None else 0
     for item in app.definition_history(PIPELINE, pipeline_id):
         applied = to_us(_parse_time(item["applied_at"]))

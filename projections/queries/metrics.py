@@ -26,9 +26,11 @@ from projections.queries.common import (
     units_to_decimal,
     weighted,
 )
-from projections.readmodel.fold import BREAKDOWN_KEYS, DAY_US
+from projections.queries.timeline import keys_at, stats_at, visits_at, won_buckets_at
+from projections.readmodel.fold import BREAKDOWN_KEYS
 from projections.readmodel.schema import (
     CURRENT_TABLE,
+    HISTORY_TABLE,
     KEYS_TABLE,
     PIPELINES_TABLE,
     STATS_COUNTERS,
@@ -37,6 +39,7 @@ from projections.readmodel.schema import (
     VISITS_TABLE,
     WON_TABLE,
 )
+from projections.readmodel.timeline import DAY_US
 
 __all__ = ["BREAKDOWN_KEYS", "breakdown", "metrics", "stage_totals"]
 
@@ -87,9 +90,10 @@ def _age_us(at: int, n: int, open_ms: int, open_us: int) -> int:
 
 
 def summary_applies(cur: Any, pipeline_id: str, moment: Moment) -> bool:
-    """Whether the summary tables answer for ``moment``: a "now" question, and no event of the
-    pipeline has a business time after it (the figures cut stays and closes at the moment;
-    the summaries hold every event, so they are exact only when nothing lies beyond it)."""
+    """Whether the summary tables alone answer for ``moment``: a "now" question, and no event of
+    the pipeline has a business time after it (stays and qualified leads are cut at the moment;
+    the summaries hold every event, so those two are exact only when nothing lies beyond it;
+    otherwise they come from the business-time buckets, see :func:`stays_and_qualified`)."""
     if moment.historical:
         return False
     row = cur.execute(
@@ -137,14 +141,59 @@ def _stale_from_summary(
     return stale
 
 
+def _stale_as_of(
+    cur: Any,
+    pipeline_id: str,
+    definition: PipelineDefinition,
+    stats: dict[str, dict[str, int]],
+    at: int,
+) -> dict[str, int]:
+    """:func:`_stale_from_summary` as of ``at``: the open deals that entered their stage within
+    its limit before ``at`` are history rows that began in that span (an index range)."""
+    limits = {
+        stage: limit_us(definition.stage(stage).max_days_in_stage)
+        for stage, stat in stats.items()
+        if stat["open_n"] and definition.has_stage(stage)
+    }
+    limited = {stage: lim for stage, lim in limits.items() if lim is not None}
+    recent: dict[str, int] = {}
+    if limited:
+        parts = " OR ".join(["(stage = %s AND stage_entered_at >= %s)"] * len(limited))
+        params: list[Any] = [pipeline_id, at - max(limited.values()), at, at]
+        for stage, lim in limited.items():
+            params += [stage, at - lim]
+        for row in cur.execute(
+            f"SELECT stage, COUNT(*) AS n FROM {HISTORY_TABLE} WHERE pipeline_id = %s"
+            " AND valid_from >= %s AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
+            f" AND status = 'open' AND flagged_stale = 0 AND ({parts}) GROUP BY stage",
+            params,
+        ).fetchall():
+            recent[row["stage"]] = int(row["n"])
+    return {
+        stage: (stat["open_n"] - recent.get(stage, 0) if stage in limited else stat["open_flagged"])
+        for stage, stat in stats.items()
+        if stat["open_n"]
+    }
+
+
 def stage_totals(
-    cur: Any, pipeline_id: str, definition: PipelineDefinition, moment: Moment
+    cur: Any,
+    pipeline_id: str,
+    definition: PipelineDefinition,
+    moment: Moment,
+    *,
+    fast: bool = True,
 ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]] | None]:
-    """Open deals per stage as :func:`open_by_stage` gives them, and the summary rows when the
-    summary tables answer for ``moment`` (None when the rows had to be scanned)."""
-    if summary_applies(cur, pipeline_id, moment):
-        stats = _stats(cur, pipeline_id)
-        stale = _stale_from_summary(cur, pipeline_id, definition, stats, moment.at)
+    """Open deals per stage as :func:`open_by_stage` gives them, and the summary rows they came
+    from (now: the summary tables; as of a time: the business-time buckets). ``fast=False``
+    scans the rows instead (the oracle the fast paths are tested against) and returns None."""
+    if fast:
+        if moment.historical:
+            stats = stats_at(cur, pipeline_id, moment.at)
+            stale = _stale_as_of(cur, pipeline_id, definition, stats, moment.at)
+        else:
+            stats = _stats(cur, pipeline_id)
+            stale = _stale_from_summary(cur, pipeline_id, definition, stats, moment.at)
         by_stage = {
             stage: {
                 "n": s["open_n"],
@@ -161,47 +210,71 @@ def stage_totals(
     return open_by_stage(cur, source, stale_, moment.at), None
 
 
-def _median_from_buckets(cur: Any, pipeline_id: str, won: int) -> float | None:
-    """The median of all won deals' open-to-won durations: the bucket counts (whole days) say
-    which bucket holds the middle; an index range over that bucket gives the exact values."""
+def _median_from_buckets(
+    cur: Any, pipeline_id: str, won: int, at: int | None = None
+) -> float | None:
+    """The median of the won deals' open-to-won durations: the bucket counts (whole days) say
+    which bucket holds the middle; an index range over that bucket gives the exact values.
+    With ``at``, of the deals won as of that moment (the buckets and rows valid then)."""
     if not won:
         return None
-    rows = cur.execute(
-        f"SELECT bucket, n FROM {WON_TABLE} WHERE pipeline_id = %s AND n > 0 ORDER BY bucket",
-        (pipeline_id,),
-    ).fetchall()
+    if at is None:
+        rows = [
+            (int(r["bucket"]), int(r["n"]))
+            for r in cur.execute(
+                f"SELECT bucket, n FROM {WON_TABLE} WHERE pipeline_id = %s AND n > 0 ORDER BY bucket",
+                (pipeline_id,),
+            ).fetchall()
+        ]
+        table, valid, valid_params = CURRENT_TABLE, "", []
+    else:
+        rows = won_buckets_at(cur, pipeline_id, at)
+        table = HISTORY_TABLE
+        valid, valid_params = (
+            " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)",
+            [at, at],
+        )
     wanted = [(won - 1) // 2] if won % 2 else [(won - 1) // 2, won // 2]
     values: list[int] = []
     for rank in wanted:
         seen = 0
-        for r in rows:
-            if rank < seen + int(r["n"]):
-                lo = int(r["bucket"]) * DAY_US
+        for bucket, n in rows:
+            if rank < seen + n:
+                lo = bucket * DAY_US
                 found = cur.execute(
-                    f"SELECT closed_at - opened_at AS dur FROM {CURRENT_TABLE}"
+                    f"SELECT closed_at - opened_at AS dur FROM {table}"
                     " WHERE pipeline_id = %s AND status = 'won'"
-                    " AND closed_at - opened_at >= %s AND closed_at - opened_at < %s"
+                    f" AND closed_at - opened_at >= %s AND closed_at - opened_at < %s{valid}"
                     " ORDER BY closed_at - opened_at LIMIT 1 OFFSET %s",
-                    (pipeline_id, lo, lo + DAY_US, rank - seen),
+                    (pipeline_id, lo, lo + DAY_US, *valid_params, rank - seen),
                 ).fetchone()
                 values.append(int(found["dur"]))
                 break
-            seen += int(r["n"])
+            seen += n
     middle = values[0] if won % 2 else (values[0] + values[1]) / 2
     return round(middle / 1000 / MS_PER_DAY, 6)
 
 
-def _qualified_from_summary(cur: Any, pipeline_id: str, definition: PipelineDefinition) -> int:
-    """Deals that ever visited a stage beyond ``qualified_after`` or were ever won."""
+def _qualified_from_summary(
+    cur: Any, pipeline_id: str, definition: PipelineDefinition, at: int | None = None
+) -> int:
+    """Deals that ever visited a stage beyond ``qualified_after`` or were ever won (with ``at``:
+    by that moment, from the business-time buckets)."""
     later = set(definition.stage_ids[definition.index(definition.qualified_stage) + 1 :])
-    rows = cur.execute(
-        f"SELECT visited, ever_won, n FROM {VISITS_TABLE} WHERE pipeline_id = %s AND n > 0",
-        (pipeline_id,),
-    ).fetchall()
+    if at is None:
+        visits = {
+            (r["visited"], int(r["ever_won"])): int(r["n"])
+            for r in cur.execute(
+                f"SELECT visited, ever_won, n FROM {VISITS_TABLE} WHERE pipeline_id = %s AND n > 0",
+                (pipeline_id,),
+            ).fetchall()
+        }
+    else:
+        visits = visits_at(cur, pipeline_id, at)
     return sum(
-        int(r["n"])
-        for r in rows
-        if int(r["ever_won"]) or later.intersection(filter(None, r["visited"].split(",")))
+        n
+        for (visited, ever_won), n in visits.items()
+        if ever_won or later.intersection(filter(None, visited.split(",")))
     )
 
 
@@ -293,13 +366,16 @@ def metrics(
     closed_from: int | None = None,
     closed_to: int | None = None,
     target: Decimal | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
+    """The contract's pipeline metrics. ``fast=False`` computes them by scanning the rows (the
+    original implementation, kept as the oracle the summary paths are tested against)."""
     windowed = closed_from is not None or closed_to is not None
     with snapshot(app) as cur:
-        version, definition = definition_at(app, pipeline_id, moment, cur)
+        version, definition = definition_at(app, pipeline_id, moment, cur, fast=fast)
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
-        by_stage, summary = stage_totals(cur, pipeline_id, definition, moment)
+        by_stage, summary = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
         window = _window(closed_from, closed_to)
         sql, params = source
         if summary is not None and not windowed:
@@ -312,31 +388,42 @@ def metrics(
                     "dur_ms": sum(s["won_ms"] for s in summary.values()),
                 }
             }
-            median = _median_from_buckets(cur, pipeline_id, won)
+            at = moment.at if moment.historical else None
+            median = _median_from_buckets(cur, pipeline_id, won, at)
         else:
-            if summary is not None:
+            wsql, wparams = sql, params
+            if summary is not None and not moment.historical:
                 # Only the deals closed in the window: an index range, not the whole pipeline.
-                sql, params = f"{CURRENT_TABLE} d", []
+                wsql, wparams = f"{CURRENT_TABLE} d", []
                 window = (f"d.pipeline_id = %s AND {window[0]}", [pipeline_id, *window[1]])
             closed = {
                 r["status"]: r
                 for r in cur.execute(
                     f"SELECT d.status AS status, COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units,"
                     f" COALESCE(SUM((d.closed_at - d.opened_at) / 1000), 0) AS dur_ms"
-                    f" FROM {sql} WHERE d.status IN ('won', 'lost') AND {window[0]} GROUP BY d.status",
-                    [*params, *window[1]],
+                    f" FROM {wsql} WHERE d.status IN ('won', 'lost') AND {window[0]} GROUP BY d.status",
+                    [*wparams, *window[1]],
                 ).fetchall()
             }
             won = int(closed["won"]["n"]) if "won" in closed else 0
             lost = int(closed["lost"]["n"]) if "lost" in closed else 0
-            median = _median_won_ms(cur, (sql, params), window, won)
+            median = _median_won_ms(cur, (wsql, wparams), window, won)
         if summary is not None:
             opened = sum(s["deals"] for s in summary.values())
+            # Stays and qualified leads count only what happened by the moment: as of a time the
+            # summary already is the business-time sum; "now" needs that sum only when some
+            # event lies after now.
+            cut = moment.historical or not summary_applies(cur, pipeline_id, moment)
+            counted = summary
+            if cut and not moment.historical:
+                counted = stats_at(cur, pipeline_id, moment.at, states=False)
             stays = {
                 stage: {k: s[k] for k in ("completed", "stay_ms", "entered", "advanced")}
-                for stage, s in summary.items()
+                for stage, s in counted.items()
             }
-            qualified = _qualified_from_summary(cur, pipeline_id, definition)
+            qualified = _qualified_from_summary(
+                cur, pipeline_id, definition, moment.at if cut else None
+            )
         else:
             opened = int(cur.execute(f"SELECT COUNT(*) AS n FROM {sql}", params).fetchone()["n"])
             stays = _stays(cur, pipeline_id, moment.at)
@@ -413,6 +500,7 @@ def breakdown(
     *,
     closed_from: int | None = None,
     closed_to: int | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
     if by not in BREAKDOWN_KEYS:
         raise ValueError(by)
@@ -420,9 +508,24 @@ def breakdown(
     won_w = f"d.status = 'won' AND {window}"
     lost_w = f"d.status = 'lost' AND {window}"
     with snapshot(app) as cur:
-        version, _ = definition_at(app, pipeline_id, moment, cur)  # 404 for an unknown pipeline
+        # 404 for an unknown pipeline
+        version, _ = definition_at(app, pipeline_id, moment, cur, fast=fast)
         position = tracked_position(app, cur)
-        if closed_from is None and closed_to is None and summary_applies(cur, pipeline_id, moment):
+        unwindowed = closed_from is None and closed_to is None
+        if fast and unwindowed and moment.historical:
+            rows = [
+                {
+                    "key": None if r["key_null"] else r["key"],
+                    "deals": r["deals"],
+                    "open_deals": r["open_n"],
+                    "won": r["won_n"],
+                    "lost": r["lost_n"],
+                    "won_units": r["won_units"],
+                    "won_ms": r["won_ms"],
+                }
+                for r in keys_at(cur, pipeline_id, by, moment.at)
+            ]
+        elif fast and unwindowed:
             rows = [
                 {**r, "key": None if r["key_null"] else r["key"]}
                 for r in cur.execute(

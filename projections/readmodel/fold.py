@@ -26,10 +26,10 @@ from uuid import UUID
 from engine.domain.deal import DEAL_FIELDS
 from projections.readmodel.records import EventRecord
 from projections.readmodel.schema import KEYS_COUNTERS, STATS_COUNTERS
+from projections.readmodel.timeline import DAY_US, day_of
 
 # The deal attributes the breakdown groups by (each keeps its own counters).
 BREAKDOWN_KEYS = ("industry", "lead_source", "decision_maker_role", "owner", "account")
-DAY_US = 86_400_000_000
 _S = {name: i for i, name in enumerate(STATS_COUNTERS)}
 _N_STATS, _N_KEYS = len(STATS_COUNTERS), len(KEYS_COUNTERS)
 
@@ -68,7 +68,8 @@ CURRENT_COLUMNS = (
     "last_event_at",
     "ever_won",
 )
-HISTORY_COLUMNS = (*DEAL_COLUMNS, "valid_from", "valid_to")
+# valid_to last: a later event of the deal in the same batch sets it in place.
+HISTORY_COLUMNS = (*DEAL_COLUMNS, "visited", "ever_won", "valid_from", "valid_to")
 STAY_COLUMNS = (
     "deal_uuid",
     "seq",
@@ -183,6 +184,15 @@ class ChangeSet:
     keys: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
     visits: dict[tuple[str, str, int], int] = field(default_factory=dict)
     won_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # The same deltas in business time (timeline.py), keyed with the day of the change:
+    # (pipeline, day, stage), (pipeline, dim, day, key_null, key), (pipeline, day, visited,
+    # ever_won), (pipeline, day, days-to-won bucket).
+    t_stats: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
+    t_keys: dict[tuple[str, str, int, int, str], list[int]] = field(default_factory=dict)
+    t_visits: dict[tuple[str, int, str, int], int] = field(default_factory=dict)
+    t_won: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    # (pipeline, definition version) -> the earliest business time of a history row using it.
+    versions: dict[tuple[str, int], int] = field(default_factory=dict)
     skipped: int = 0  # events of deals the read model has never seen opened (should stay 0)
 
     @property
@@ -216,6 +226,13 @@ class DealFold:
             found = self.changes.stats[key] = [0] * _N_STATS
         return found
 
+    def _t_stat(self, pipeline: str, at: int, stage: str) -> list[int]:
+        key = (pipeline, day_of(at), stage)
+        found = self.changes.t_stats.get(key)
+        if found is None:
+            found = self.changes.t_stats[key] = [0] * _N_STATS
+        return found
+
     def _summarise(self) -> None:
         """The summary deltas of the deals' current state: what each touched deal contributes
         now minus what it contributed before the batch (stays were counted as they happened)."""
@@ -231,10 +248,32 @@ class DealFold:
                 self._add(before, -1, keys)
             self._add(after, 1, keys)
 
-    def _add(self, c: tuple[Any, ...], sign: int, keys: bool) -> None:
+    def _change_at(self, before: tuple[Any, ...] | None, row: DealRow, at: int) -> None:
+        """Record, in business time, how one event changed the deal's contribution."""
+        after = _contribution(row)
+        if before == after:
+            return
+        keys = before is None or _key_part(before) != _key_part(after)
+        day = day_of(at)
+        if before is not None:
+            self._add(before, -1, keys, day)
+        self._add(after, 1, keys, day)
+
+    def _add(self, c: tuple[Any, ...], sign: int, keys: bool, day: int | None = None) -> None:
+        """Add (``sign`` 1) or take away (-1) a contribution: to the current summaries, or with
+        ``day`` to the business-time changes of that day."""
         pipeline, stage, status, units, opened_at, flagged, dur, visited, ever_won, attrs = c
         changes = self.changes
-        stat = self._stat(pipeline, stage)
+        if day is None:
+            stat = self._stat(pipeline, stage)
+            won_buckets: dict[Any, int] = changes.won_buckets
+            visits: dict[Any, int] = changes.visits
+            key_counters: dict[Any, list[int]] = changes.keys
+            head: tuple[Any, ...] = (pipeline,)
+        else:
+            stat = self._t_stat(pipeline, day * DAY_US, stage)
+            won_buckets, visits, key_counters = changes.t_won, changes.t_visits, changes.t_keys
+            head = (pipeline, day)
         stat[0] += sign
         units = units or 0
         if status == "open":
@@ -249,24 +288,24 @@ class DealFold:
             stat[6] += sign
             stat[7] += sign * units
             stat[8] += sign * _trunc_ms(dur)
-            bucket = (pipeline, dur // DAY_US)
-            changes.won_buckets[bucket] = changes.won_buckets.get(bucket, 0) + sign
+            bucket = (*head, dur // DAY_US)
+            won_buckets[bucket] = won_buckets.get(bucket, 0) + sign
             won, lost = 1, 0
         else:
             stat[9] += sign
             won, lost = 0, 1
-        visit = (pipeline, visited, ever_won)
-        changes.visits[visit] = changes.visits.get(visit, 0) + sign
+        visit = (*head, visited, ever_won)
+        visits[visit] = visits.get(visit, 0) + sign
         if not keys:
             return
         open_ = int(status == "open")
         won_units = units if won else 0
         won_ms = _trunc_ms(dur) if won else 0
         for dim, value in zip(BREAKDOWN_KEYS, attrs, strict=True):
-            key = (pipeline, dim, int(value is None), value or "")
-            counters = changes.keys.get(key)
+            key = (pipeline, dim, *head[1:], int(value is None), value or "")
+            counters = key_counters.get(key)
             if counters is None:
-                counters = changes.keys[key] = [0] * _N_KEYS
+                counters = key_counters[key] = [0] * _N_KEYS
             counters[0] += sign
             counters[1] += sign * open_
             counters[2] += sign * won
@@ -280,6 +319,8 @@ class DealFold:
             if event.deal in changes.current or event.deal in self._stored:
                 return  # already folded (a deal is opened once)
             row = self._open(event)
+            before: tuple[Any, ...] | None = None
+            changing = True
         else:
             found = changes.current.get(event.deal) or self._stored.get(event.deal)
             if found is None or event.version <= found.version:
@@ -288,6 +329,9 @@ class DealFold:
                 return
             row = found
             handler = _HANDLERS.get(event.type)
+            # Events without a handler (facts, activities) change no counter.
+            changing = handler is not None
+            before = _contribution(row) if changing else None
             if handler is not None:
                 handler(self, row, event)
         row.version = event.version
@@ -299,6 +343,8 @@ class DealFold:
         if event.pipeline_version is not None:
             row.pipeline_version = event.pipeline_version
         changes.current[event.deal] = row
+        if changing:
+            self._change_at(before, row, event.occurred_at)
         self._record_history(row, event.occurred_at)
 
     # -- history rows -------------------------------------------------------------------------
@@ -310,8 +356,13 @@ class DealFold:
             self.changes.history_closes.append(
                 (row.deal_uuid, self._stored_version[row.deal_uuid], at)
             )
-        new = [*row.deal_values(), at, None]
+        new = [*row.deal_values(), ",".join(sorted(row.visited)), row.ever_won, at, None]
         self.changes.history.append(new)
+        if row.pipeline_version is not None:
+            versions = self.changes.versions
+            key = (row.pipeline_id, row.pipeline_version)
+            if versions.get(key, at + 1) > at:
+                versions[key] = at
         self._last_history[row.deal_uuid] = new
 
     # -- stays --------------------------------------------------------------------------------
@@ -331,16 +382,21 @@ class DealFold:
         row.visited.add(stage)
         self.changes.stays[(row.deal_uuid, row.stay_seq)] = stay
         self._stat(row.pipeline_id, stage)[_S["entered"]] += stay.first_in_stage
+        self._t_stat(row.pipeline_id, at, stage)[_S["entered"]] += stay.first_in_stage
 
     def _leave(self, row: DealRow, how: str, at: int) -> None:
         first_advance = 0
         if how in ("forward", "won") and row.stage not in row.advanced:
             row.advanced.add(row.stage)
             first_advance = 1
-        stat = self._stat(row.pipeline_id, row.stage)
-        stat[_S["advanced"]] += first_advance
-        stat[_S["completed"]] += 1
-        stat[_S["stay_ms"]] += _trunc_ms(at - row.stage_entered_at)
+        stay_ms = _trunc_ms(at - row.stage_entered_at)
+        for stat in (
+            self._stat(row.pipeline_id, row.stage),
+            self._t_stat(row.pipeline_id, at, row.stage),
+        ):
+            stat[_S["advanced"]] += first_advance
+            stat[_S["completed"]] += 1
+            stat[_S["stay_ms"]] += stay_ms
         stay = self.changes.stays.get((row.deal_uuid, row.stay_seq))
         if stay is not None:
             stay.left_at, stay.exit, stay.first_advance = at, how, first_advance

@@ -39,11 +39,17 @@ from projections.readmodel.schema import (
     STATS_COUNTERS,
     STATS_TABLE,
     STAYS_TABLE,
+    T_KEYS_TABLE,
+    T_STATS_TABLE,
+    T_VISITS_TABLE,
+    T_WON_TABLE,
+    VERSIONS_TABLE,
     VIEW_TABLES,
     VISITS_TABLE,
     WON_TABLE,
     secondary_indexes,
 )
+from projections.readmodel.timeline import expand
 
 POSTGRES_TRACKING_TABLE = "dealflow_projection_tracking"
 SQLITE_TRACKING_TABLE = "tracking"  # fixed by eventsourcing's SQLiteTrackingRecorder
@@ -177,7 +183,7 @@ _DEAL_TYPES = [
     "int8",
 ]
 _CURRENT_TYPES = [*_DEAL_TYPES, "int4", "text", "text", "int8", "int2"]
-_HISTORY_TYPES = [*_DEAL_TYPES, "int8", "int8"]
+_HISTORY_TYPES = [*_DEAL_TYPES, "text", "int2", "int8", "int8"]
 _STAY_TYPES = ["uuid", "int4", "text", "text", "int8", "int8", "text", "int2", "int2"]
 
 
@@ -212,7 +218,38 @@ def _summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], l
             ["n"],
             [(*k, v) for k, v in changes.won_buckets.items() if v],
         ),
+        (
+            T_STATS_TABLE,
+            ["pipeline_id", "lvl", "bucket", "stage"],
+            list(STATS_COUNTERS),
+            [(*k, *v) for k, v in expand(changes.t_stats, 1).items() if any(v)],
+        ),
+        (
+            T_KEYS_TABLE,
+            ["pipeline_id", "dim", "lvl", "bucket", "key_null", "key"],
+            list(KEYS_COUNTERS),
+            [(*k, *v) for k, v in expand(changes.t_keys, 2).items() if any(v)],
+        ),
+        (
+            T_VISITS_TABLE,
+            ["pipeline_id", "lvl", "bucket", "visited", "ever_won"],
+            ["n"],
+            [(*k, v) for k, v in expand(changes.t_visits, 1).items() if v],
+        ),
+        (
+            T_WON_TABLE,
+            ["pipeline_id", "lvl", "bucket", "dur_bucket"],
+            ["n"],
+            [(*k, v) for k, v in expand(changes.t_won, 1).items() if v],
+        ),
     ]
+
+
+_VERSIONS_UPSERT = (
+    f"INSERT INTO {VERSIONS_TABLE} (pipeline_id, version, first_at) {{values}}"
+    " ON CONFLICT (pipeline_id, version) DO UPDATE"
+    f" SET first_at = {{least}}({VERSIONS_TABLE}.first_at, excluded.first_at)"
+)
 
 
 def _upsert_sql(table: str, keys: list[str], counters: list[str], values: str) -> str:
@@ -231,6 +268,7 @@ _PG_TYPES = {
     "key": "text",
     "visited": "text",
     "ever_won": "smallint",
+    "lvl": "smallint",
 }
 
 
@@ -311,6 +349,15 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 " ON CONFLICT (pipeline_id) DO UPDATE"
                 f" SET last_event_at = GREATEST({PIPELINES_TABLE}.last_event_at, excluded.last_event_at)",
                 (names, [changes.pipeline_times[n] for n in names]),
+            )
+        if changes.versions:
+            items = sorted(changes.versions.items())
+            curs.execute(
+                _VERSIONS_UPSERT.format(
+                    values="SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])",
+                    least="LEAST",
+                ),
+                ([k[0] for k, _ in items], [k[1] for k, _ in items], [v for _, v in items]),
             )
         for table, keys, counters, rows in _summary_rows(changes):
             if not rows:
@@ -415,6 +462,11 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
                 " ON CONFLICT (pipeline_id) DO UPDATE"
                 f" SET last_event_at = MAX({PIPELINES_TABLE}.last_event_at, excluded.last_event_at)",
                 sorted(changes.pipeline_times.items()),
+            )
+        if changes.versions:
+            curs.executemany(
+                _VERSIONS_UPSERT.format(values="VALUES (?, ?, ?)", least="MIN"),
+                [(*k, v) for k, v in sorted(changes.versions.items())],
             )
         for table, keys, counters, rows in _summary_rows(changes):
             if rows:
