@@ -94,7 +94,9 @@ def _bench_project(args: argparse.Namespace) -> int:
 def _bench_query(args: argparse.Namespace) -> int:
     from projections.bench import bench_query
 
-    return bench_query(args.deals, args.json, args.repeat)
+    return bench_query(
+        args.deals, args.json, args.repeat, crm_copies=args.crm_copies, oracle=not args.no_oracle
+    )
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -120,5 +122,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     query = bench.add_parser("query", help="p50/p95 latency of metrics, breakdown and board")
     query.add_argument("--deals", type=int, default=100_000)
     query.add_argument("--repeat", type=int, default=40)
+    query.add_argument(
+        "--crm-copies",
+        type=int,
+        default=0,
+        help="replay the bundled CRM export K times instead of generating synthetic deals",
+    )
+    query.add_argument(
+        "--no-oracle", action="store_true", help="skip timing the scans (the same-run baseline)"
+    )
     query.add_argument("--json", help="write the figures to this file")
     query.set_defaults(func=_bench_query)
