@@ -88,7 +88,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _bench_project(args: argparse.Namespace) -> int:
     from projections.bench import bench_project
 
-    return bench_project(args.events, args.json)
+    return bench_project(args.events, args.json, args.workers)
 
 
 def _bench_query(args: argparse.Namespace) -> int:
@@ -117,6 +117,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "project", help="full read-model rebuild vs a raw scan of the events table"
     )
     project.add_argument("--events", type=int, default=200_000)
+    project.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes folding deal ranges (0: the runner's sequential catch-up)",
+    )
     project.add_argument("--json", help="write the figures to this file")
     project.set_defaults(func=_bench_project)
     query = bench.add_parser("query", help="p50/p95 latency of metrics, breakdown and board")

@@ -488,6 +488,47 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
         )
 
 
+def copy_new_rows(curs: Any, changes: ChangeSet) -> None:
+    """COPY the rows of deals the tables do not hold yet (a bulk rebuild: every deal whole)."""
+    for table, columns, types, rows in (
+        (
+            CURRENT_TABLE,
+            CURRENT_COLUMNS,
+            _CURRENT_TYPES,
+            (r.current_values() for r in changes.current.values()),
+        ),
+        (HISTORY_TABLE, HISTORY_COLUMNS, _HISTORY_TYPES, iter(changes.history)),
+        (STAYS_TABLE, STAY_COLUMNS, _STAY_TYPES, (s.values() for s in changes.stays.values())),
+    ):
+        with curs.copy(f"COPY {table} ({_cols(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for values in rows:
+                copy.write_row(values)
+
+
+def copy_summaries(curs: Any, changes: ChangeSet) -> None:
+    """COPY the summary rows, the pipelines and the versions into empty tables (a bulk
+    rebuild writes each key once, already summed; upserts would cost many times more)."""
+    names = sorted(changes.pipeline_times)
+    tables: list[tuple[str, list[str], list[Any]]] = [
+        (
+            PIPELINES_TABLE,
+            ["pipeline_id", "last_event_at"],
+            [(n, changes.pipeline_times[n]) for n in names],
+        ),
+        (
+            VERSIONS_TABLE,
+            ["pipeline_id", "version", "first_at"],
+            [(*k, v) for k, v in sorted(changes.versions.items())],
+        ),
+    ]
+    tables += [(t, [*keys, *counters], rows) for t, keys, counters, rows in _summary_rows(changes)]
+    for table, columns, rows in tables:
+        with curs.copy(f"COPY {table} ({_cols(columns)}) FROM STDIN") as copy:
+            for values in rows:
+                copy.write_row(values)
+
+
 def build_view(app: Any) -> DealsViewMixin:
     """The deals view for the application's backend, sharing its datastore; tables created."""
     datastore = app.recorder.datastore
