@@ -99,6 +99,12 @@ def _bench_query(args: argparse.Namespace) -> int:
     )
 
 
+def _bench_asof(args: argparse.Namespace) -> int:
+    from projections.bench import bench_asof_designs
+
+    return bench_asof_designs(args.json, args.repeat)
+
+
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands (and its `dealflow bench <name>`)."""
     projections = commands.add_parser("projections", help="read models: run, status, rebuild")
@@ -139,3 +145,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     )
     query.add_argument("--json", help="write the figures to this file")
     query.set_defaults(func=_bench_query)
+    asof = bench.add_parser(
+        "asof-designs", help='the two "as of" designs (buckets vs a covering index), same moments'
+    )
+    asof.add_argument("--repeat", type=int, default=24)
+    asof.add_argument("--json", help="write the figures to this file")
+    asof.set_defaults(func=_bench_asof)

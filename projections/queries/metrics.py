@@ -27,7 +27,7 @@ from projections.queries.common import (
     weighted,
 )
 from projections.queries.timeline import keys_at, stats_at, visits_at, won_buckets_at
-from projections.readmodel.fold import BREAKDOWN_KEYS
+from projections.readmodel.fold import BREAKDOWN_KEYS, TIMELINE_KEYS
 from projections.readmodel.schema import (
     CURRENT_TABLE,
     HISTORY_TABLE,
@@ -512,7 +512,7 @@ def breakdown(
         version, _ = definition_at(app, pipeline_id, moment, cur, fast=fast)
         position = tracked_position(app, cur)
         unwindowed = closed_from is None and closed_to is None
-        if fast and unwindowed and moment.historical:
+        if fast and unwindowed and moment.historical and by in TIMELINE_KEYS:
             rows = [
                 {
                     "key": None if r["key_null"] else r["key"],
@@ -525,7 +525,7 @@ def breakdown(
                 }
                 for r in keys_at(cur, pipeline_id, by, moment.at)
             ]
-        elif fast and unwindowed:
+        elif fast and unwindowed and not moment.historical:
             rows = [
                 {**r, "key": None if r["key_null"] else r["key"]}
                 for r in cur.execute(

@@ -30,6 +30,10 @@ from projections.readmodel.timeline import DAY_US, day_of
 
 # The deal attributes the breakdown groups by (each keeps its own counters).
 BREAKDOWN_KEYS = ("industry", "lead_source", "decision_maker_role", "owner", "account")
+# The attributes whose counters are also kept in business time (as-of breakdowns without a
+# scan). Not the account: it has about as many values as there are deals, so its buckets would
+# grow with the deals (a breakdown by account as of a time scans the history rows).
+TIMELINE_KEYS = BREAKDOWN_KEYS[:4]
 _S = {name: i for i, name in enumerate(STATS_COUNTERS)}
 _N_STATS, _N_KEYS = len(STATS_COUNTERS), len(KEYS_COUNTERS)
 
@@ -270,10 +274,12 @@ class DealFold:
             visits: dict[Any, int] = changes.visits
             key_counters: dict[Any, list[int]] = changes.keys
             head: tuple[Any, ...] = (pipeline,)
+            dims: tuple[str, ...] = BREAKDOWN_KEYS
         else:
             stat = self._t_stat(pipeline, day * DAY_US, stage)
             won_buckets, visits, key_counters = changes.t_won, changes.t_visits, changes.t_keys
             head = (pipeline, day)
+            dims = TIMELINE_KEYS
         stat[0] += sign
         units = units or 0
         if status == "open":
@@ -301,7 +307,7 @@ class DealFold:
         open_ = int(status == "open")
         won_units = units if won else 0
         won_ms = _trunc_ms(dur) if won else 0
-        for dim, value in zip(BREAKDOWN_KEYS, attrs, strict=True):
+        for dim, value in zip(dims, attrs, strict=False):
             key = (pipeline, dim, *head[1:], int(value is None), value or "")
             counters = key_counters.get(key)
             if counters is None:

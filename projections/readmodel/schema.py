@@ -37,7 +37,7 @@ VIEW_TABLES = (
 )
 META_TABLE = "rm_schema"
 # Bumped whenever the tables change shape: an older schema is dropped and rebuilt from the log.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 STATS_COUNTERS = (
     "deals",
