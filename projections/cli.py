@@ -88,6 +88,10 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _bench_project(args: argparse.Namespace) -> int:
     from projections.bench import bench_project
 
+    if args.live:
+        from projections.bench import bench_live
+
+        return bench_live(args.seconds, args.batch, args.json)
     return bench_project(args.events, args.json, args.workers)
 
 
@@ -129,6 +133,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         default=2,
         help="processes folding deal ranges (0: the runner's sequential catch-up)",
     )
+    project.add_argument(
+        "--live",
+        action="store_true",
+        help="instead: lag of the live projection while another process ingests at full speed",
+    )
+    project.add_argument("--seconds", type=float, default=60.0, help="--live: ingest this long")
+    project.add_argument("--batch", type=int, default=1000, help="--live: events per write")
     project.add_argument("--json", help="write the figures to this file")
     project.set_defaults(func=_bench_project)
     query = bench.add_parser("query", help="p50/p95 latency of metrics, breakdown and board")
