@@ -26,7 +26,13 @@ from projections.queries.common import (
     units_to_decimal,
     weighted,
 )
-from projections.queries.timeline import keys_at, stats_at, visits_at, won_buckets_at
+from projections.queries.timeline import (
+    keys_at,
+    open_entered_before,
+    stats_at,
+    visits_at,
+    won_buckets_at,
+)
 from projections.readmodel.fold import BREAKDOWN_KEYS, TIMELINE_KEYS
 from projections.readmodel.schema import (
     CURRENT_TABLE,
@@ -118,8 +124,8 @@ def _stale_from_summary(
     at: int,
 ) -> dict[str, int]:
     """Stale open deals per stage: every flagged one, plus, where the stage has a limit, every
-    one in it since before ``at - limit``. Counted as the open deals minus the unflagged ones
-    that entered recently (an index range over the few recent ones, not the many old ones)."""
+    unflagged one in it since before ``at - limit`` (counted from the entered-day buckets, so
+    the cost does not depend on how many deals entered long ago or after now)."""
     stale: dict[str, int] = {}
     for stage, stat in stats.items():
         if not stat["open_n"]:
@@ -129,15 +135,9 @@ def _stale_from_summary(
             if definition.has_stage(stage)
             else None
         )
-        if limit is None:
-            stale[stage] = stat["open_flagged"]
-            continue
-        row = cur.execute(
-            f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
-            " AND stage = %s AND stage_entered_at >= %s AND flagged_stale = 0",
-            (pipeline_id, stage, at - limit),
-        ).fetchone()
-        stale[stage] = stat["open_n"] - int(row["n"])
+        stale[stage] = stat["open_flagged"]
+        if limit is not None:
+            stale[stage] += open_entered_before(cur, pipeline_id, stage, at - limit)
     return stale
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from projections.readmodel.schema import (
+    CURRENT_TABLE,
     HISTORY_TABLE,
     KEYS_COUNTERS,
+    OPEN_ENTERED_TABLE,
     STATS_COUNTERS,
     STAYS_TABLE,
     T_KEYS_TABLE,
@@ -174,3 +176,21 @@ def won_buckets_at(cur: Any, pipeline_id: str, at: int) -> list[tuple[int, int]]
         b = int(row["b"])
         totals[b] = totals.get(b, 0) + int(row["n"])
     return sorted((b, n) for b, n in totals.items() if n)
+
+
+def open_entered_before(cur: Any, pipeline_id: str, stage: str, before: int) -> int:
+    """Open, unflagged deals now in ``stage`` that entered it before ``before``: the buckets of
+    the whole days before, and the current rows of ``before``'s own day (an index range)."""
+    day = day_of(before)
+    where, params = prefix_sql(day)
+    row = cur.execute(
+        f"SELECT COALESCE(SUM(n), 0) AS n FROM {OPEN_ENTERED_TABLE}"
+        f" WHERE pipeline_id = %s AND stage = %s AND {where}",
+        [pipeline_id, stage, *params],
+    ).fetchone()
+    part = cur.execute(
+        f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
+        " AND stage = %s AND stage_entered_at >= %s AND stage_entered_at < %s AND flagged_stale = 0",
+        (pipeline_id, stage, day * DAY_US, before),
+    ).fetchone()
+    return int(row["n"]) + int(part["n"])

@@ -195,6 +195,8 @@ class ChangeSet:
     t_keys: dict[tuple[str, str, int, int, str], list[int]] = field(default_factory=dict)
     t_visits: dict[tuple[str, int, str, int], int] = field(default_factory=dict)
     t_won: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    # Open unflagged deals now by (pipeline, day entered their stage, stage).
+    open_entered: dict[tuple[str, int, str], int] = field(default_factory=dict)
     # (pipeline, definition version) -> the earliest business time of a history row using it.
     versions: dict[tuple[str, int], int] = field(default_factory=dict)
     skipped: int = 0  # events of deals the read model has never seen opened (should stay 0)
@@ -266,7 +268,19 @@ class DealFold:
     def _add(self, c: tuple[Any, ...], sign: int, keys: bool, day: int | None = None) -> None:
         """Add (``sign`` 1) or take away (-1) a contribution: to the current summaries, or with
         ``day`` to the business-time changes of that day."""
-        pipeline, stage, status, units, opened_at, flagged, dur, visited, ever_won, attrs = c
+        (
+            pipeline,
+            stage,
+            status,
+            units,
+            opened_at,
+            flagged,
+            dur,
+            visited,
+            ever_won,
+            attrs,
+            entered,
+        ) = c
         changes = self.changes
         if day is None:
             stat = self._stat(pipeline, stage)
@@ -283,6 +297,9 @@ class DealFold:
         stat[0] += sign
         units = units or 0
         if status == "open":
+            if day is None and not flagged:
+                at = (pipeline, day_of(entered), stage)
+                changes.open_entered[at] = changes.open_entered.get(at, 0) + sign
             ms = _trunc_ms(opened_at)
             stat[1] += sign
             stat[2] += sign * units
@@ -518,6 +535,7 @@ def _contribution(row: DealRow) -> tuple[Any, ...]:
         ",".join(sorted(row.visited)),
         row.ever_won,
         (row.industry, row.lead_source, row.decision_maker_role, row.owner, row.account),
+        row.stage_entered_at,
     )
 
 

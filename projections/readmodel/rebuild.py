@@ -37,7 +37,17 @@ from projections.readmodel.records import DEAL_TOPICS, EventRecord, to_us
 
 RANGE_EVENTS = 40_000  # events per range of deal ids (what a worker holds at once)
 # The summary parts of a ChangeSet (added up across ranges) and how two values combine.
-_SUMMED = ("stats", "keys", "visits", "won_buckets", "t_stats", "t_keys", "t_visits", "t_won")
+_SUMMED = (
+    "stats",
+    "keys",
+    "visits",
+    "won_buckets",
+    "t_stats",
+    "t_keys",
+    "t_visits",
+    "t_won",
+    "open_entered",
+)
 
 
 @dataclass

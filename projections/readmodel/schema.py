@@ -23,7 +23,10 @@ T_STATS_TABLE = "rm_stage_stats_t"
 T_KEYS_TABLE = "rm_breakdown_t"
 T_VISITS_TABLE = "rm_visit_sets_t"
 T_WON_TABLE = "rm_won_buckets_t"
-TIMELINE_TABLES = (T_STATS_TABLE, T_KEYS_TABLE, T_VISITS_TABLE, T_WON_TABLE)
+# Open, unflagged deals now, per (pipeline, stage, day they entered the stage), in the same
+# three bucket sizes: the stale count "now" (entered before now - limit) without a scan.
+OPEN_ENTERED_TABLE = "rm_open_entered"
+TIMELINE_TABLES = (T_STATS_TABLE, T_KEYS_TABLE, T_VISITS_TABLE, T_WON_TABLE, OPEN_ENTERED_TABLE)
 # Per (pipeline, definition version): the earliest business time of a history row using it.
 VERSIONS_TABLE = "rm_pipeline_versions"
 VIEW_TABLES = (
@@ -37,7 +40,7 @@ VIEW_TABLES = (
 )
 META_TABLE = "rm_schema"
 # Bumped whenever the tables change shape: an older schema is dropped and rebuilt from the log.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 STATS_COUNTERS = (
     "deals",
@@ -146,6 +149,9 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: 
         f"CREATE TABLE IF NOT EXISTS {T_WON_TABLE} (pipeline_id {text} NOT NULL,"
         f" lvl {small} NOT NULL, bucket {big} NOT NULL, dur_bucket {big} NOT NULL,"
         f" n {big} NOT NULL, PRIMARY KEY (pipeline_id, lvl, bucket, dur_bucket))",
+        f"CREATE TABLE IF NOT EXISTS {OPEN_ENTERED_TABLE} (pipeline_id {text} NOT NULL,"
+        f" lvl {small} NOT NULL, bucket {big} NOT NULL, stage {text} NOT NULL,"
+        f" n {big} NOT NULL, PRIMARY KEY (pipeline_id, lvl, bucket, stage))",
         f"CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (pipeline_id {text} NOT NULL,"
         f" version {int_} NOT NULL, first_at {big} NOT NULL, PRIMARY KEY (pipeline_id, version))",
         f"CREATE TABLE IF NOT EXISTS {META_TABLE} (version {int_} NOT NULL)",

@@ -32,6 +32,7 @@ from projections.readmodel.schema import (
     KEYS_COUNTERS,
     KEYS_TABLE,
     META_TABLE,
+    OPEN_ENTERED_TABLE,
     PIPELINES_TABLE,
     POSTGRES_DDL,
     SCHEMA_VERSION,
@@ -241,6 +242,12 @@ def _summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], l
             ["pipeline_id", "lvl", "bucket", "dur_bucket"],
             ["n"],
             [(*k, v) for k, v in expand(changes.t_won, 1).items() if v],
+        ),
+        (
+            OPEN_ENTERED_TABLE,
+            ["pipeline_id", "lvl", "bucket", "stage"],
+            ["n"],
+            [(*k, v) for k, v in expand(changes.open_entered, 1).items() if v],
         ),
     ]
 
