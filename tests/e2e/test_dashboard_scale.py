@@ -93,8 +93,8 @@ def _time_to_content(tools: DevTools, url: str, timeout: float = 30.0) -> float:
 
 def test_dashboard_shows_content_within_a_second_at_scale(
     scale_server: tuple[str, str, int],
-    browser: DevTools,
-    tmp_path: Path,  # noqa: F811
+    browser: DevTools,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     server, pipeline_id, deals = scale_server
     url = f"{server}/?token={TEST_TOKEN}&pipeline={pipeline_id}"
