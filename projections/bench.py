@@ -208,9 +208,9 @@ def load_crm_copies(app: Any, copies: int, pipeline_id: str) -> None:
 def _project(app: Any, service: Any) -> None:
     """Bring the read models to the log's head: far behind (fresh tables, new data), with the
     parallel rebuild; otherwise with the runner's catch-up."""
-    if app.max_position() - service.view.position() > 200_000:
-        from projections.readmodel.rebuild import parallel_rebuild
+    from projections.readmodel.rebuild import parallel_rebuild, supports
 
+    if app.max_position() - service.view.position() > 200_000 and supports(app):
         parallel_rebuild(app, service.view, workers=2)
     else:
         service.catch_up()

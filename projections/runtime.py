@@ -115,13 +115,14 @@ class ProjectionsService:
         """Rebuild from the start of the log. On PostgreSQL with ``workers`` > 0 deal ranges are
         folded in that many processes (:mod:`projections.readmodel.rebuild`); otherwise the
         runner catches up page by page."""
-        from projections.readmodel.rebuild import parallel_rebuild
+        from projections.readmodel.rebuild import parallel_rebuild, supports
         from projections.readmodel.views import PostgresDealsView
 
         for runner_name, runner in self.runners.items():
             if name is None or name == runner_name:
                 view = runner.projection.view
-                if workers > 0 and isinstance(view, PostgresDealsView) and not runner.running:
+                parallel = workers > 0 and isinstance(view, PostgresDealsView)
+                if parallel and supports(self.app) and not runner.running:
                     parallel_rebuild(self.app, view, workers=workers, progress=progress)
                     view.analyze()
                     continue

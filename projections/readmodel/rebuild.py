@@ -160,6 +160,13 @@ def _work(args: tuple[str, str, list[tuple[UUID | None, UUID | None]], int]) -> 
     return _fold_ranges(*args)
 
 
+def supports(app: Any) -> bool:
+    """Whether the parallel rebuild can read this application's log: PostgreSQL, and events
+    stored as plain JSON (the workers decode it directly, without the application's mapper)."""
+    mapper = app.mapper
+    return bool(app.settings.database_url) and not (mapper.cipher or mapper.compressor)
+
+
 def parallel_rebuild(
     app: Any,
     view: Any,
@@ -169,6 +176,8 @@ def parallel_rebuild(
 ) -> RebuildStats:
     """Rebuild ``view`` (a PostgresDealsView) from the log up to its head with ``workers``
     processes. The projection must not be running meanwhile."""
+    if not supports(app):
+        raise ValueError("the parallel rebuild reads stored JSON: no cipher or compressor")
     url = str(app.settings.database_url)
     table = app.recorder.events_table_name
     until = app.max_position()
