@@ -117,11 +117,25 @@ class ProjectionsService:
         return self.runner.catch_up(until=self.app.max_position(), progress=progress)
 
     def rebuild(
-        self, name: str | None = None, progress: Callable[[int], None] | None = None
+        self,
+        name: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        workers: int = 2,
     ) -> int:
+        """Rebuild from the start of the log. On PostgreSQL with ``workers`` > 0 deal ranges are
+        folded in that many processes (:mod:`projections.readmodel.rebuild`); otherwise the
+        runner catches up page by page."""
+        from projections.readmodel.rebuild import parallel_rebuild, supports
+        from projections.readmodel.views import PostgresDealsView
+
         for runner_name, runner in self.runners.items():
             if name is None or name == runner_name:
                 view = runner.projection.view
+                parallel = workers > 0 and isinstance(view, PostgresDealsView)
+                if parallel and supports(self.app) and not runner.running:
+                    parallel_rebuild(self.app, view, workers=workers, progress=progress)
+                    view.analyze()
+                    continue
                 view.reset(bulk=True)
                 try:
                     runner.catch_up(until=self.app.max_position(), progress=progress)

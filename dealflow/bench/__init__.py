@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from dealflow.bench import audit, chaos, feed, ingest, projections, workflows
+from dealflow.bench import audit, chaos, feed, ingest, read_side, workflows
 
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for area in (ingest, projections, workflows, audit, feed, chaos):
+    for area in (ingest, read_side, workflows, audit, feed, chaos):
         area.register(benches)

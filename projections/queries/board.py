@@ -17,7 +17,7 @@ from projections.queries.common import (
     units_to_decimal,
     weighted,
 )
-from projections.queries.metrics import stage_totals
+from projections.queries.summary import stage_totals
 
 ITEM_COLUMNS = (
     "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
@@ -33,14 +33,15 @@ def board(
     limit: int = 20,
     stage: str | None = None,
     cursor: str | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Deals in a column are listed longest-in-stage first; ``stage`` + ``cursor`` page one column."""
     after = decode_cursor(cursor) if cursor else None
-    version, definition = definition_at(app, pipeline_id, moment)
+    version, definition = definition_at(app, pipeline_id, moment, fast=fast)
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
-        by_stage, _ = stage_totals(cur, pipeline_id, definition, moment)
+        by_stage, _ = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
         columns = []
         for column in definition.stages:
             if stage is not None and column.id != stage:

@@ -16,7 +16,7 @@ import orjson
 from engine.domain.definitions import PIPELINE
 from engine.domain.pipeline import PipelineDefinition
 from projections.readmodel.records import iso_us, to_us
-from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE
+from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE, VERSIONS_TABLE
 from projections.readmodel.views import POSTGRES_TRACKING_TABLE, SQLITE_TRACKING_TABLE
 
 MICRO = Decimal("0.000001")
@@ -91,7 +91,9 @@ def is_stale(row: Any, definition: PipelineDefinition | None, at: int) -> bool:
 # -- definitions ------------------------------------------------------------------------------
 
 
-def definition_at(app: Any, pipeline_id: str, moment: Moment) -> tuple[int, PipelineDefinition]:
+def definition_at(
+    app: Any, pipeline_id: str, moment: Moment, *, fast: bool = True
+) -> tuple[int, PipelineDefinition]:
     """The pipeline definition a query at ``moment`` uses.
 
     Now: the current one. As of a time: the newest version that was either applied (recorded)
@@ -105,10 +107,16 @@ def definition_at(app: Any, pipeline_id: str, moment: Moment) -> tuple[int, Pipe
     current = app.pipeline_ref(pipeline_id)
     if not moment.historical:
         return current.version, current.definition
-    row = app.db.fetchone(
-        f"SELECT MAX(pipeline_version) AS v FROM {HISTORY_TABLE} WHERE pipeline_id = %s AND valid_from <= %s",
-        (pipeline_id, moment.at),
-    )
+    if fast:  # the earliest use of each version, kept by the fold: a few rows, not the history
+        row = app.db.fetchone(
+            f"SELECT MAX(version) AS v FROM {VERSIONS_TABLE} WHERE pipeline_id = %s AND first_at <= %s",
+            (pipeline_id, moment.at),
+        )
+    else:
+        row = app.db.fetchone(
+            f"SELECT MAX(pipeline_version) AS v FROM {HISTORY_TABLE} WHERE pipeline_id = %s AND valid_from <= %s",
+            (pipeline_id, moment.at),
+        )
     version = int(row["v"]) if row and row["v"] is not None else 0
     for item in app.definition_history(PIPELINE, pipeline_id):
         applied = to_us(_parse_time(item["applied_at"]))

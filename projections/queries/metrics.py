@@ -17,25 +17,30 @@ from projections.queries.common import (
     days,
     deal_source,
     definition_at,
-    limit_us,
     money,
     ratio,
     snapshot,
-    stale_sql,
     tracked_position,
     units_to_decimal,
     weighted,
 )
-from projections.readmodel.fold import BREAKDOWN_KEYS, DAY_US
+from projections.queries.summary import (
+    _median_from_buckets,
+    _median_won_ms,
+    _qualified,
+    _qualified_from_summary,
+    _stays,
+    stage_totals,
+    summary_applies,
+)
+from projections.queries.timeline import (
+    keys_at,
+    stats_at,
+)
+from projections.readmodel.fold import BREAKDOWN_KEYS, TIMELINE_KEYS
 from projections.readmodel.schema import (
     CURRENT_TABLE,
     KEYS_TABLE,
-    PIPELINES_TABLE,
-    STATS_COUNTERS,
-    STATS_TABLE,
-    STAYS_TABLE,
-    VISITS_TABLE,
-    WON_TABLE,
 )
 
 __all__ = ["BREAKDOWN_KEYS", "breakdown", "metrics", "stage_totals"]
@@ -53,207 +58,7 @@ def _window(closed_from: int | None, closed_to: int | None) -> tuple[str, list[A
     return (" AND ".join(parts) or "1 = 1"), params
 
 
-def open_by_stage(
-    cur: Any, source: tuple[str, list[Any]], stale: tuple[str, list[Any]], at: int
-) -> dict[str, dict[str, int]]:
-    """Open deals per stage: count, value (micro-units), total age (microseconds, exact: the
-    sum of opened_at is taken in two parts so that it cannot overflow) and stale count."""
-    sql, params = source
-    rows = cur.execute(
-        f"SELECT d.stage AS stage, COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units,"
-        f" COALESCE(SUM(d.opened_at / 1000), 0) AS open_ms,"
-        f" COALESCE(SUM(d.opened_at - d.opened_at / 1000 * 1000), 0) AS open_us,"
-        f" SUM(CASE WHEN {stale[0]} THEN 1 ELSE 0 END) AS stale"
-        f" FROM {sql} WHERE d.status = 'open' GROUP BY d.stage",
-        [*stale[1], *params],
-    ).fetchall()
-    return {
-        r["stage"]: {
-            "n": int(r["n"]),
-            "units": int(r["units"]),
-            "age_us": _age_us(at, int(r["n"]), int(r["open_ms"]), int(r["open_us"])),
-            "stale": int(r["stale"] or 0),
-        }
-        for r in rows
-    }
-
-
-def _age_us(at: int, n: int, open_ms: int, open_us: int) -> int:
-    """Total age at ``at`` of ``n`` deals whose opened_at sum is ``1000 * open_ms + open_us``."""
-    return n * at - (1000 * open_ms + open_us)
-
-
 # -- the summary tables (the "now" path) --------------------------------------------------------
-
-
-def summary_applies(cur: Any, pipeline_id: str, moment: Moment) -> bool:
-    """Whether the summary tables answer for ``moment``: a "now" question, and no event of the
-    pipeline has a business time after it (the figures cut stays and closes at the moment;
-    the summaries hold every event, so they are exact only when nothing lies beyond it)."""
-    if moment.historical:
-        return False
-    row = cur.execute(
-        f"SELECT last_event_at FROM {PIPELINES_TABLE} WHERE pipeline_id = %s", (pipeline_id,)
-    ).fetchone()
-    return row is None or int(row["last_event_at"]) <= moment.at
-
-
-def _stats(cur: Any, pipeline_id: str) -> dict[str, dict[str, int]]:
-    rows = cur.execute(
-        f"SELECT stage, {', '.join(STATS_COUNTERS)} FROM {STATS_TABLE} WHERE pipeline_id = %s",
-        (pipeline_id,),
-    ).fetchall()
-    return {r["stage"]: {c: int(r[c]) for c in STATS_COUNTERS} for r in rows}
-
-
-def _stale_from_summary(
-    cur: Any,
-    pipeline_id: str,
-    definition: PipelineDefinition,
-    stats: dict[str, dict[str, int]],
-    at: int,
-) -> dict[str, int]:
-    """Stale open deals per stage: every flagged one, plus, where the stage has a limit, every
-    one in it since before ``at - limit``. Counted as the open deals minus the unflagged ones
-    that entered recently (an index range over the few recent ones, not the many old ones)."""
-    stale: dict[str, int] = {}
-    for stage, stat in stats.items():
-        if not stat["open_n"]:
-            continue
-        limit = (
-            limit_us(definition.stage(stage).max_days_in_stage)
-            if definition.has_stage(stage)
-            else None
-        )
-        if limit is None:
-            stale[stage] = stat["open_flagged"]
-            continue
-        row = cur.execute(
-            f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
-            " AND stage = %s AND stage_entered_at >= %s AND flagged_stale = 0",
-            (pipeline_id, stage, at - limit),
-        ).fetchone()
-        stale[stage] = stat["open_n"] - int(row["n"])
-    return stale
-
-
-def stage_totals(
-    cur: Any, pipeline_id: str, definition: PipelineDefinition, moment: Moment
-) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]] | None]:
-    """Open deals per stage as :func:`open_by_stage` gives them, and the summary rows when the
-    summary tables answer for ``moment`` (None when the rows had to be scanned)."""
-    if summary_applies(cur, pipeline_id, moment):
-        stats = _stats(cur, pipeline_id)
-        stale = _stale_from_summary(cur, pipeline_id, definition, stats, moment.at)
-        by_stage = {
-            stage: {
-                "n": s["open_n"],
-                "units": s["open_units"],
-                "age_us": _age_us(moment.at, s["open_n"], s["open_ms"], s["open_us"]),
-                "stale": stale[stage],
-            }
-            for stage, s in stats.items()
-            if s["open_n"]
-        }
-        return by_stage, stats
-    source = deal_source(moment, pipeline_id)
-    stale_ = stale_sql({pipeline_id: definition}, moment.at)
-    return open_by_stage(cur, source, stale_, moment.at), None
-
-
-def _median_from_buckets(cur: Any, pipeline_id: str, won: int) -> float | None:
-    """The median of all won deals' open-to-won durations: the bucket counts (whole days) say
-    which bucket holds the middle; an index range over that bucket gives the exact values."""
-    if not won:
-        return None
-    rows = cur.execute(
-        f"SELECT bucket, n FROM {WON_TABLE} WHERE pipeline_id = %s AND n > 0 ORDER BY bucket",
-        (pipeline_id,),
-    ).fetchall()
-    wanted = [(won - 1) // 2] if won % 2 else [(won - 1) // 2, won // 2]
-    values: list[int] = []
-    for rank in wanted:
-        seen = 0
-        for r in rows:
-            if rank < seen + int(r["n"]):
-                lo = int(r["bucket"]) * DAY_US
-                found = cur.execute(
-                    f"SELECT closed_at - opened_at AS dur FROM {CURRENT_TABLE}"
-                    " WHERE pipeline_id = %s AND status = 'won'"
-                    " AND closed_at - opened_at >= %s AND closed_at - opened_at < %s"
-                    " ORDER BY closed_at - opened_at LIMIT 1 OFFSET %s",
-                    (pipeline_id, lo, lo + DAY_US, rank - seen),
-                ).fetchone()
-                values.append(int(found["dur"]))
-                break
-            seen += int(r["n"])
-    middle = values[0] if won % 2 else (values[0] + values[1]) / 2
-    return round(middle / 1000 / MS_PER_DAY, 6)
-
-
-def _qualified_from_summary(cur: Any, pipeline_id: str, definition: PipelineDefinition) -> int:
-    """Deals that ever visited a stage beyond ``qualified_after`` or were ever won."""
-    later = set(definition.stage_ids[definition.index(definition.qualified_stage) + 1 :])
-    rows = cur.execute(
-        f"SELECT visited, ever_won, n FROM {VISITS_TABLE} WHERE pipeline_id = %s AND n > 0",
-        (pipeline_id,),
-    ).fetchall()
-    return sum(
-        int(r["n"])
-        for r in rows
-        if int(r["ever_won"]) or later.intersection(filter(None, r["visited"].split(",")))
-    )
-
-
-def _median_won_ms(
-    cur: Any, source: tuple[str, list[Any]], window: tuple[str, list[Any]], won: int
-) -> float | None:
-    if not won:
-        return None
-    sql, params = source
-    rows = cur.execute(
-        f"SELECT d.closed_at - d.opened_at AS dur FROM {sql} WHERE d.status = 'won' AND {window[0]}"
-        " ORDER BY dur LIMIT 2 OFFSET %s",
-        [*params, *window[1], (won - 1) // 2],
-    ).fetchall()
-    values = [int(r["dur"]) for r in rows]
-    middle = values[0] if won % 2 else (values[0] + values[1]) / 2
-    return round(middle / 1000 / MS_PER_DAY, 6)
-
-
-def _stays(cur: Any, pipeline_id: str, at: int) -> dict[str, dict[str, int]]:
-    rows = cur.execute(
-        "SELECT s.stage AS stage,"
-        " SUM(CASE WHEN s.left_at IS NOT NULL AND s.left_at <= %s THEN 1 ELSE 0 END) AS completed,"
-        " SUM(CASE WHEN s.left_at IS NOT NULL AND s.left_at <= %s THEN (s.left_at - s.entered_at) / 1000 ELSE 0 END)"
-        " AS stay_ms,"
-        " SUM(s.first_in_stage) AS entered,"
-        " SUM(CASE WHEN s.first_advance = 1 AND s.left_at <= %s THEN 1 ELSE 0 END) AS advanced"
-        f" FROM {STAYS_TABLE} s WHERE s.pipeline_id = %s AND s.entered_at <= %s GROUP BY s.stage",
-        (at, at, at, pipeline_id, at),
-    ).fetchall()
-    return {
-        r["stage"]: {k: int(r[k] or 0) for k in ("completed", "stay_ms", "entered", "advanced")}
-        for r in rows
-    }
-
-
-def _qualified(cur: Any, pipeline_id: str, definition: PipelineDefinition, at: int) -> int:
-    """Deals that have been beyond the ``qualified_after`` stage (left it forward, skipped past
-    it, or were opened after it) or were won, by ``at``."""
-    later = definition.stage_ids[definition.index(definition.qualified_stage) + 1 :]
-    parts = ["(s.exit = 'won' AND s.left_at <= %s)"]
-    params: list[Any] = [pipeline_id, at]
-    if later:
-        parts.append(
-            f"(s.first_in_stage = 1 AND s.entered_at <= %s AND s.stage IN ({','.join(['%s'] * len(later))}))"
-        )
-        params += [at, *later]
-    row = cur.execute(
-        f"SELECT COUNT(DISTINCT s.deal_uuid) AS n FROM {STAYS_TABLE} s WHERE s.pipeline_id = %s AND ({' OR '.join(parts)})",
-        params,
-    ).fetchone()
-    return int(row["n"])
 
 
 def shape(definition: PipelineDefinition, value_by_stage: dict[str, Decimal]) -> dict[str, Any]:
@@ -293,13 +98,16 @@ def metrics(
     closed_from: int | None = None,
     closed_to: int | None = None,
     target: Decimal | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
+    """The contract's pipeline metrics. ``fast=False`` computes them by scanning the rows (the
+    original implementation, kept as the oracle the summary paths are tested against)."""
     windowed = closed_from is not None or closed_to is not None
-    version, definition = definition_at(app, pipeline_id, moment)
+    version, definition = definition_at(app, pipeline_id, moment, fast=fast)
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
-        by_stage, summary = stage_totals(cur, pipeline_id, definition, moment)
+        by_stage, summary = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
         window = _window(closed_from, closed_to)
         sql, params = source
         if summary is not None and not windowed:
@@ -312,31 +120,42 @@ def metrics(
                     "dur_ms": sum(s["won_ms"] for s in summary.values()),
                 }
             }
-            median = _median_from_buckets(cur, pipeline_id, won)
+            at = moment.at if moment.historical else None
+            median = _median_from_buckets(cur, pipeline_id, won, at)
         else:
-            if summary is not None:
+            wsql, wparams = sql, params
+            if summary is not None and not moment.historical:
                 # Only the deals closed in the window: an index range, not the whole pipeline.
-                sql, params = f"{CURRENT_TABLE} d", []
+                wsql, wparams = f"{CURRENT_TABLE} d", []
                 window = (f"d.pipeline_id = %s AND {window[0]}", [pipeline_id, *window[1]])
             closed = {
                 r["status"]: r
                 for r in cur.execute(
                     f"SELECT d.status AS status, COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units,"
                     f" COALESCE(SUM((d.closed_at - d.opened_at) / 1000), 0) AS dur_ms"
-                    f" FROM {sql} WHERE d.status IN ('won', 'lost') AND {window[0]} GROUP BY d.status",
-                    [*params, *window[1]],
+                    f" FROM {wsql} WHERE d.status IN ('won', 'lost') AND {window[0]} GROUP BY d.status",
+                    [*wparams, *window[1]],
                 ).fetchall()
             }
             won = int(closed["won"]["n"]) if "won" in closed else 0
             lost = int(closed["lost"]["n"]) if "lost" in closed else 0
-            median = _median_won_ms(cur, (sql, params), window, won)
+            median = _median_won_ms(cur, (wsql, wparams), window, won)
         if summary is not None:
             opened = sum(s["deals"] for s in summary.values())
+            # Stays and qualified leads count only what happened by the moment: as of a time the
+            # summary already is the business-time sum; "now" needs that sum only when some
+            # event lies after now.
+            cut = moment.historical or not summary_applies(cur, pipeline_id, moment)
+            counted = summary
+            if cut and not moment.historical:
+                counted = stats_at(cur, pipeline_id, moment.at, states=False)
             stays = {
                 stage: {k: s[k] for k in ("completed", "stay_ms", "entered", "advanced")}
-                for stage, s in summary.items()
+                for stage, s in counted.items()
             }
-            qualified = _qualified_from_summary(cur, pipeline_id, definition)
+            qualified = _qualified_from_summary(
+                cur, pipeline_id, definition, moment.at if cut else None
+            )
         else:
             opened = int(cur.execute(f"SELECT COUNT(*) AS n FROM {sql}", params).fetchone()["n"])
             stays = _stays(cur, pipeline_id, moment.at)
@@ -413,16 +232,31 @@ def breakdown(
     *,
     closed_from: int | None = None,
     closed_to: int | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
     if by not in BREAKDOWN_KEYS:
         raise ValueError(by)
     window, window_params = _window(closed_from, closed_to)
     won_w = f"d.status = 'won' AND {window}"
     lost_w = f"d.status = 'lost' AND {window}"
-    version, _ = definition_at(app, pipeline_id, moment)  # 404 for an unknown pipeline
+    version, _ = definition_at(app, pipeline_id, moment, fast=fast)  # 404 for an unknown pipeline
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
-        if closed_from is None and closed_to is None and summary_applies(cur, pipeline_id, moment):
+        unwindowed = closed_from is None and closed_to is None
+        if fast and unwindowed and moment.historical and by in TIMELINE_KEYS:
+            rows = [
+                {
+                    "key": None if r["key_null"] else r["key"],
+                    "deals": r["deals"],
+                    "open_deals": r["open_n"],
+                    "won": r["won_n"],
+                    "lost": r["lost_n"],
+                    "won_units": r["won_units"],
+                    "won_ms": r["won_ms"],
+                }
+                for r in keys_at(cur, pipeline_id, by, moment.at)
+            ]
+        elif fast and unwindowed and not moment.historical:
             rows = [
                 {**r, "key": None if r["key_null"] else r["key"]}
                 for r in cur.execute(

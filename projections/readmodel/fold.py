@@ -17,177 +17,32 @@ Three kinds of rows come out:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
-from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
 from engine.domain.deal import DEAL_FIELDS
 from projections.readmodel.records import EventRecord
+from projections.readmodel.rows import (
+    ChangeSet,
+    DealRow,
+    StayRow,
+    to_units,
+)
 from projections.readmodel.schema import KEYS_COUNTERS, STATS_COUNTERS
+from projections.readmodel.timeline import DAY_US, day_of
 
 # The deal attributes the breakdown groups by (each keeps its own counters).
 BREAKDOWN_KEYS = ("industry", "lead_source", "decision_maker_role", "owner", "account")
-DAY_US = 86_400_000_000
+# The attributes whose counters are also kept in business time (as-of breakdowns without a
+# scan). Not the account: it has about as many values as there are deals, so its buckets would
+# grow with the deals (a breakdown by account as of a time scans the history rows).
+TIMELINE_KEYS = BREAKDOWN_KEYS[:4]
 _S = {name: i for i, name in enumerate(STATS_COUNTERS)}
 _N_STATS, _N_KEYS = len(STATS_COUNTERS), len(KEYS_COUNTERS)
 
-UNITS = Decimal(1_000_000)  # money is kept as integer micro-units (exact sums on both databases)
 
-# Columns shared by the current and the history rows, in table order.
-DEAL_COLUMNS = (
-    "deal_uuid",
-    "deal_id",
-    "pipeline_id",
-    "pipeline_version",
-    "name",
-    "stage",
-    "status",
-    "amount",
-    "amount_units",
-    "currency",
-    "owner",
-    "account",
-    "industry",
-    "lead_source",
-    "decision_maker_role",
-    "opened_at",
-    "stage_entered_at",
-    "closed_at",
-    "lost_reason",
-    "flagged_stale",
-    "version",
-    "position",
-)
-CURRENT_COLUMNS = (
-    *DEAL_COLUMNS,
-    "stay_seq",
-    "visited",
-    "advanced",
-    "last_event_at",
-    "ever_won",
-)
-HISTORY_COLUMNS = (*DEAL_COLUMNS, "valid_from", "valid_to")
-STAY_COLUMNS = (
-    "deal_uuid",
-    "seq",
-    "pipeline_id",
-    "stage",
-    "entered_at",
-    "left_at",
-    "exit",
-    "first_in_stage",
-    "first_advance",
-)
 # The deal fields the read models keep (the rest, expected_close and attributes, they do not).
 TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"expected_close", "attributes"}
-
-
-_deal_values = attrgetter(*DEAL_COLUMNS)
-_stay_values = attrgetter(*STAY_COLUMNS)
-
-
-def to_units(amount: Any) -> int | None:
-    if amount is None:
-        return None
-    value = Decimal(str(amount)) * UNITS
-    return int(value.to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-@dataclass(slots=True)
-class DealRow:
-    deal_uuid: UUID
-    deal_id: str
-    pipeline_id: str
-    pipeline_version: int | None
-    name: str
-    stage: str
-    status: str
-    amount: str | None
-    amount_units: int | None
-    currency: str
-    owner: str | None
-    account: str | None
-    industry: str | None
-    lead_source: str | None
-    decision_maker_role: str | None
-    opened_at: int
-    stage_entered_at: int
-    closed_at: int | None
-    lost_reason: str | None
-    flagged_stale: int
-    version: int
-    position: int
-    stay_seq: int
-    visited: set[str]
-    advanced: set[str]
-    last_event_at: int
-    ever_won: int = 0
-
-    def deal_values(self) -> tuple[Any, ...]:
-        return _deal_values(self)  # type: ignore[no-any-return]
-
-    def current_values(self) -> tuple[Any, ...]:
-        return (
-            *self.deal_values(),
-            self.stay_seq,
-            ",".join(sorted(self.visited)),
-            ",".join(sorted(self.advanced)),
-            self.last_event_at,
-            self.ever_won,
-        )
-
-    @classmethod
-    def from_row(cls, row: Any) -> DealRow:
-        values = {c: row[c] for c in CURRENT_COLUMNS}
-        deal = values["deal_uuid"]
-        values["deal_uuid"] = deal if isinstance(deal, UUID) else UUID(deal)
-        values["visited"] = set(filter(None, (values["visited"] or "").split(",")))
-        values["advanced"] = set(filter(None, (values["advanced"] or "").split(",")))
-        return cls(**values)
-
-
-@dataclass(slots=True)
-class StayRow:
-    deal_uuid: UUID
-    seq: int
-    pipeline_id: str
-    stage: str
-    entered_at: int
-    left_at: int | None = None
-    exit: str | None = None
-    first_in_stage: int = 0
-    first_advance: int = 0
-
-    def values(self) -> tuple[Any, ...]:
-        return _stay_values(self)  # type: ignore[no-any-return]
-
-
-@dataclass
-class ChangeSet:
-    """What one batch changes, ready for a view to write."""
-
-    current: dict[UUID, DealRow] = field(default_factory=dict)
-    history: list[list[Any]] = field(default_factory=list)
-    # History rows stored by earlier batches that this batch ends: (deal, version, valid_to).
-    history_closes: list[tuple[UUID, int, int]] = field(default_factory=list)
-    stays: dict[tuple[UUID, int], StayRow] = field(default_factory=dict)
-    # Stays stored by earlier batches that this batch ends: (deal, seq, left_at, exit, first_advance).
-    stay_closes: list[tuple[UUID, int, int, str, int]] = field(default_factory=list)
-    pipelines: set[str] = field(default_factory=set)
-    # The latest business time of an event of each pipeline in this batch.
-    pipeline_times: dict[str, int] = field(default_factory=dict)
-    # Deltas of the summary tables (see schema.py), keyed by their primary keys.
-    stats: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    keys: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
-    visits: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    won_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
-    skipped: int = 0  # events of deals the read model has never seen opened (should stay 0)
-
-    @property
-    def empty(self) -> bool:
-        return not self.current
 
 
 class DealFold:
@@ -216,6 +71,13 @@ class DealFold:
             found = self.changes.stats[key] = [0] * _N_STATS
         return found
 
+    def _t_stat(self, pipeline: str, at: int, stage: str) -> list[int]:
+        key = (pipeline, day_of(at), stage)
+        found = self.changes.t_stats.get(key)
+        if found is None:
+            found = self.changes.t_stats[key] = [0] * _N_STATS
+        return found
+
     def _summarise(self) -> None:
         """The summary deltas of the deals' current state: what each touched deal contributes
         now minus what it contributed before the batch (stays were counted as they happened)."""
@@ -231,13 +93,52 @@ class DealFold:
                 self._add(before, -1, keys)
             self._add(after, 1, keys)
 
-    def _add(self, c: tuple[Any, ...], sign: int, keys: bool) -> None:
-        pipeline, stage, status, units, opened_at, flagged, dur, visited, ever_won, attrs = c
+    def _change_at(self, before: tuple[Any, ...] | None, row: DealRow, at: int) -> None:
+        """Record, in business time, how one event changed the deal's contribution."""
+        after = _contribution(row)
+        if before == after:
+            return
+        keys = before is None or _key_part(before) != _key_part(after)
+        day = day_of(at)
+        if before is not None:
+            self._add(before, -1, keys, day)
+        self._add(after, 1, keys, day)
+
+    def _add(self, c: tuple[Any, ...], sign: int, keys: bool, day: int | None = None) -> None:
+        """Add (``sign`` 1) or take away (-1) a contribution: to the current summaries, or with
+        ``day`` to the business-time changes of that day."""
+        (
+            pipeline,
+            stage,
+            status,
+            units,
+            opened_at,
+            flagged,
+            dur,
+            visited,
+            ever_won,
+            attrs,
+            entered,
+        ) = c
         changes = self.changes
-        stat = self._stat(pipeline, stage)
+        if day is None:
+            stat = self._stat(pipeline, stage)
+            won_buckets: dict[Any, int] = changes.won_buckets
+            visits: dict[Any, int] = changes.visits
+            key_counters: dict[Any, list[int]] = changes.keys
+            head: tuple[Any, ...] = (pipeline,)
+            dims: tuple[str, ...] = BREAKDOWN_KEYS
+        else:
+            stat = self._t_stat(pipeline, day * DAY_US, stage)
+            won_buckets, visits, key_counters = changes.t_won, changes.t_visits, changes.t_keys
+            head = (pipeline, day)
+            dims = TIMELINE_KEYS
         stat[0] += sign
         units = units or 0
         if status == "open":
+            if day is None and not flagged:
+                at = (pipeline, day_of(entered), stage)
+                changes.open_entered[at] = changes.open_entered.get(at, 0) + sign
             ms = _trunc_ms(opened_at)
             stat[1] += sign
             stat[2] += sign * units
@@ -249,24 +150,24 @@ class DealFold:
             stat[6] += sign
             stat[7] += sign * units
             stat[8] += sign * _trunc_ms(dur)
-            bucket = (pipeline, dur // DAY_US)
-            changes.won_buckets[bucket] = changes.won_buckets.get(bucket, 0) + sign
+            bucket = (*head, dur // DAY_US)
+            won_buckets[bucket] = won_buckets.get(bucket, 0) + sign
             won, lost = 1, 0
         else:
             stat[9] += sign
             won, lost = 0, 1
-        visit = (pipeline, visited, ever_won)
-        changes.visits[visit] = changes.visits.get(visit, 0) + sign
+        visit = (*head, visited, ever_won)
+        visits[visit] = visits.get(visit, 0) + sign
         if not keys:
             return
         open_ = int(status == "open")
         won_units = units if won else 0
         won_ms = _trunc_ms(dur) if won else 0
-        for dim, value in zip(BREAKDOWN_KEYS, attrs, strict=True):
-            key = (pipeline, dim, int(value is None), value or "")
-            counters = changes.keys.get(key)
+        for dim, value in zip(dims, attrs, strict=False):
+            key = (pipeline, dim, *head[1:], int(value is None), value or "")
+            counters = key_counters.get(key)
             if counters is None:
-                counters = changes.keys[key] = [0] * _N_KEYS
+                counters = key_counters[key] = [0] * _N_KEYS
             counters[0] += sign
             counters[1] += sign * open_
             counters[2] += sign * won
@@ -280,6 +181,8 @@ class DealFold:
             if event.deal in changes.current or event.deal in self._stored:
                 return  # already folded (a deal is opened once)
             row = self._open(event)
+            before: tuple[Any, ...] | None = None
+            changing = True
         else:
             found = changes.current.get(event.deal) or self._stored.get(event.deal)
             if found is None or event.version <= found.version:
@@ -288,6 +191,9 @@ class DealFold:
                 return
             row = found
             handler = _HANDLERS.get(event.type)
+            # Events without a handler (facts, activities) change no counter.
+            changing = handler is not None
+            before = _contribution(row) if changing else None
             if handler is not None:
                 handler(self, row, event)
         row.version = event.version
@@ -299,6 +205,8 @@ class DealFold:
         if event.pipeline_version is not None:
             row.pipeline_version = event.pipeline_version
         changes.current[event.deal] = row
+        if changing:
+            self._change_at(before, row, event.occurred_at)
         self._record_history(row, event.occurred_at)
 
     # -- history rows -------------------------------------------------------------------------
@@ -310,8 +218,13 @@ class DealFold:
             self.changes.history_closes.append(
                 (row.deal_uuid, self._stored_version[row.deal_uuid], at)
             )
-        new = [*row.deal_values(), at, None]
+        new = [*row.deal_values(), ",".join(sorted(row.visited)), row.ever_won, at, None]
         self.changes.history.append(new)
+        if row.pipeline_version is not None:
+            versions = self.changes.versions
+            key = (row.pipeline_id, row.pipeline_version)
+            if versions.get(key, at + 1) > at:
+                versions[key] = at
         self._last_history[row.deal_uuid] = new
 
     # -- stays --------------------------------------------------------------------------------
@@ -331,16 +244,21 @@ class DealFold:
         row.visited.add(stage)
         self.changes.stays[(row.deal_uuid, row.stay_seq)] = stay
         self._stat(row.pipeline_id, stage)[_S["entered"]] += stay.first_in_stage
+        self._t_stat(row.pipeline_id, at, stage)[_S["entered"]] += stay.first_in_stage
 
     def _leave(self, row: DealRow, how: str, at: int) -> None:
         first_advance = 0
         if how in ("forward", "won") and row.stage not in row.advanced:
             row.advanced.add(row.stage)
             first_advance = 1
-        stat = self._stat(row.pipeline_id, row.stage)
-        stat[_S["advanced"]] += first_advance
-        stat[_S["completed"]] += 1
-        stat[_S["stay_ms"]] += _trunc_ms(at - row.stage_entered_at)
+        stay_ms = _trunc_ms(at - row.stage_entered_at)
+        for stat in (
+            self._stat(row.pipeline_id, row.stage),
+            self._t_stat(row.pipeline_id, at, row.stage),
+        ):
+            stat[_S["advanced"]] += first_advance
+            stat[_S["completed"]] += 1
+            stat[_S["stay_ms"]] += stay_ms
         stay = self.changes.stays.get((row.deal_uuid, row.stay_seq))
         if stay is not None:
             stay.left_at, stay.exit, stay.first_advance = at, how, first_advance
@@ -456,6 +374,7 @@ def _contribution(row: DealRow) -> tuple[Any, ...]:
         ",".join(sorted(row.visited)),
         row.ever_won,
         (row.industry, row.lead_source, row.decision_maker_role, row.owner, row.account),
+        row.stage_entered_at,
     )
 
 

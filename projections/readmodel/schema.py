@@ -17,10 +17,30 @@ KEYS_TABLE = "rm_breakdown"  # per (pipeline, attribute, value): the breakdown's
 VISITS_TABLE = "rm_visit_sets"  # per (pipeline, set of stages visited, ever won): deal counts
 WON_TABLE = "rm_won_buckets"  # per (pipeline, whole days from open to won): won deal counts
 SUMMARY_TABLES = (STATS_TABLE, KEYS_TABLE, VISITS_TABLE, WON_TABLE)
-VIEW_TABLES = (CURRENT_TABLE, HISTORY_TABLE, STAYS_TABLE, PIPELINES_TABLE, *SUMMARY_TABLES)
+# The same counters as changes in business time (see timeline.py): what "as of" questions, and
+# "now" questions over pipelines with events after now, sum instead of scanning the history.
+T_STATS_TABLE = "rm_stage_stats_t"
+T_KEYS_TABLE = "rm_breakdown_t"
+T_VISITS_TABLE = "rm_visit_sets_t"
+T_WON_TABLE = "rm_won_buckets_t"
+# Open, unflagged deals now, per (pipeline, stage, day they entered the stage), in the same
+# three bucket sizes: the stale count "now" (entered before now - limit) without a scan.
+OPEN_ENTERED_TABLE = "rm_open_entered"
+TIMELINE_TABLES = (T_STATS_TABLE, T_KEYS_TABLE, T_VISITS_TABLE, T_WON_TABLE, OPEN_ENTERED_TABLE)
+# Per (pipeline, definition version): the earliest business time of a history row using it.
+VERSIONS_TABLE = "rm_pipeline_versions"
+VIEW_TABLES = (
+    CURRENT_TABLE,
+    HISTORY_TABLE,
+    STAYS_TABLE,
+    PIPELINES_TABLE,
+    *SUMMARY_TABLES,
+    *TIMELINE_TABLES,
+    VERSIONS_TABLE,
+)
 META_TABLE = "rm_schema"
 # Bumped whenever the tables change shape: an older schema is dropped and rebuilt from the log.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
 
 STATS_COUNTERS = (
     "deals",
@@ -73,18 +93,29 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: 
         f" stay_seq {int_} NOT NULL, visited {text} NOT NULL, advanced {text} NOT NULL,"
         f" last_event_at {big} NOT NULL, ever_won {small} NOT NULL)",
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_board"
-        f" ON {CURRENT_TABLE} (pipeline_id, status, stage, stage_entered_at)",
+        f" ON {CURRENT_TABLE} (pipeline_id, status, stage, stage_entered_at, deal_id)",
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_newest ON {CURRENT_TABLE} (opened_at, deal_id)",
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_pipeline_newest"
         f" ON {CURRENT_TABLE} (pipeline_id, opened_at, deal_id)",
         f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (deal_uuid {uuid} NOT NULL,{body},"
-        f" valid_from {big} NOT NULL, valid_to {big}, PRIMARY KEY (deal_uuid, version))",
+        f" valid_from {big} NOT NULL, valid_to {big}, visited {text} NOT NULL,"
+        f" ever_won {small} NOT NULL, PRIMARY KEY (deal_uuid, version))",
         f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_asof ON {HISTORY_TABLE} (pipeline_id, valid_from)",
+        # The rows a day's partial "as of" sum subtracts (their validity ended that day).
+        f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_ends ON {HISTORY_TABLE} (pipeline_id, valid_to)",
+        # The board as of a time: open rows of a stage in board order.
+        f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_board ON {HISTORY_TABLE}"
+        f" (pipeline_id, stage, stage_entered_at, deal_id) WHERE status = 'open'",
+        # The median of the days to close won as of a time (the exact values inside a bucket).
+        f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_won_dur"
+        f" ON {HISTORY_TABLE} (pipeline_id, (closed_at - opened_at)) WHERE status = 'won'",
         f"CREATE TABLE IF NOT EXISTS {STAYS_TABLE} (deal_uuid {uuid} NOT NULL, seq {int_} NOT NULL,"
         f" pipeline_id {text} NOT NULL, stage {text} NOT NULL, entered_at {big} NOT NULL,"
         f" left_at {big}, exit {text}, first_in_stage {small} NOT NULL,"
         f" first_advance {small} NOT NULL, PRIMARY KEY (deal_uuid, seq))",
-        f"CREATE INDEX IF NOT EXISTS {STAYS_TABLE}_stage ON {STAYS_TABLE} (pipeline_id, stage, entered_at)",
+        # The stays a day's partial sum counts: entered, and left, in a range of time.
+        f"CREATE INDEX IF NOT EXISTS {STAYS_TABLE}_entered ON {STAYS_TABLE} (pipeline_id, entered_at)",
+        f"CREATE INDEX IF NOT EXISTS {STAYS_TABLE}_left ON {STAYS_TABLE} (pipeline_id, left_at)",
         # The median of the days to close won: a bucket count finds the middle, this index the
         # exact values inside the bucket.
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_won_dur"
@@ -104,6 +135,25 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: 
         f" PRIMARY KEY (pipeline_id, visited, ever_won))",
         f"CREATE TABLE IF NOT EXISTS {WON_TABLE} (pipeline_id {text} NOT NULL,"
         f" bucket {big} NOT NULL, n {big} NOT NULL, PRIMARY KEY (pipeline_id, bucket))",
+        f"CREATE TABLE IF NOT EXISTS {T_STATS_TABLE} (pipeline_id {text} NOT NULL,"
+        f" lvl {small} NOT NULL, bucket {big} NOT NULL, stage {text} NOT NULL, {counters},"
+        f" PRIMARY KEY (pipeline_id, lvl, bucket, stage))",
+        f"CREATE TABLE IF NOT EXISTS {T_KEYS_TABLE} (pipeline_id {text} NOT NULL,"
+        f" dim {text} NOT NULL, lvl {small} NOT NULL, bucket {big} NOT NULL,"
+        f" key_null {small} NOT NULL, key {text} NOT NULL, {key_counters},"
+        f" PRIMARY KEY (pipeline_id, dim, lvl, bucket, key_null, key))",
+        f"CREATE TABLE IF NOT EXISTS {T_VISITS_TABLE} (pipeline_id {text} NOT NULL,"
+        f" lvl {small} NOT NULL, bucket {big} NOT NULL, visited {text} NOT NULL,"
+        f" ever_won {small} NOT NULL, n {big} NOT NULL,"
+        f" PRIMARY KEY (pipeline_id, lvl, bucket, visited, ever_won))",
+        f"CREATE TABLE IF NOT EXISTS {T_WON_TABLE} (pipeline_id {text} NOT NULL,"
+        f" lvl {small} NOT NULL, bucket {big} NOT NULL, dur_bucket {big} NOT NULL,"
+        f" n {big} NOT NULL, PRIMARY KEY (pipeline_id, lvl, bucket, dur_bucket))",
+        f"CREATE TABLE IF NOT EXISTS {OPEN_ENTERED_TABLE} (pipeline_id {text} NOT NULL,"
+        f" lvl {small} NOT NULL, bucket {big} NOT NULL, stage {text} NOT NULL,"
+        f" n {big} NOT NULL, PRIMARY KEY (pipeline_id, lvl, bucket, stage))",
+        f"CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (pipeline_id {text} NOT NULL,"
+        f" version {int_} NOT NULL, first_at {big} NOT NULL, PRIMARY KEY (pipeline_id, version))",
         f"CREATE TABLE IF NOT EXISTS {META_TABLE} (version {int_} NOT NULL)",
     ]
 

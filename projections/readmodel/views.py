@@ -17,31 +17,34 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
-from projections.readmodel.fold import (
+from projections.readmodel.copying import (
+    _CURRENT_TYPES,
+    _HISTORY_TYPES,
+    _STAY_TYPES,
+    _VERSIONS_UPSERT,
+    _cols,
+    _summary_rows,
+    _upsert_sql,
+)
+from projections.readmodel.fold import DealFold
+from projections.readmodel.records import EventRecord
+from projections.readmodel.rows import (
     CURRENT_COLUMNS,
     HISTORY_COLUMNS,
     STAY_COLUMNS,
     ChangeSet,
-    DealFold,
     DealRow,
 )
-from projections.readmodel.records import EventRecord
 from projections.readmodel.schema import (
     CURRENT_TABLE,
     HISTORY_TABLE,
-    KEYS_COUNTERS,
-    KEYS_TABLE,
     META_TABLE,
     PIPELINES_TABLE,
     POSTGRES_DDL,
     SCHEMA_VERSION,
     SQLITE_DDL,
-    STATS_COUNTERS,
-    STATS_TABLE,
     STAYS_TABLE,
     VIEW_TABLES,
-    VISITS_TABLE,
-    WON_TABLE,
     secondary_indexes,
 )
 
@@ -151,78 +154,6 @@ class DealsViewMixin:
         raise NotImplementedError
 
 
-# Binary COPY needs each column's exact type (see schema.py).
-_DEAL_TYPES = [
-    "uuid",
-    "text",
-    "text",
-    "int4",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int8",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int8",
-    "int8",
-    "int8",
-    "text",
-    "int2",
-    "int4",
-    "int8",
-]
-_CURRENT_TYPES = [*_DEAL_TYPES, "int4", "text", "text", "int8", "int2"]
-_HISTORY_TYPES = [*_DEAL_TYPES, "int8", "int8"]
-_STAY_TYPES = ["uuid", "int4", "text", "text", "int8", "int8", "text", "int2", "int2"]
-
-
-def _cols(columns: Sequence[str]) -> str:
-    return ", ".join(columns)
-
-
-def _summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], list[Any]]]:
-    """(table, key columns, counter columns, rows) of every summary delta that is not zero."""
-    return [
-        (
-            STATS_TABLE,
-            ["pipeline_id", "stage"],
-            list(STATS_COUNTERS),
-            [(*k, *v) for k, v in changes.stats.items() if any(v)],
-        ),
-        (
-            KEYS_TABLE,
-            ["pipeline_id", "dim", "key_null", "key"],
-            list(KEYS_COUNTERS),
-            [(*k, *v) for k, v in changes.keys.items() if any(v)],
-        ),
-        (
-            VISITS_TABLE,
-            ["pipeline_id", "visited", "ever_won"],
-            ["n"],
-            [(*k, v) for k, v in changes.visits.items() if v],
-        ),
-        (
-            WON_TABLE,
-            ["pipeline_id", "bucket"],
-            ["n"],
-            [(*k, v) for k, v in changes.won_buckets.items() if v],
-        ),
-    ]
-
-
-def _upsert_sql(table: str, keys: list[str], counters: list[str], values: str) -> str:
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
-    return (
-        f"INSERT INTO {table} ({_cols([*keys, *counters])}) {values}"
-        f" ON CONFLICT ({_cols(keys)}) DO UPDATE SET {updates}"
-    )
-
-
 _PG_TYPES = {
     "pipeline_id": "text",
     "stage": "text",
@@ -231,6 +162,7 @@ _PG_TYPES = {
     "key": "text",
     "visited": "text",
     "ever_won": "smallint",
+    "lvl": "smallint",
 }
 
 
@@ -311,6 +243,15 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 " ON CONFLICT (pipeline_id) DO UPDATE"
                 f" SET last_event_at = GREATEST({PIPELINES_TABLE}.last_event_at, excluded.last_event_at)",
                 (names, [changes.pipeline_times[n] for n in names]),
+            )
+        if changes.versions:
+            items = sorted(changes.versions.items())
+            curs.execute(
+                _VERSIONS_UPSERT.format(
+                    values="SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])",
+                    least="LEAST",
+                ),
+                ([k[0] for k, _ in items], [k[1] for k, _ in items], [v for _, v in items]),
             )
         for table, keys, counters, rows in _summary_rows(changes):
             if not rows:
@@ -415,6 +356,11 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
                 " ON CONFLICT (pipeline_id) DO UPDATE"
                 f" SET last_event_at = MAX({PIPELINES_TABLE}.last_event_at, excluded.last_event_at)",
                 sorted(changes.pipeline_times.items()),
+            )
+        if changes.versions:
+            curs.executemany(
+                _VERSIONS_UPSERT.format(values="VALUES (?, ?, ?)", least="MIN"),
+                [(*k, v) for k, v in sorted(changes.versions.items())],
             )
         for table, keys, counters, rows in _summary_rows(changes):
             if rows:

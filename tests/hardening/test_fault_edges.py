@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine.runtime import Services
 
 from engine.domain.errors import NotFound
 from engine.limits import limits
 from engine.persistence.settings import StoreSettings
+from engine.services import Services
 from tests.hardening.conftest import AUTH, TestClient, live_client
 from tests.workflows.conftest import sequence_body
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from engine.api.app import create_app
-from engine.runtime import build_services
 
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.application import Command, request_hash
 from engine.commands import OpenedIn
 from engine.persistence.settings import StoreSettings

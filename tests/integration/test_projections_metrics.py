@@ -385,22 +385,18 @@ def test_deals_list_pages_and_filters_like_the_reference(loaded: Any) -> None:
 # The summary tables (the "now" path) against the row scans and the reference
 # ---------------------------------------------------------------------------------------------
 
-import projections.queries.metrics as metrics_module  # noqa: E402
 from projections.queries.board import board  # noqa: E402
 from projections.queries.common import snapshot  # noqa: E402
-from projections.queries.metrics import BREAKDOWN_KEYS, summary_applies  # noqa: E402
+from projections.queries.metrics import BREAKDOWN_KEYS  # noqa: E402
+from projections.queries.summary import summary_applies  # noqa: E402
 
 
-def _scanned(monkeypatch: pytest.MonkeyPatch, call: Any) -> Any:
-    """``call()`` with the summary tables switched off (every figure from the row scans)."""
-    with monkeypatch.context() as patch:
-        patch.setattr(metrics_module, "summary_applies", lambda *_: False)
-        return call()
+def _scanned(call: Any) -> Any:
+    """``call(fast=False)``: every figure from the row scans (the oracle)."""
+    return call(fast=False)
 
 
-def test_summary_path_equals_the_scan_path_exactly(
-    loaded: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_summary_path_equals_the_scan_path_exactly(loaded: Any) -> None:
     app, _, scripts = loaded
     now = Moment(to_us(datetime.now(UTC)), historical=False)
     with snapshot(app) as cur:
@@ -410,25 +406,31 @@ def test_summary_path_equals_the_scan_path_exactly(
     windows.append((None, to_us(times[2])))
     for lo, hi in windows:
 
-        def call(lo: int | None = lo, hi: int | None = hi) -> Any:
+        def call(lo: int | None = lo, hi: int | None = hi, fast: bool = True) -> Any:
             return metrics(
-                app, BENCH_PIPELINE_ID, now, closed_from=lo, closed_to=hi, target=Decimal("1e6")
+                app,
+                BENCH_PIPELINE_ID,
+                now,
+                closed_from=lo,
+                closed_to=hi,
+                target=Decimal("1e6"),
+                fast=fast,
             )
 
-        assert call() == _scanned(monkeypatch, call), (lo, hi)
+        assert call() == _scanned(call), (lo, hi)
     for key in BREAKDOWN_KEYS:
 
-        def by(key: str = key) -> Any:
-            return breakdown(app, BENCH_PIPELINE_ID, key, now)
+        def by(key: str = key, fast: bool = True) -> Any:
+            return breakdown(app, BENCH_PIPELINE_ID, key, now, fast=fast)
 
-        assert by() == _scanned(monkeypatch, by), key
+        assert by() == _scanned(by), key
     for limit in (3, 500):
 
-        def columns(limit: int = limit) -> Any:
-            return board(app, BENCH_PIPELINE_ID, now, limit=limit)
+        def columns(limit: int = limit, fast: bool = True) -> Any:
+            return board(app, BENCH_PIPELINE_ID, now, limit=limit, fast=fast)
 
         fast = columns()
-        assert fast == _scanned(monkeypatch, columns)
+        assert fast == _scanned(columns)
         assert fast["stale_deals"] > 0  # the stale counts were really exercised
 
 
@@ -461,9 +463,12 @@ def test_now_with_a_closed_window_equals_the_reference(loaded: Any) -> None:
 
 def test_a_now_before_the_latest_event_is_answered_from_the_rows(loaded: Any) -> None:
     """Events whose business time lies after the moment asked (a clock behind the data): the
-    summaries hold them, so the answer comes from the rows, cut at the moment, as before."""
+    summaries hold them, so stays and qualified leads come from the business-time buckets, cut
+    at the moment, and equal the scan."""
     app, _, scripts = loaded
     middle = Moment(to_us(_times(scripts)[2]), historical=False)
     with snapshot(app) as cur:
         assert not summary_applies(cur, BENCH_PIPELINE_ID, middle)
-    assert metrics(app, BENCH_PIPELINE_ID, middle)["open_deals"] > 0
+    fast = metrics(app, BENCH_PIPELINE_ID, middle)
+    assert fast["open_deals"] > 0
+    assert fast == metrics(app, BENCH_PIPELINE_ID, middle, fast=False)

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from dealflow.bench.synthetic import deal_script
 from engine.domain.deal import deal_uuid
-from projections.readmodel.fold import DealFold, DealRow
+from projections.readmodel.fold import DealFold
 from projections.readmodel.records import EventRecord, to_us
+from projections.readmodel.rows import DealRow
 
 STAGES = ["lead", "qualify", "demo", "proposal", "closing"]
 

@@ -1,0 +1,196 @@
+"""The summary counters at any moment: whole days from the business-time buckets, the moment's
+own day from the rows of that day (see ``projections.readmodel.timeline``).
+
+Each function returns what the matching summary table would hold if only the events up to
+``at`` (inclusive) had happened: the figures an "as of" answer needs, read without touching more
+than one day of history rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.readmodel.schema import (
+    CURRENT_TABLE,
+    HISTORY_TABLE,
+    KEYS_COUNTERS,
+    OPEN_ENTERED_TABLE,
+    STATS_COUNTERS,
+    STAYS_TABLE,
+    T_KEYS_TABLE,
+    T_STATS_TABLE,
+    T_VISITS_TABLE,
+    T_WON_TABLE,
+)
+from projections.readmodel.timeline import DAY_US, day_of, prefix_sql
+
+STATE_COUNTERS = STATS_COUNTERS[:10]  # what a deal's state contributes (the rest are stays)
+STAY_COUNTERS = STATS_COUNTERS[10:]
+
+_OPEN, _WON, _LOST = "d.status = 'open'", "d.status = 'won'", "d.status = 'lost'"
+# SQL over a history row ``d`` for each state counter: what the row contributes (fold.py's
+# ``_contribution`` and ``_add``, in SQL; integer division truncates as ``_trunc_ms`` does).
+_STATE_SQL = {
+    "deals": "1",
+    "open_n": f"CASE WHEN {_OPEN} THEN 1 ELSE 0 END",
+    "open_units": f"CASE WHEN {_OPEN} THEN COALESCE(d.amount_units, 0) ELSE 0 END",
+    "open_ms": f"CASE WHEN {_OPEN} THEN d.opened_at / 1000 ELSE 0 END",
+    "open_us": f"CASE WHEN {_OPEN} THEN d.opened_at - d.opened_at / 1000 * 1000 ELSE 0 END",
+    "open_flagged": f"CASE WHEN {_OPEN} THEN d.flagged_stale ELSE 0 END",
+    "won_n": f"CASE WHEN {_WON} THEN 1 ELSE 0 END",
+    "won_units": f"CASE WHEN {_WON} THEN COALESCE(d.amount_units, 0) ELSE 0 END",
+    "won_ms": f"CASE WHEN {_WON} THEN (d.closed_at - d.opened_at) / 1000 ELSE 0 END",
+    "lost_n": f"CASE WHEN {_LOST} THEN 1 ELSE 0 END",
+}
+_KEYS_SQL = {
+    "deals": "1",
+    "open_n": _STATE_SQL["open_n"],
+    "won_n": _STATE_SQL["won_n"],
+    "lost_n": _STATE_SQL["lost_n"],
+    "won_units": _STATE_SQL["won_units"],
+    "won_ms": _STATE_SQL["won_ms"],
+}
+
+
+def _day_changes(pipeline_id: str, at: int) -> tuple[str, list[Any]]:
+    """History rows whose validity began (sign 1) or ended (sign -1) in ``at``'s day up to
+    ``at``: the changes the buckets of whole days do not hold yet, as a subquery ``d``."""
+    start = day_of(at) * DAY_US
+    sql = (
+        f"(SELECT 1 AS sg, h.* FROM {HISTORY_TABLE} h WHERE h.pipeline_id = %s"
+        " AND h.valid_from >= %s AND h.valid_from <= %s"
+        f" UNION ALL SELECT -1 AS sg, h.* FROM {HISTORY_TABLE} h WHERE h.pipeline_id = %s"
+        " AND h.valid_to >= %s AND h.valid_to <= %s) d"
+    )
+    return sql, [pipeline_id, start, at, pipeline_id, start, at]
+
+
+def _sums(columns: dict[str, str]) -> str:
+    return ", ".join(f"COALESCE(SUM(d.sg * ({e})), 0) AS {c}" for c, e in columns.items())
+
+
+def stats_at(
+    cur: Any, pipeline_id: str, at: int, *, states: bool = True
+) -> dict[str, dict[str, int]]:
+    """rm_stage_stats as of ``at``: per stage every counter (only the stay counters when
+    ``states`` is false)."""
+    counters = STATS_COUNTERS if states else STAY_COUNTERS
+    where, params = prefix_sql(day_of(at))
+    out: dict[str, dict[str, int]] = {}
+
+    def add(stage: str, row: Any, names: tuple[str, ...]) -> None:
+        target = out.setdefault(stage, dict.fromkeys(counters, 0))
+        for name in names:
+            target[name] += int(row[name] or 0)
+
+    for row in cur.execute(
+        f"SELECT stage, {', '.join(f'SUM({c}) AS {c}' for c in counters)} FROM {T_STATS_TABLE}"
+        f" WHERE pipeline_id = %s AND {where} GROUP BY stage",
+        [pipeline_id, *params],
+    ).fetchall():
+        add(row["stage"], row, counters)
+    start = day_of(at) * DAY_US
+    for row in cur.execute(
+        "SELECT stage, SUM(entered) AS entered, SUM(completed) AS completed,"
+        " SUM(stay_ms) AS stay_ms, SUM(advanced) AS advanced FROM ("
+        f"SELECT s.stage, s.first_in_stage AS entered, 0 AS completed, 0 AS stay_ms, 0 AS advanced"
+        f" FROM {STAYS_TABLE} s WHERE s.pipeline_id = %s AND s.entered_at >= %s AND s.entered_at <= %s"
+        " UNION ALL SELECT s.stage, 0, 1, (s.left_at - s.entered_at) / 1000, s.first_advance"
+        f" FROM {STAYS_TABLE} s WHERE s.pipeline_id = %s AND s.left_at >= %s AND s.left_at <= %s"
+        ") x GROUP BY stage",
+        [pipeline_id, start, at, pipeline_id, start, at],
+    ).fetchall():
+        add(row["stage"], row, STAY_COUNTERS)
+    if states:
+        sql, changes = _day_changes(pipeline_id, at)
+        for row in cur.execute(
+            f"SELECT d.stage AS stage, {_sums(_STATE_SQL)} FROM {sql} GROUP BY d.stage", changes
+        ).fetchall():
+            add(row["stage"], row, STATE_COUNTERS)
+    return out
+
+
+def keys_at(cur: Any, pipeline_id: str, dim: str, at: int) -> list[dict[str, Any]]:
+    """rm_breakdown rows of one attribute as of ``at`` (rows with no deal left out)."""
+    where, params = prefix_sql(day_of(at))
+    totals: dict[tuple[int, str], list[int]] = {}
+    for row in cur.execute(
+        f"SELECT key_null, key, {', '.join(f'SUM({c}) AS {c}' for c in KEYS_COUNTERS)}"
+        f" FROM {T_KEYS_TABLE} WHERE pipeline_id = %s AND dim = %s AND {where}"
+        " GROUP BY key_null, key",
+        [pipeline_id, dim, *params],
+    ).fetchall():
+        totals[(int(row["key_null"]), row["key"])] = [int(row[c]) for c in KEYS_COUNTERS]
+    sql, changes = _day_changes(pipeline_id, at)
+    for row in cur.execute(
+        f"SELECT d.{dim} AS key, {_sums(_KEYS_SQL)} FROM {sql} GROUP BY d.{dim}", changes
+    ).fetchall():
+        key = (int(row["key"] is None), row["key"] or "")
+        found = totals.setdefault(key, [0] * len(KEYS_COUNTERS))
+        for i, c in enumerate(KEYS_COUNTERS):
+            found[i] += int(row[c])
+    return [
+        {"key_null": k[0], "key": k[1], **dict(zip(KEYS_COUNTERS, v, strict=True))}
+        for k, v in totals.items()
+        if v[0]
+    ]
+
+
+def visits_at(cur: Any, pipeline_id: str, at: int) -> dict[tuple[str, int], int]:
+    """rm_visit_sets as of ``at``: deals per (stages visited, ever won)."""
+    where, params = prefix_sql(day_of(at))
+    totals: dict[tuple[str, int], int] = {}
+    for row in cur.execute(
+        f"SELECT visited, ever_won, SUM(n) AS n FROM {T_VISITS_TABLE}"
+        f" WHERE pipeline_id = %s AND {where} GROUP BY visited, ever_won",
+        [pipeline_id, *params],
+    ).fetchall():
+        totals[(row["visited"], int(row["ever_won"]))] = int(row["n"])
+    sql, changes = _day_changes(pipeline_id, at)
+    for row in cur.execute(
+        f"SELECT d.visited AS visited, d.ever_won AS ever_won, SUM(d.sg) AS n FROM {sql}"
+        " GROUP BY d.visited, d.ever_won",
+        changes,
+    ).fetchall():
+        key = (row["visited"], int(row["ever_won"]))
+        totals[key] = totals.get(key, 0) + int(row["n"])
+    return totals
+
+
+def won_buckets_at(cur: Any, pipeline_id: str, at: int) -> list[tuple[int, int]]:
+    """rm_won_buckets as of ``at``: (whole days from open to won, won deals), in order."""
+    where, params = prefix_sql(day_of(at))
+    totals: dict[int, int] = {}
+    for row in cur.execute(
+        f"SELECT dur_bucket, SUM(n) AS n FROM {T_WON_TABLE}"
+        f" WHERE pipeline_id = %s AND {where} GROUP BY dur_bucket",
+        [pipeline_id, *params],
+    ).fetchall():
+        totals[int(row["dur_bucket"])] = int(row["n"])
+    sql, changes = _day_changes(pipeline_id, at)
+    for row in cur.execute(
+        f"SELECT (d.closed_at - d.opened_at) / {DAY_US} AS b, SUM(d.sg) AS n FROM {sql}"
+        f" WHERE {_WON} GROUP BY (d.closed_at - d.opened_at) / {DAY_US}",
+        changes,
+    ).fetchall():
+        b = int(row["b"])
+        totals[b] = totals.get(b, 0) + int(row["n"])
+    return sorted((b, n) for b, n in totals.items() if n)
+
+
+def open_entered_before(cur: Any, pipeline_id: str, stage: str, before: int) -> int:
+    """Open, unflagged deals now in ``stage`` that entered it before ``before``: the buckets of
+    the whole days before, and the current rows of ``before``'s own day (an index range)."""
+    day = day_of(before)
+    where, params = prefix_sql(day)
+    row = cur.execute(
+        f"SELECT COALESCE(SUM(n), 0) AS n FROM {OPEN_ENTERED_TABLE}"
+        f" WHERE pipeline_id = %s AND stage = %s AND {where}",
+        [pipeline_id, stage, *params],
+    ).fetchone()
+    part = cur.execute(
+        f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
+        " AND stage = %s AND stage_entered_at >= %s AND stage_entered_at < %s AND flagged_stale = 0",
+        (pipeline_id, stage, day * DAY_US, before),
+    ).fetchone()
+    return int(row["n"]) + int(part["n"])
