@@ -369,7 +369,7 @@ class DealflowApp(Application[UUID]):
                 meta, version, fact=payload.fact, value=payload.value, note=payload.note
             )
         elif isinstance(payload, UpdatedIn):
-            deal.update(meta, version, payload.changes())
+            deal.update(meta, version, payload.changes(), ref.definition)
         elif isinstance(payload, ActivityLoggedIn):
             deal.log_activity(meta, version, activity=payload.activity, summary=payload.summary)
         elif isinstance(payload, StageChangedIn):
@@ -755,6 +755,8 @@ def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[
         "lead_source": deal.lead_source,
         "decision_maker_role": deal.decision_maker_role,
         "expected_close": deal.expected_close.isoformat() if deal.expected_close else None,
+        "country": deal.country,
+        "qualification": deal.qualification,
         "attributes": deal.attributes,
         "facts": dict(deal.facts),
         "activities_in_stage": dict(deal.activities_in_stage),

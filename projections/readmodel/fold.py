@@ -59,6 +59,9 @@ DEAL_COLUMNS = (
     "flagged_stale",
     "version",
     "position",
+    "country",
+    "expected_close",  # ISO date text (the forecast groups by its month)
+    "unqualified",  # 1 while the deal fails its pipeline's qualification rule
 )
 CURRENT_COLUMNS = (
     *DEAL_COLUMNS,
@@ -80,8 +83,8 @@ STAY_COLUMNS = (
     "first_in_stage",
     "first_advance",
 )
-# The deal fields the read models keep (the rest, expected_close and attributes, they do not).
-TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"expected_close", "attributes"}
+# The deal fields the read models keep (attributes they do not).
+TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"attributes"}
 
 
 _deal_values = attrgetter(*DEAL_COLUMNS)
@@ -124,6 +127,9 @@ class DealRow:
     advanced: set[str]
     last_event_at: int
     ever_won: int = 0
+    country: str | None = None
+    expected_close: str | None = None
+    unqualified: int = 0
 
     def deal_values(self) -> tuple[Any, ...]:
         return _deal_values(self)  # type: ignore[no-any-return]
@@ -377,12 +383,17 @@ class DealFold:
             visited=set(),
             advanced=set(),
             last_event_at=event.occurred_at,
+            country=data.get("country"),
+            expected_close=data.get("expected_close"),
+            unqualified=_unqualified(data.get("qualification")),
         )
         self.changes.pipelines.add(row.pipeline_id)
         self._enter(row, row.stage, event.occurred_at)
         return row
 
     def _updated(self, row: DealRow, event: EventRecord) -> None:
+        if event.data.get("qualification") is not None:
+            row.unqualified = _unqualified(event.data["qualification"])
         for name, value in (event.data.get("changes") or {}).items():
             if name not in TRACKED_FIELDS:
                 continue
@@ -457,6 +468,10 @@ def _contribution(row: DealRow) -> tuple[Any, ...]:
         row.ever_won,
         (row.industry, row.lead_source, row.decision_maker_role, row.owner, row.account),
     )
+
+
+def _unqualified(verdict: dict[str, Any] | None) -> int:
+    return int(verdict is not None and not verdict.get("qualified", True))
 
 
 def _money_text(value: Any) -> str | None:

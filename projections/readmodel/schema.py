@@ -20,7 +20,7 @@ SUMMARY_TABLES = (STATS_TABLE, KEYS_TABLE, VISITS_TABLE, WON_TABLE)
 VIEW_TABLES = (CURRENT_TABLE, HISTORY_TABLE, STAYS_TABLE, PIPELINES_TABLE, *SUMMARY_TABLES)
 META_TABLE = "rm_schema"
 # Bumped whenever the tables change shape: an older schema is dropped and rebuilt from the log.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 STATS_COUNTERS = (
     "deals",
@@ -61,7 +61,10 @@ _DEAL_BODY = """
     lost_reason {text},
     flagged_stale {small} NOT NULL,
     version {int} NOT NULL,
-    position {big} NOT NULL"""
+    position {big} NOT NULL,
+    country {text},
+    expected_close {text},
+    unqualified {small} NOT NULL"""
 
 
 def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: str) -> list[str]:

@@ -175,6 +175,9 @@ _DEAL_TYPES = [
     "int2",
     "int4",
     "int8",
+    "text",
+    "text",
+    "int2",
 ]
 _CURRENT_TYPES = [*_DEAL_TYPES, "int4", "text", "text", "int8", "int2"]
 _HISTORY_TYPES = [*_DEAL_TYPES, "int8", "int8"]
