@@ -17,6 +17,7 @@ from engine.audit.api import router as audit_router
 from engine.services import Services
 from projections.api import router as projections_router
 from projections.dashboard.routes import router as dashboard_router
+from projections.forecast_api import router as forecast_router
 from workflows.api import router as workflows_router
 
 ROUTERS = (
@@ -27,6 +28,7 @@ ROUTERS = (
     workflows_router,
     audit_router,
     dashboard_router,
+    forecast_router,
 )
 
 
