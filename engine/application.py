@@ -65,6 +65,7 @@ from engine.domain.errors import (
 )
 from engine.domain.events import iso, utcnow
 from engine.domain.pipeline import PipelineDefinition
+from engine.next_steps import StepsLookup, next_steps, sequence_steps
 from engine.persistence.db import Database
 from engine.persistence.recorders import IdempotencyRecord
 from engine.persistence.settings import StoreSettings, schema_lock
@@ -562,7 +563,7 @@ class DealflowApp(Application[UUID]):
     # -- views ----------------------------------------------------------------------------------
     def deal_state(self, deal: Deal, *, at: datetime | None = None) -> dict[str, Any]:
         ref = self.pipeline_ref(deal.pipeline_id)
-        return deal_view(deal, ref.definition, at or utcnow())
+        return deal_view(deal, ref.definition, at or utcnow(), sequence_steps(self))
 
     def history(self, deal_id: str) -> dict[str, Any]:
         return {"deal_id": deal_id, "events": [history_item(e) for e in self.deal_events(deal_id)]}
@@ -738,7 +739,9 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[str, Any]:
+def deal_view(
+    deal: Deal, definition: PipelineDefinition, at: datetime, steps_of: StepsLookup | None = None
+) -> dict[str, Any]:
     """The contract's deal state. ``stale`` is judged at ``at`` (now, or the as-of time)."""
     return {
         "deal_id": deal.deal_id,
@@ -767,6 +770,7 @@ def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[
         "stale": is_stale(deal, definition, at),
         "nurture": sorted(deal.nurture),
         "version": deal.version,
+        "next_steps": next_steps(deal, definition, at, steps_of),
     }
 
 

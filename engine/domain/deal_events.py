@@ -246,6 +246,7 @@ class NurtureEnrolled(DealEvent):
 
     def apply(self, deal: DealState) -> None:
         deal.nurture[self.sequence_id] = self.sequence_version
+        deal.nurture_progress[self.sequence_id] = {"step": 0, "since": iso(self.occurred_at)}
 
 
 class NurtureTouchSent(DealEvent):
@@ -259,6 +260,10 @@ class NurtureTouchSent(DealEvent):
 
     def apply(self, deal: DealState) -> None:
         deal.touches_sent += 1
+        deal.nurture_progress[self.sequence_id] = {
+            "step": self.step + 1,
+            "since": iso(self.occurred_at),
+        }
 
 
 class NurtureStopped(DealEvent):
@@ -269,6 +274,7 @@ class NurtureStopped(DealEvent):
 
     def apply(self, deal: DealState) -> None:
         deal.nurture.pop(self.sequence_id, None)
+        deal.nurture_progress.pop(self.sequence_id, None)
 
 
 class Escalated(DealEvent):

@@ -49,6 +49,8 @@ class DealState:
         self.last_activity_at: datetime | None = None
         self.last_occurred_at: datetime | None = None
         self.nurture: dict[str, int] = {}
+        # Per sequence: the next step's index and when its delay started counting (ISO time).
+        self.nurture_progress: dict[str, dict[str, Any]] = {}
         self.touches_sent = 0
         self.escalations: list[str] = []
         self.flagged_stale = False

@@ -467,6 +467,41 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
     assert coverage["shape.label"]["value"] == (metrics["shape"]["label"] or "")
     assert figures["svgs"] >= 4  # funnel, time in stage, two breakdown charts
 
+    # The forecast panel (issue 12): each month's figures as the forecast API gives them, for
+    # the twelve months from the as-of month, with the monthly target (the target / 12).
+    forecast = api.get(
+        "/v1/pipelines/default/forecast",
+        params={"from": "2017-12", "to": "2018-11", "target": "416666.67", "as_of": as_of},
+    ).json()
+    shown_months = browser.evaluate(
+        "Array.from(document.querySelectorAll('#forecast tr[data-month]')).map((tr) =>"
+        " [tr.dataset.month, Array.from(tr.querySelectorAll('[data-metric]')).map((e) =>"
+        " [e.dataset.metric, e.dataset.value])])"
+    )
+    assert [m for m, _ in shown_months] == [r["month"] for r in forecast["months"]] + ["Total"]
+    for (month, values), row in zip(shown_months, [*forecast["months"], forecast["totals"]]):
+        expected = [
+            ["forecast.closed_won", row["closed_won"]["value"]],
+            ["forecast.commit", row["commit"]["value"]],
+            ["forecast.commit_weighted", row["commit"]["weighted_value"]],
+            ["forecast.best_case", row["best_case"]["value"]],
+            ["forecast.pipeline", row["pipeline"]["value"]],
+            ["forecast.target", row["target"]],
+            ["forecast.gap", row["gap"]],
+        ]
+        assert values == expected, month
+    # Each board card shows its deal's first next step, as the board API gives it.
+    cards = browser.evaluate(
+        "Array.from(document.querySelectorAll('#board .deal')).map((d) =>"
+        " [d.dataset.deal, (d.querySelector('.next-step') || {}).textContent || null])"
+    )
+    steps = {d["deal_id"]: d["next_step"] for c in board["columns"] for d in c["deals"]}
+    assert cards and all(
+        text == (None if steps[deal] is None else "→ " + steps[deal]["text"])
+        for deal, text in cards
+    )
+    assert any(text for _, text in cards)
+
     assert browser.errors() == []
 
 
