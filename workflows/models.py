@@ -163,6 +163,7 @@ class EscalationInput(BaseModel):
     activity_extends_limit: bool = False
     last_activity_at: datetime | None = None
     done: list[str] = Field(default_factory=list)  # levels already fired (continue-as-new)
+    close_as_lost_after_days: float | None = None  # the optional last level (records lost)
 
 
 class ActivitySignal(BaseModel):
@@ -173,7 +174,7 @@ class EscalateInput(BaseModel):
     deal_id: str
     stage: str
     stage_entries: int
-    level: Literal["owner", "manager", "flagged"]
+    level: Literal["owner", "manager", "flagged", "closed_lost"]
 
 
 class EscalateResult(BaseModel):

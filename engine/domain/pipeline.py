@@ -127,11 +127,19 @@ class Escalation(_Strict):
     flag_after_days: float = Field(default=4, gt=0)
     # When true, a logged activity restarts the stage clock for escalation purposes.
     activity_extends_limit: bool = False
+    # Optional last level (issue 12): the deal is recorded lost with the reason "stale". Off
+    # unless configured: closing deals is a decision a pipeline owner makes explicitly.
+    close_as_lost_after_days: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> Escalation:
         if self.flag_after_days < self.manager_after_days:
             raise ValueError("flag_after_days must not come before manager_after_days")
+        if (
+            self.close_as_lost_after_days is not None
+            and self.close_as_lost_after_days < self.flag_after_days
+        ):
+            raise ValueError("close_as_lost_after_days must not come before flag_after_days")
         return self
 
 
