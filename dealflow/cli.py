@@ -10,6 +10,7 @@ import sys
 from dealflow import __version__, admin, bench, demo, processes
 from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
+from engine.scoring import cli as scoring_cli
 from projections import cli as projections_cli
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(commands)
     audit_cli.register(commands)
     demo.register(commands)
+    scoring_cli.register(commands)
     benches = commands.add_parser(
         "bench", help="benchmarks that print figures against a same-run baseline"
     ).add_subparsers(dest="bench_command", required=True)

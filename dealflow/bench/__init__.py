@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from dealflow.bench import audit, ingest, projections, workflows
+from dealflow.bench import audit, ingest, projections, scoring, workflows
 
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for area in (ingest, projections, workflows, audit):
+    for area in (ingest, projections, workflows, audit, scoring):
         area.register(benches)

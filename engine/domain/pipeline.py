@@ -120,6 +120,24 @@ ExitCriterion = Annotated[
 ]
 
 
+class ScoringRule(_Strict):
+    """A point rule: ``points`` (signed) when the criterion ``when`` holds for the deal."""
+
+    id: Slug
+    points: int = Field(ge=-100, le=100)
+    when: ExitCriterion
+
+
+class Scoring(_Strict):
+    """How a pipeline's deals are scored: by the model learned from its closed deals once at
+    least ``min_closed_deals`` are closed, else by the point rules (``base`` plus the points of
+    every rule that holds, kept within 0-100)."""
+
+    min_closed_deals: int = Field(default=50, ge=2)
+    base: int = Field(default=50, ge=0, le=100)
+    rules: list[ScoringRule] = Field(default_factory=list, max_length=100)
+
+
 class Escalation(_Strict):
     """How a stale deal escalates, counted from the moment it exceeded ``max_days_in_stage``."""
 
@@ -182,6 +200,8 @@ class PipelineDefinition(_Strict):
     # Extension: field criteria every opened deal is checked against; a deal failing one is
     # recorded but marked unqualified, and cannot leave its stage until an update makes it pass.
     qualification: list[FieldCriterion] = Field(default_factory=list, max_length=50)
+    # Extension: lead scoring (engine.scoring); None means the defaults of Scoring.
+    scoring: Scoring | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineDefinition:

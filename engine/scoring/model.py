@@ -1,0 +1,133 @@
+"""Training with scikit-learn, and the recorded parameters that score and explain a deal.
+
+The model is a logistic regression over one-hot categorical fields and standardised numbers,
+calibrated with a sigmoid fitted on cross-validated predictions (``CalibratedClassifierCV``
+with ``ensemble=False``: one regression fitted on every sample, one calibration). Its fitted
+numbers are recorded as plain JSON (categories, coefficients, means, scales, calibration), not
+as a pickle: an auditor reads them, and :func:`predict` redoes a score from them and the
+deal's recorded inputs. Training is deterministic (lbfgs, seeded folds), so the same samples
+give the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from engine.scoring.features import CATEGORICAL, NUMERIC
+
+ALGORITHM = "logistic_regression+sigmoid_calibration"
+DEFAULT_C = 1.0
+FOLDS = 5
+
+
+def _matrix(rows: Sequence[dict[str, Any]]) -> Any:
+    import numpy as np
+
+    return np.array(
+        [
+            [row[name] for name in CATEGORICAL] + [float(row[name]) for name in NUMERIC]
+            for row in rows
+        ],
+        dtype=object,
+    )
+
+
+def fit(
+    rows: Sequence[dict[str, Any]], won: Sequence[bool], *, c: float = DEFAULT_C, seed: int = 0
+) -> Any:
+    """The fitted scikit-learn estimator (``predict_proba`` on :func:`_matrix` rows)."""
+    import numpy as np
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    n_cat = len(CATEGORICAL)
+    columns = ColumnTransformer(
+        [
+            ("cat", OneHotEncoder(handle_unknown="ignore"), list(range(n_cat))),
+            ("num", StandardScaler(), list(range(n_cat, n_cat + len(NUMERIC)))),
+        ]
+    )
+    base = Pipeline([("features", columns), ("model", LogisticRegression(C=c, max_iter=5000))])
+    labels = np.array([1 if w else 0 for w in won])
+    folds = min(FOLDS, int(labels.sum()), int(len(labels) - labels.sum()))
+    model = CalibratedClassifierCV(
+        base,
+        method="sigmoid",
+        cv=StratifiedKFold(n_splits=max(folds, 2), shuffle=True, random_state=seed),
+        ensemble=False,
+    )
+    model.fit(_matrix(rows), labels)
+    return model
+
+
+def parameters(model: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The fitted numbers as JSON, with each categorical field's average contribution over the
+    training rows (the baseline its reasons are measured from)."""
+    calibrated = model.calibrated_classifiers_[0]
+    base = calibrated.estimator
+    calibrator = calibrated.calibrators[0]
+    columns = base.named_steps["features"]
+    encoder = columns.named_transformers_["cat"]
+    scaler = columns.named_transformers_["num"]
+    regression = base.named_steps["model"]
+    coef = [float(v) for v in regression.coef_[0]]
+    categorical: dict[str, dict[str, float]] = {}
+    offset = 0
+    for name, categories in zip(CATEGORICAL, encoder.categories_, strict=True):
+        categorical[name] = {
+            str(category): coef[offset + i] for i, category in enumerate(categories)
+        }
+        offset += len(categories)
+    numeric = {
+        name: {
+            "coef": coef[offset + i],
+            "mean": float(scaler.mean_[i]),
+            "scale": float(scaler.scale_[i]),
+        }
+        for i, name in enumerate(NUMERIC)
+    }
+    baselines = {
+        name: sum(categorical[name].get(row[name], 0.0) for row in rows) / len(rows)
+        for name in CATEGORICAL
+    }
+    return {
+        "algorithm": ALGORITHM,
+        "intercept": float(regression.intercept_[0]),
+        "categorical": categorical,
+        "numeric": numeric,
+        "baselines": baselines,
+        # scikit-learn's sigmoid calibration: p = 1 / (1 + exp(a * f + b)), f the regression's
+        # decision value.
+        "calibration": {"a": float(calibrator.a_), "b": float(calibrator.b_)},
+        "c": float(regression.C),
+    }
+
+
+def predict(params: dict[str, Any], row: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
+    """P(won) of one deal's inputs under recorded ``params``, and every feature's signed
+    contribution in calibrated log-odds relative to an average training deal."""
+    decision = float(params["intercept"])
+    raw: list[tuple[str, Any, float]] = []
+    for name in CATEGORICAL:
+        weight = float(params["categorical"][name].get(str(row[name]), 0.0))
+        decision += weight
+        raw.append((name, row[name], weight - float(params["baselines"][name])))
+    for name in NUMERIC:
+        spec = params["numeric"][name]
+        scale = float(spec["scale"]) or 1.0
+        term = float(spec["coef"]) * (float(row[name]) - float(spec["mean"])) / scale
+        decision += term
+        raw.append((name, row[name], term))
+    a, b = float(params["calibration"]["a"]), float(params["calibration"]["b"])
+    probability = 1.0 / (1.0 + math.exp(a * decision + b))
+    contributions = [
+        {"feature": name, "value": value, "contribution": round(-a * term, 6)}
+        for name, value, term in raw
+    ]
+    return probability, contributions
