@@ -18,6 +18,7 @@ from engine.services import Services
 from projections.api import router as projections_router
 from projections.dashboard.routes import router as dashboard_router
 from projections.forecast_api import router as forecast_router
+from projections.review_api import router as review_router
 from workflows.api import router as workflows_router
 
 ROUTERS = (
@@ -29,6 +30,7 @@ ROUTERS = (
     audit_router,
     dashboard_router,
     forecast_router,
+    review_router,
 )
 
 

@@ -138,6 +138,20 @@ class Scoring(_Strict):
     rules: list[ScoringRule] = Field(default_factory=list, max_length=100)
 
 
+CRON = r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"
+
+
+class Review(_Strict):
+    """The pipeline review (issue 12): when the digest goes out and to whom."""
+
+    cron: str = Field(default="0 8 * * 1", pattern=CRON)  # weekly, Monday 08:00 UTC
+    to: str | None = Field(default=None, max_length=320)
+    channel: Literal["email", "webhook", "task"] = "email"
+    monthly_target: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    near_limit_days: float = Field(default=2, ge=0)  # "near its limit": this close to it
+    top: int = Field(default=5, ge=1, le=50)  # top-scored open deals listed
+
+
 class Escalation(_Strict):
     """How a stale deal escalates, counted from the moment it exceeded ``max_days_in_stage``."""
 
@@ -202,6 +216,8 @@ class PipelineDefinition(_Strict):
     qualification: list[FieldCriterion] = Field(default_factory=list, max_length=50)
     # Extension: lead scoring (engine.scoring); None means the defaults of Scoring.
     scoring: Scoring | None = None
+    # Extension: the scheduled pipeline review; None means the defaults of Review.
+    review: Review | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineDefinition:

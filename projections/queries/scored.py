@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.domain.errors import DomainError
+from engine.scoring.bulk import load_deals
 from engine.scoring.service import latest_model, score_deal
 from projections.queries.board import ITEM_COLUMNS
 from projections.queries.common import (
@@ -51,14 +51,10 @@ def deals_by_score(
     model = latest_model(app, pipeline_id)
     at = from_us(moment.at)
     scored: list[tuple[int, str, dict[str, Any]]] = []
+    deals = load_deals(app, [row["deal_id"] for row in rows], at if moment.historical else None)
     for row in rows:
-        try:
-            deal = (
-                app.deal_as_of(row["deal_id"], at)
-                if moment.historical
-                else app.deal(row["deal_id"])
-            )
-        except DomainError:
+        deal = deals.get(row["deal_id"])
+        if deal is None:
             continue
         view = score_deal(deal, definition, at, model)
         item = {**deal_item(row, definition, moment.at), **view}
