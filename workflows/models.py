@@ -180,3 +180,26 @@ class EscalateInput(BaseModel):
 class EscalateResult(BaseModel):
     done: bool
     reason: str | None = None
+
+
+# -- issue 12: scoring retrain and the pipeline review -----------------------------------------
+
+
+class RetrainInput(BaseModel):
+    pipeline_id: str
+
+
+class ReviewInput(BaseModel):
+    pipeline_id: str
+
+
+class ReviewRun(BaseModel):
+    pipeline_id: str
+    until: datetime  # the end of the period (the workflow's start time)
+
+
+class ReviewResult(BaseModel):
+    message_id: str
+    since: datetime
+    until: datetime
+    delivery: str

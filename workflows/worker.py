@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,10 +22,12 @@ from workflows.channels import Channels
 from workflows.escalation import StaleDealEscalation
 from workflows.nurture import NurtureWorkflow
 from workflows.outbox import Outbox
+from workflows.revenue import PipelineReview, ScoringRetrain, ensure_schedules
+from workflows.revenue_activities import RevenueActivities, ReviewSource
 
 log = logging.getLogger("dealflow.worker")
 
-WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation]
+WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation, ScoringRetrain, PipelineReview]
 PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -42,6 +45,7 @@ def build_worker(
     task_queue: str,
     *,
     max_concurrent_activities: int = 32,
+    extra_activities: Sequence[Any] = (),
 ) -> Worker:
     return Worker(
         client,
@@ -51,7 +55,7 @@ def build_worker(
         ),
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=[*activities.all(), *extra_activities],
         activity_executor=ThreadPoolExecutor(
             max_workers=max_concurrent_activities, thread_name_prefix="dealflow-activity"
         ),
@@ -72,6 +76,10 @@ class AutomationProcess:
     run_bridge: bool = True
     bridge_options: dict[str, Any] = field(default_factory=dict)
     max_concurrent_activities: int = 32
+    # Issue 12: the review digest's source (from the read models) and the pipelines to keep
+    # retrain and review schedules for ((pipeline id, review cron) pairs); both from dealflow/.
+    review_source: ReviewSource | None = None
+    schedule_pipelines: Callable[[], list[tuple[str, str]]] | None = None
     worker: Worker | None = None
     bridge: Bridge | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -81,13 +89,19 @@ class AutomationProcess:
         await asyncio.to_thread(outbox.create_tables)
         if self.run_worker:
             activities = AutomationActivities(self.app, outbox, self.channels)
+            revenue = RevenueActivities(self.app, outbox, self.channels, self.review_source)
             self.worker = build_worker(
                 self.client,
                 activities,
                 self.task_queue,
                 max_concurrent_activities=self.max_concurrent_activities,
+                extra_activities=revenue.all(),
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
+        if self.schedule_pipelines is not None:
+            pipelines = await asyncio.to_thread(self.schedule_pipelines)
+            prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
+            await ensure_schedules(self.client, self.task_queue, pipelines, prefix=prefix)
         if self.run_bridge:
             self.bridge = Bridge(self.app, self.client, self.task_queue, **self.bridge_options)
             await self.bridge.start()
