@@ -12,6 +12,7 @@ from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
 from engine.scoring import cli as scoring_cli
 from projections import cli as projections_cli
+from projections import revenue_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cli.register(commands)
     demo.register(commands)
     scoring_cli.register(commands)
+    revenue_cli.register(commands)
     benches = commands.add_parser(
         "bench", help="benchmarks that print figures against a same-run baseline"
     ).add_subparsers(dest="bench_command", required=True)
