@@ -11,16 +11,22 @@ from fastapi.testclient import TestClient
 from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
+from engine.services import Services
 from tests.conftest import AUTH, TEST_TOKEN
 
 
 @pytest.fixture
-def client(store_settings: StoreSettings) -> Iterator[TestClient]:
+def served(store_settings: StoreSettings) -> Iterator[tuple[TestClient, Services]]:
     services = build_services(store_settings, bootstrap_token=TEST_TOKEN, run_projections=True)
     with TestClient(create_app(services)) as test_client:
         test_client.headers.update(AUTH)
-        yield test_client
+        yield test_client, services
     services.close()
+
+
+@pytest.fixture
+def client(served: tuple[TestClient, Services]) -> TestClient:
+    return served[0]
 
 
 def post_events(client: TestClient, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
