@@ -89,6 +89,10 @@ def parameters(model: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "coef": coef[offset + i],
             "mean": float(scaler.mean_[i]),
             "scale": float(scaler.scale_[i]),
+            # The range seen in training: a value beyond it is scored as its nearest end, so a
+            # deal open far longer than any closed one is not extrapolated along a straight line.
+            "min": min(float(row[name]) for row in rows),
+            "max": max(float(row[name]) for row in rows),
         }
         for i, name in enumerate(NUMERIC)
     }
@@ -121,7 +125,8 @@ def predict(params: dict[str, Any], row: dict[str, Any]) -> tuple[float, list[di
     for name in NUMERIC:
         spec = params["numeric"][name]
         scale = float(spec["scale"]) or 1.0
-        term = float(spec["coef"]) * (float(row[name]) - float(spec["mean"])) / scale
+        value = min(max(float(row[name]), float(spec["min"])), float(spec["max"]))
+        term = float(spec["coef"]) * (value - float(spec["mean"])) / scale
         decision += term
         raw.append((name, row[name], term))
     a, b = float(params["calibration"]["a"]), float(params["calibration"]["b"])

@@ -33,6 +33,7 @@ from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.importers.crm import import_crm
 from engine.persistence.settings import StoreSettings
+from engine.scoring.service import train
 from projections.dashboard.routes import router as dashboard_router
 from tests.conftest import AUTH, TEST_TOKEN
 from tests.integration.test_crm_import import slice_of_sample
@@ -246,6 +247,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         run_projections=False,
     )
     import_crm(services.app, slice_of_sample(root / "crm", every=11), progress=False)
+    assert train(services.app, "default")["status"] == "trained"  # the score panel's model
     services.projections.catch_up()
     app = create_app(services)
     # The lead wires the dashboard into create_app; include it here only if it is not there yet.
@@ -479,7 +481,9 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
         " [e.dataset.metric, e.dataset.value])])"
     )
     assert [m for m, _ in shown_months] == [r["month"] for r in forecast["months"]] + ["Total"]
-    for (month, values), row in zip(shown_months, [*forecast["months"], forecast["totals"]]):
+    for (month, values), row in zip(
+        shown_months, [*forecast["months"], forecast["totals"]], strict=True
+    ):
         expected = [
             ["forecast.closed_won", row["closed_won"]["value"]],
             ["forecast.commit", row["commit"]["value"]],
@@ -501,6 +505,19 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
         for deal, text in cards
     )
     assert any(text for _, text in cards)
+
+    # The top-scored panel: the scores the API gives, in its order, from the recorded model.
+    scored = api.get(
+        "/v1/deals",
+        params={"pipeline_id": "default", "sort": "score", "limit": 10, "as_of": as_of},
+    ).json()
+    shown_scores = browser.evaluate(
+        "Array.from(document.querySelectorAll('#scored tr[data-deal]')).map((tr) =>"
+        " [tr.dataset.deal, tr.querySelector('[data-metric=score]').dataset.value])"
+    )
+    assert scored["model"]["version"] == 1
+    assert shown_scores == [[d["deal_id"], str(d["score"])] for d in scored["deals"]]
+    assert len(shown_scores) == 10
 
     assert browser.errors() == []
 

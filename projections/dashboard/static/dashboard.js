@@ -147,6 +147,30 @@
         f.months[0].target === null ? " · set a target above (per month: ÷ 12) to see the gap" : ""));
   }
 
+  // -- top-scored open deals ------------------------------------------------------------------
+  function reasonText(r) {
+    if (r.rule !== undefined) return `${r.rule} ${r.points > 0 ? "+" : ""}${r.points}`;
+    return `${r.feature}=${r.value} ${r.contribution > 0 ? "+" : ""}${Number(r.contribution).toFixed(2)}`;
+  }
+
+  function renderScored(list) {
+    const deals = list.deals || [];
+    $("scored-hint").textContent = list.model
+      ? `model version ${list.model.version}: P(won) learned from the closed deals, with its strongest reasons`
+      : "no model yet: the pipeline's point rules (too few closed deals)";
+    DF.fill($("scored"),
+      deals.length
+        ? h("table", { class: "data" },
+            h("thead", {}, h("tr", {}, ...["Score", "Deal", "Stage", "Owner", "Why"].map((c) => h("th", {}, c)))),
+            h("tbody", {}, ...deals.map((d) => h("tr", { "data-deal": d.deal_id },
+              h("td", {}, figure("b", "score", d.score, d.score === null ? "—" : String(d.score)), h("span", { class: "muted small" }, " " + d.score_kind)),
+              h("td", {}, h("a", { href: "/deals/" + encodeURIComponent(d.deal_id) }, d.name)),
+              h("td", {}, d.stage),
+              h("td", {}, d.owner || ""),
+              h("td", { class: "small" }, (d.score_reasons || []).slice(0, 3).map(reasonText).join(" · "))))))
+        : h("p", { class: "muted" }, "No open deal."));
+  }
+
   // -- funnel ---------------------------------------------------------------------------------
   function renderFunnel(m) {
     const stages = m.stages || [];
@@ -353,6 +377,7 @@
           (d) => renderBreakdown($("by-lead-source"), d, "lead_source", m.currency)).then((d) => { loaded.lead_source = d; }),
         optional(`/v1/pipelines/${p}/forecast`, "/v1/pipelines/{pipeline_id}/forecast",
           Object.assign(forecastMonths(), state.target ? { target: (Number(state.target) / 12).toFixed(2) } : {}, base), renderForecast).then((d) => { loaded.forecast = d; }),
+        optional("/v1/deals", "/v1/deals", Object.assign({ pipeline_id: state.pipeline, sort: "score", limit: 10 }, base), renderScored).then((d) => { loaded.scored = d; }),
         optional("/v1/deals", "/v1/deals", Object.assign({ pipeline_id: state.pipeline, stale: "true", limit: 15 }, base), (d) => renderStale(d, m)).then((d) => { loaded.stale = d; }),
       ];
       const results = await Promise.allSettled(tasks);
