@@ -159,6 +159,9 @@ def _print(figures: dict[str, Any]) -> None:
             f"  industry weights     {figures['learned_industry_weights']} (known log-odds {figures['known_industry_log_odds']})"
         )
         print(
+            f"  oracle roc_auc       {figures['oracle_roc_auc']:.4f}   (ranking by the true log-odds)"
+        )
+        print(
             f"  order recovered      {figures['industry_order_recovered']}; amount sign recovered {figures['amount_weight_sign_recovered']}"
         )
 
