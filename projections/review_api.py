@@ -36,7 +36,18 @@ async def get_review(
     _: Principal = require("read"),
 ) -> dict[str, Any] | Response:
     until = parse_time(as_of, "as_of") if as_of is not None else utcnow()
-    start = parse_time(since, "since") if since is not None else until - timedelta(days=7)
+    try:
+        start = parse_time(since, "since") if since is not None else until - timedelta(days=7)
+        horizon = until + timedelta(days=100)  # the review's forecast looks 3 months ahead
+        if horizon.year > 9998:
+            raise OverflowError
+    except OverflowError as error:
+        raise ApiError(
+            422,
+            "validation_error",
+            "the period is out of range",
+            details=[{"field": "as_of", "message": "out of range"}],
+        ) from error
     if start >= until:
         raise ApiError(
             422,

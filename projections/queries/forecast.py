@@ -41,7 +41,10 @@ def parse_month(text: str) -> tuple[int, int]:
     found = MONTH.match(text)
     if found is None:
         raise ValueError(f"{text!r} is not a month (YYYY-MM)")
-    return int(found.group(1)), int(found.group(2))
+    year = int(found.group(1))
+    if not 1 <= year <= 9998:  # the month after must still be a date
+        raise ValueError(f"{text!r} is out of range")
+    return year, int(found.group(2))
 
 
 def month_range(first: tuple[int, int], last: tuple[int, int]) -> list[str]:

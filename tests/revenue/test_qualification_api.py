@@ -87,8 +87,18 @@ def test_qualification_and_operators_end_to_end(client: TestClient) -> None:
     far = client.get("/v1/deals/far").json()
     assert far["country"] == "US"
     assert far["qualification"] == {"qualified": False, "unmet": ["eu", "vertical"]}
+    # Next best steps: the failing qualification criteria first, then the stage's criteria.
+    assert [(s["kind"], s.get("criterion")) for s in far["next_steps"]] == [
+        ("qualification", "eu"),
+        ("qualification", "vertical"),
+        ("exit_criterion", "dated"),
+    ]
+    board = client.get("/v1/pipelines/eu/board").json()
+    cards = {d["deal_id"]: d["next_step"] for d in board["columns"][0]["deals"]}
+    assert cards["far"]["text"] == "qualify: eu" and cards["good"] is None
     good = client.get("/v1/deals/good").json()
     assert good["qualification"] == {"qualified": True, "unmet": []}
+    assert good["next_steps"] == []  # dated, qualified, no stage limit
     assert good["expected_close"] == "2017-03-15"
 
     metrics = client.get("/v1/pipelines/eu/metrics").json()
