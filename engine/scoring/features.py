@@ -21,6 +21,9 @@ CATEGORICAL = (
     "regional_office",
 )
 NUMERIC = ("log_amount", "facts", "activities", "days_in_stage", "days_open", "unqualified")
+# Each activity type logged in the current stage is a number of its own, "activity:<type>"
+# (the types a model knows are those its training deals had; see model.numeric_names).
+ACTIVITY_PREFIX = "activity:"
 MISSING = "(none)"  # a categorical field without a value is a category of its own
 DAY_SECONDS = 86_400.0
 
@@ -33,6 +36,7 @@ class Snapshot:
     amount: float | None
     facts: int
     activities: int
+    in_stage: tuple[tuple[str, int], ...]  # activities logged in the current stage, by type
     stage_entered_at: datetime | None
     opened_at: datetime | None
     unqualified: bool
@@ -55,6 +59,7 @@ def snapshot(deal: DealState) -> Snapshot:
         amount=None if deal.amount is None else float(deal.amount),
         facts=sum(1 for held in deal.facts.values() if held),
         activities=deal.activity_count,
+        in_stage=tuple(sorted(deal.activities_in_stage.items())),
         stage_entered_at=deal.stage_entered_at,
         opened_at=deal.opened_at,
         unqualified=deal.unqualified,
@@ -70,6 +75,8 @@ def features(state: Snapshot, at: datetime) -> dict[str, Any]:
     row["days_in_stage"] = _days(state.stage_entered_at, at)
     row["days_open"] = _days(state.opened_at, at)
     row["unqualified"] = int(state.unqualified)
+    for activity, count in state.in_stage:
+        row[ACTIVITY_PREFIX + activity] = count
     return row
 
 

@@ -15,19 +15,34 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engine.scoring.features import CATEGORICAL, NUMERIC
+from engine.scoring.features import ACTIVITY_PREFIX, CATEGORICAL, NUMERIC
 
 ALGORITHM = "logistic_regression+sigmoid_calibration"
 DEFAULT_C = 1.0
 FOLDS = 5
 
 
-def _matrix(rows: Sequence[dict[str, Any]]) -> Any:
+MAX_ACTIVITY_TYPES = 20
+
+
+def numeric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The fixed numbers, then the activity types the rows have (the most common first, at
+    most MAX_ACTIVITY_TYPES; a deal without one has a count of 0)."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        for name in row:
+            if name.startswith(ACTIVITY_PREFIX):
+                seen[name] = seen.get(name, 0) + 1
+    common = sorted(seen, key=lambda name: (-seen[name], name))[:MAX_ACTIVITY_TYPES]
+    return [*NUMERIC, *sorted(common)]
+
+
+def _matrix(rows: Sequence[dict[str, Any]], numbers: Sequence[str]) -> Any:
     import numpy as np
 
     return np.array(
         [
-            [row[name] for name in CATEGORICAL] + [float(row[name]) for name in NUMERIC]
+            [row[name] for name in CATEGORICAL] + [float(row.get(name, 0)) for name in numbers]
             for row in rows
         ],
         dtype=object,
@@ -47,10 +62,11 @@ def fit(
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     n_cat = len(CATEGORICAL)
+    numbers = numeric_names(rows)
     columns = ColumnTransformer(
         [
             ("cat", OneHotEncoder(handle_unknown="ignore"), list(range(n_cat))),
-            ("num", StandardScaler(), list(range(n_cat, n_cat + len(NUMERIC)))),
+            ("num", StandardScaler(), list(range(n_cat, n_cat + len(numbers)))),
         ]
     )
     base = Pipeline([("features", columns), ("model", LogisticRegression(C=c, max_iter=5000))])
@@ -62,7 +78,7 @@ def fit(
         cv=StratifiedKFold(n_splits=max(folds, 2), shuffle=True, random_state=seed),
         ensemble=False,
     )
-    model.fit(_matrix(rows), labels)
+    model.fit(_matrix(rows, numbers), labels)
     return model
 
 
@@ -91,10 +107,10 @@ def parameters(model: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "scale": float(scaler.scale_[i]),
             # The range seen in training: a value beyond it is scored as its nearest end, so a
             # deal open far longer than any closed one is not extrapolated along a straight line.
-            "min": min(float(row[name]) for row in rows),
-            "max": max(float(row[name]) for row in rows),
+            "min": min(float(row.get(name, 0)) for row in rows),
+            "max": max(float(row.get(name, 0)) for row in rows),
         }
-        for i, name in enumerate(NUMERIC)
+        for i, name in enumerate(numeric_names(rows))
     }
     baselines = {
         name: sum(categorical[name].get(row[name], 0.0) for row in rows) / len(rows)
@@ -122,13 +138,13 @@ def predict(params: dict[str, Any], row: dict[str, Any]) -> tuple[float, list[di
         weight = float(params["categorical"][name].get(str(row[name]), 0.0))
         decision += weight
         raw.append((name, row[name], weight - float(params["baselines"][name])))
-    for name in NUMERIC:
-        spec = params["numeric"][name]
+    for name, spec in params["numeric"].items():
         scale = float(spec["scale"]) or 1.0
-        value = min(max(float(row[name]), float(spec["min"])), float(spec["max"]))
+        given = float(row.get(name, 0))
+        value = min(max(given, float(spec["min"])), float(spec["max"]))
         term = float(spec["coef"]) * (value - float(spec["mean"])) / scale
         decision += term
-        raw.append((name, row[name], term))
+        raw.append((name, row.get(name, 0), term))
     a, b = float(params["calibration"]["a"]), float(params["calibration"]["b"])
     probability = 1.0 / (1.0 + math.exp(a * decision + b))
     contributions = [
