@@ -12,7 +12,9 @@ from dealflow.preflight import SetupError, check_settings, check_store
 from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
 from engine.persistence.settings import StoreSettings
+from engine.scoring import cli as scoring_cli
 from projections import cli as projections_cli
+from projections import revenue_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(commands)
     audit_cli.register(commands)
     demo.register(commands)
+    scoring_cli.register(commands)
+    revenue_cli.register(commands)
     benches = commands.add_parser(
         "bench", help="benchmarks that print figures against a same-run baseline"
     ).add_subparsers(dest="bench_command", required=True)

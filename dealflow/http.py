@@ -18,6 +18,8 @@ from engine.audit.api import router as audit_router
 from engine.services import Services
 from projections.api import router as projections_router
 from projections.dashboard.routes import router as dashboard_router
+from projections.forecast_api import router as forecast_router
+from projections.review_api import router as review_router
 from workflows.api import router as workflows_router
 from workflows.routes_subscriptions import router as subscriptions_router
 
@@ -32,6 +34,8 @@ ROUTERS = (
     subscriptions_router,
     audit_router,
     dashboard_router,
+    forecast_router,
+    review_router,
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from dealflow.http import create_app
 from dealflow.preflight import SetupError, check_port, check_temporal, describe_store
+from dealflow.revenue import revenue_hooks
 from dealflow.runtime import build_services
 from dealflow.telemetry import configure_tracing
 from engine.logs import configure_logging
@@ -125,6 +126,7 @@ def worker(args: argparse.Namespace) -> int:
             run_bridge=not args.no_bridge,
             bridge_options=_bridge_options(),
             max_concurrent_activities=args.max_concurrent_activities,
+            **revenue_hooks(services.app),
         )
         await process.start()
         ops = start_from_env(
@@ -213,7 +215,11 @@ def dev(args: argparse.Namespace) -> int:
         try:
             client = await temporal.connect()
             process = AutomationProcess(
-                services.app, client, temporal.task_queue, bridge_options=_bridge_options()
+                services.app,
+                client,
+                temporal.task_queue,
+                bridge_options=_bridge_options(),
+                **revenue_hooks(services.app),
             )
             await process.start()
             api = _quiet_server(

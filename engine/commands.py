@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     field_validator,
+    model_validator,
 )
 
 from engine.limits import limits
@@ -148,6 +149,20 @@ class _DealFields(BaseModel):
     decision_maker_role: ShortText | None = None
     expected_close: date | None = None
     attributes: dict[str, Any] | None = None
+    # ISO 3166-1 alpha-2, upper case (qualification rules compare it exactly).
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    # Another name for expected_close (issue 12 spells it so); it is stored as expected_close.
+    expected_close_date: date | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_close_date(self) -> Any:
+        if "expected_close_date" in self.model_fields_set:
+            if "expected_close" in self.model_fields_set:
+                raise ValueError("give expected_close or expected_close_date, not both")
+            object.__setattr__(self, "expected_close", self.expected_close_date)
+            self.model_fields_set.add("expected_close")
+            self.model_fields_set.discard("expected_close_date")
+        return self
 
     @field_validator("attributes")
     @classmethod
@@ -194,7 +209,11 @@ class UpdatedIn(_Event, _DealFields):
 
     def changes(self) -> dict[str, Any]:
         """Only the fields the sender set (an explicit null clears a field)."""
-        return {k: getattr(self, k) for k in _DealFields.model_fields if k in self.model_fields_set}
+        return {
+            k: getattr(self, k)
+            for k in _DealFields.model_fields
+            if k in self.model_fields_set and k != "expected_close_date"
+        }
 
 
 class ActivityLoggedIn(_Event):

@@ -23,6 +23,7 @@ from projections.queries.board import board
 from projections.queries.common import Moment
 from projections.queries.deals import list_deals
 from projections.queries.metrics import BREAKDOWN_KEYS, breakdown, metrics
+from projections.queries.scored import deals_by_score
 from projections.readmodel.records import to_us
 
 _money: TypeAdapter[Decimal] = TypeAdapter(Money)
@@ -172,12 +173,17 @@ async def get_deals(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None),
     as_of: str | None = Query(None, description="business time (needs scope audit)"),
+    sort: Literal["newest", "score"] = Query(
+        "newest", description="score: a pipeline's open deals, highest score first"
+    ),
     principal: Principal = require("read"),
 ) -> dict[str, Any]:
     if as_of is not None and not principal.has("audit"):
         raise ApiError(403, "forbidden", "as_of needs the audit scope", required=["audit"])
     moment = _moment(as_of)
     app = get_services(request).app
+    if sort == "score":
+        return await _by_score(app, moment, pipeline_id, stage, status, stale, limit, cursor)
 
     def work() -> dict[str, Any]:
         try:
@@ -190,6 +196,35 @@ async def get_deals(
                 stale=stale,
                 limit=limit,
                 cursor=cursor,
+            )
+        except (ValueError, TypeError, IndexError) as error:
+            raise _cursor_error(error) from error
+
+    return await run_in_threadpool(work)
+
+
+async def _by_score(
+    app: Any,
+    moment: Moment,
+    pipeline_id: str | None,
+    stage: str | None,
+    status: str | None,
+    stale: bool | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    if pipeline_id is None or status not in (None, "open") or stale is not None:
+        raise ApiError(
+            422,
+            "validation_error",
+            "sort=score lists one pipeline's open deals: give pipeline_id (status open at most)",
+            details=[{"field": "sort", "message": "needs pipeline_id; no stale filter"}],
+        )
+
+    def work() -> dict[str, Any]:
+        try:
+            return deals_by_score(
+                app, moment, pipeline_id=pipeline_id, stage=stage, limit=limit, cursor=cursor
             )
         except (ValueError, TypeError, IndexError) as error:
             raise _cursor_error(error) from error

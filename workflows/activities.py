@@ -14,7 +14,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.application import DealflowApp
+from engine.application import Command, DealflowApp
 from engine.domain.deal import (
     ActivityLogged,
     Deal,
@@ -43,6 +43,8 @@ from workflows.models import (
 )
 from workflows.outbox import Entry, Message, Outbox
 from workflows.schedule import render
+
+STALE_REASON = "stale"  # the reason a deal closed by escalation is recorded lost with
 
 
 def enrollment_end(
@@ -193,6 +195,11 @@ class AutomationActivities:
         if deal.is_closed or deal.stage_entries != step.stage_entries or deal.stage != step.stage:
             return EscalateResult(done=False, reason="superseded")
         event_id = ids.escalation_event_id(step.deal_id, step.stage_entries, step.level)
+        if step.level == "closed_lost":
+            # A client's `lost`, parsed and decided like one; the event id makes it once only.
+            body = {"type": "lost", "event_id": event_id, "reason": STALE_REASON}
+            command = Command.from_body(step.deal_id, body, "dealflow:escalation")
+            return self._escalation_outcome(self.recorder.submit(command))
         if step.level == "flagged":
             outcome = self.recorder.record(
                 step.deal_id,

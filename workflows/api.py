@@ -166,7 +166,7 @@ async def post_nurture(
 async def get_outbox(
     request: Request,
     deal_id: str | None = Query(None),
-    kind: Literal["nurture", "escalation"] | None = Query(None),
+    kind: Literal["nurture", "escalation", "review"] | None = Query(None),
     status: Literal["pending", "sent", "failed"] | None = Query(
         None, description="delivery status"
     ),

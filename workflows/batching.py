@@ -75,6 +75,10 @@ class AutomationRecorder:
             lambda commands: app.ingest(commands, allow_automation=True), max_items
         )
 
+    def submit(self, command: Command) -> Outcome:
+        """A command already built (a client-type event dealflow records, e.g. ``lost``)."""
+        return self._batcher.submit(command)
+
     def record(
         self, deal_id: str, type_: str, data: dict[str, Any], *, event_id: str, actor: str
     ) -> Outcome:

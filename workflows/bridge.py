@@ -399,6 +399,7 @@ class Bridge:
             manager_after_days=settings.manager_after_days,
             flag_after_days=settings.flag_after_days,
             activity_extends_limit=settings.activity_extends_limit,
+            close_as_lost_after_days=settings.close_as_lost_after_days,
         )
         effects.append(
             self._start(

@@ -72,6 +72,8 @@ class SmtpSender:
         mail["Message-ID"] = f"<{hashlib.sha256(message.id.encode()).hexdigest()[:40]}@dealflow>"
         mail["X-Dealflow-Message"] = message.id
         mail.set_content(message.body or "")
+        if message.html:
+            mail.add_alternative(message.html, subtype="html")
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             if self.starttls:
                 smtp.starttls()
@@ -96,6 +98,7 @@ class WebhookSender:
             "to": message.to,
             "subject": message.subject,
             "body": message.body,
+            **({"html": message.html} if message.html else {}),
         }
         request = urllib.request.Request(
             self.url,

@@ -1,7 +1,9 @@
 """StaleDealEscalation: one stay of one deal in a stage with ``max_days_in_stage``.
 
 At the limit the owner is notified, ``manager_after_days`` later the owner's manager, and
-``flag_after_days`` after the limit the deal is flagged stale; each level fires once. The
+``flag_after_days`` after the limit the deal is flagged stale, and, when the stage sets
+``close_as_lost_after_days``, that long after the limit it is recorded lost with the reason
+``stale`` (through the same write path as a client's ``lost``); each level fires once. The
 bridge cancels the workflow when the deal leaves the stay (stage change, win, loss) and, when
 the stage says ``activity_extends_limit``, signals new activity, which restarts the clock.
 """
@@ -19,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import ActivitySignal, EscalateInput, EscalateResult, EscalationInput
     from workflows.schedule import days
 
-Level = Literal["owner", "manager", "flagged"]
+Level = Literal["owner", "manager", "flagged", "closed_lost"]
 ESCALATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -56,6 +58,9 @@ class StaleDealEscalation:
             ("manager", stay.manager_after_days),
             ("flagged", stay.flag_after_days),
         ]
+        if stay.close_as_lost_after_days is not None:
+            # The last level, only when the stage asks for it: the deal is recorded lost.
+            levels.append(("closed_lost", stay.close_as_lost_after_days))
         for level, offset in levels:
             if level in self.done:
                 continue
@@ -89,7 +94,7 @@ class StaleDealEscalation:
             if not result.done:
                 return result.reason or "superseded"
             self.done.append(level)
-        return "flagged"
+        return levels[-1][0]
 
     def _due(self, stay: EscalationInput, offset_days: float) -> datetime:
         start = stay.entered_at

@@ -164,6 +164,7 @@ class EscalationInput(BaseModel):
     activity_extends_limit: bool = False
     last_activity_at: datetime | None = None
     done: list[str] = Field(default_factory=list)  # levels already fired (continue-as-new)
+    close_as_lost_after_days: float | None = None  # the optional last level (records lost)
 
 
 class ActivitySignal(BaseModel):
@@ -174,9 +175,32 @@ class EscalateInput(BaseModel):
     deal_id: str
     stage: str
     stage_entries: int
-    level: Literal["owner", "manager", "flagged"]
+    level: Literal["owner", "manager", "flagged", "closed_lost"]
 
 
 class EscalateResult(BaseModel):
     done: bool
     reason: str | None = None
+
+
+# -- issue 12: scoring retrain and the pipeline review -----------------------------------------
+
+
+class RetrainInput(BaseModel):
+    pipeline_id: str
+
+
+class ReviewInput(BaseModel):
+    pipeline_id: str
+
+
+class ReviewRun(BaseModel):
+    pipeline_id: str
+    until: datetime  # the end of the period (the workflow's start time)
+
+
+class ReviewResult(BaseModel):
+    message_id: str
+    since: datetime
+    until: datetime
+    delivery: str

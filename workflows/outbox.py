@@ -45,6 +45,7 @@ class Message:
     to: str | None
     subject: str
     body: str
+    html: str | None = None  # an HTML rendering of the body (the pipeline review has one)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class Outbox:
 
     def create_tables(self) -> None:
         self.db.execute_script(_DDL)
+        self._add_html_column()
+
+    def _add_html_column(self) -> None:
+        """Tables created before messages could carry HTML gain the column (idempotent)."""
+        if self.db.is_postgres:
+            self.db.execute_script([f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS html TEXT"])
+            return
+        columns = {row["name"] for row in self.db.fetchall(f"PRAGMA table_info({TABLE})")}
+        if "html" not in columns:
+            self.db.execute_script([f"ALTER TABLE {TABLE} ADD COLUMN html TEXT"])
 
     def claim(self, message: Message, delivery: str, status: str = PENDING) -> Entry:
         """Insert the message once, then return the stored row, new or earlier.
@@ -83,6 +94,7 @@ class Outbox:
                 m.to,
                 m.subject,
                 m.body,
+                m.html,
                 status,
                 1 if status == SENT else 0,
                 now,
@@ -93,7 +105,8 @@ class Outbox:
         with self.db.transaction() as cur:
             cur.executemany(
                 f"INSERT INTO {TABLE} (id, deal_id, kind, channel, delivery, recipient, subject, body,"
-                " status, attempts, created_at, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " html, status, attempts, created_at, sent_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (id) DO NOTHING",
                 rows,
             )
@@ -164,6 +177,7 @@ def _message(row: Any) -> Message:
         row["recipient"],
         row["subject"] or "",
         row["body"] or "",
+        row["html"],
     )
 
 
@@ -177,6 +191,7 @@ def _view(row: Any) -> dict[str, Any]:
         "to": row["recipient"],
         "subject": row["subject"],
         "body": row["body"],
+        "html": row["html"],
         "created_at": row["created_at"],
         "delivery": row["delivery"],
         "status": row["status"],

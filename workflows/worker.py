@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,13 +22,21 @@ from workflows.channels import Channels
 from workflows.escalation import StaleDealEscalation
 from workflows.nurture import NurtureWorkflow
 from workflows.outbox import Outbox
+from workflows.revenue import PipelineReview, ScoringRetrain, ensure_schedules
+from workflows.revenue_activities import RevenueActivities, ReviewSource
 from workflows.webhook_activities import WebhookActivities
 from workflows.webhook_supervisor import WebhookSupervisor
 from workflows.webhook_workflow import WebhookDelivery
 
 log = logging.getLogger("dealflow.worker")
 
-WORKFLOWS: list[type] = [NurtureWorkflow, StaleDealEscalation, WebhookDelivery]
+WORKFLOWS: list[type] = [
+    NurtureWorkflow,
+    StaleDealEscalation,
+    WebhookDelivery,
+    ScoringRetrain,
+    PipelineReview,
+]
 PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -79,6 +87,10 @@ class AutomationProcess:
     run_bridge: bool = True
     bridge_options: dict[str, Any] = field(default_factory=dict)
     max_concurrent_activities: int = 32
+    # Issue 12: the review digest's source (from the read models) and the pipelines to keep
+    # retrain and review schedules for ((pipeline id, review cron) pairs); both from dealflow/.
+    review_source: ReviewSource | None = None
+    schedule_pipelines: Callable[[], list[tuple[str, str]]] | None = None
     worker: Worker | None = None
     bridge: Bridge | None = None
     webhooks: WebhookSupervisor | None = None
@@ -89,14 +101,19 @@ class AutomationProcess:
         await asyncio.to_thread(outbox.create_tables)
         if self.run_worker:
             activities = AutomationActivities(self.app, outbox, self.channels)
+            revenue = RevenueActivities(self.app, outbox, self.channels, self.review_source)
             self.worker = build_worker(
                 self.client,
                 activities,
                 self.task_queue,
                 max_concurrent_activities=self.max_concurrent_activities,
-                extra_activities=WebhookActivities(self.app).all(),
+                extra_activities=[*WebhookActivities(self.app).all(), *revenue.all()],
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
+        if self.schedule_pipelines is not None:
+            pipelines = await asyncio.to_thread(self.schedule_pipelines)
+            prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
+            await ensure_schedules(self.client, self.task_queue, pipelines, prefix=prefix)
         if self.run_bridge:
             self.bridge = Bridge(self.app, self.client, self.task_queue, **self.bridge_options)
             await self.bridge.start()

@@ -35,7 +35,7 @@ from engine.settings import Settings
 MARKER = ".dealflow-demo"
 PACKAGE_DATA = Path(__file__).resolve().parent / "sample_data" / "crm"
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "crm-sales-opportunities"
-PIPELINE = "default"
+PIPELINE = "crm"  # shaped like the sample (dealflow.demo.crm_pipeline)
 
 
 def demo_home(home: Path | None = None) -> Path:
@@ -231,9 +231,12 @@ def run_demo(
 ) -> int:
     from rich.console import Console
 
+    from dealflow.demo.crm_pipeline import estimate_close_dates, install
+    from dealflow.demo.revenue_report import print_revenue
     from dealflow.http import create_app
     from dealflow.runtime import build_services
     from engine.importers.crm import import_crm, print_report
+    from engine.scoring.service import train
 
     console = console or Console()
     directory = demo_home(home)
@@ -245,8 +248,21 @@ def run_demo(
     services = build_services(settings, bootstrap_token=token, run_projections=True)
     server: _Server | None = None
     try:
+        install(services.app, PIPELINE)
         report = import_crm(services.app, source, pipeline_id=PIPELINE, console=console)
         print_report(report, console)
+        estimated = estimate_close_dates(services.app, source, report["export_date"])
+        with console.status("training the lead-scoring model on the closed deals..."):
+            trained = train(services.app, PIPELINE)
+        console.print(
+            f"{estimated:,} Engaging deals got an estimated expected close date; scoring model: "
+            + (
+                f"version {trained['version']}"
+                if trained["status"] == "trained"
+                else trained["reason"]
+            )
+            + f" ({trained['deals']:,} closed deals, {trained['won']:,} won)"
+        )
         position = services.app.max_position()
 
         server = _Server(create_app(services), host, port if serve else 0)
@@ -268,6 +284,7 @@ def run_demo(
             except httpx.HTTPError:
                 at_export = None
             print_headline(console, now, at_export, report["export_date"], fetch_industries(client))
+            print_revenue(console, client, PIPELINE, report["export_date"])
 
         if not serve:
             return 0
@@ -278,9 +295,11 @@ def run_demo(
         from rich.markup import escape
 
         link, secret, query = escape(url), escape(token), escape(quote(token, safe=""))
+        day = report["export_date"]
         lines = [
-            f"[bold green]Dashboard:[/bold green] {link}/?token={query}",
-            f"  as the team saw it on the export date: {link}/?token={query}&as_of={report['export_date']}",
+            # As of the sample's last day: judged today, every open deal is years past its limit.
+            f"[bold green]Dashboard:[/bold green] {link}/?token={query}&pipeline={PIPELINE}&as_of={day}",
+            f"  as it stands today: {link}/?token={query}&pipeline={PIPELINE}",
             f"[bold]Bootstrap token[/bold] (every scope): {secret}",
             f"  curl -H 'Authorization: Bearer {secret}' {link}/v1/pipelines/{PIPELINE}/metrics",
         ]

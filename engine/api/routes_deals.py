@@ -16,6 +16,8 @@ from engine.api.helpers import parse_time, to_command
 from engine.application import Command, DealflowApp, Outcome, replay
 from engine.commands import DEAL_ID_PATTERN, IncomingEvent
 from engine.domain.errors import DomainError, ValidationFailed
+from engine.domain.events import utcnow
+from engine.scoring.service import score_view
 from engine.tokens import Principal
 
 router = APIRouter(tags=["deals"])
@@ -187,9 +189,13 @@ async def get_deal(
     app = get_services(request).app
 
     def work() -> dict[str, Any]:
-        if moment is not None:
-            return app.deal_state(app.deal_as_of(deal_id, moment), at=moment)
-        return app.deal_state(app.deal(deal_id, version=version))
+        deal = (
+            app.deal_as_of(deal_id, moment)
+            if moment is not None
+            else app.deal(deal_id, version=version)
+        )
+        at = moment or utcnow()
+        return {**app.deal_state(deal, at=at), **score_view(app, deal, at)}
 
     return await run_in_threadpool(work)
 

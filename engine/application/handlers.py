@@ -34,7 +34,9 @@ DEAL_METHODS: dict[type[Any], DealMethod] = {
     FactRecordedIn: lambda deal, meta, ref, c: deal.record_fact(
         meta, ref.version, fact=c.fact, value=c.value, note=c.note
     ),
-    UpdatedIn: lambda deal, meta, ref, c: deal.update(meta, ref.version, c.changes()),
+    UpdatedIn: lambda deal, meta, ref, c: deal.update(
+        meta, ref.version, c.changes(), ref.definition
+    ),
     ActivityLoggedIn: lambda deal, meta, ref, c: deal.log_activity(
         meta, ref.version, activity=c.activity, summary=c.summary
     ),

@@ -11,6 +11,7 @@ from engine.application.loading import DealLoading
 from engine.domain.deal import Deal, DealEvent, deal_uuid
 from engine.domain.events import iso, utcnow
 from engine.domain.pipeline import PipelineDefinition
+from engine.next_steps import StepsLookup, next_steps, sequence_steps
 from engine.persistence.db import Database
 
 
@@ -21,14 +22,14 @@ class DealReads(DealLoading):
 
     def deal_state(self, deal: Deal, *, at: datetime | None = None) -> dict[str, Any]:
         ref = self.pipeline_ref(deal.pipeline_id)
-        return deal_view(deal, ref.definition, at or utcnow())
+        return deal_view(deal, ref.definition, at or utcnow(), sequence_steps(self))
 
     def recorded_state(self, deal: Deal) -> dict[str, Any]:
         """The deal as its latest event left it, judged under the pipeline version that event
         was recorded with, at the moment it was recorded: nothing later can change this."""
         assert deal.modified_at is not None, "a deal has at least its opening event"
         definition = self.pipeline_ref(deal.pipeline_id, deal.pipeline_version).definition
-        return deal_view(deal, definition, deal.modified_at)
+        return deal_view(deal, definition, deal.modified_at, sequence_steps(self))
 
     def history(self, deal_id: str) -> dict[str, Any]:
         return {"deal_id": deal_id, "events": [history_item(e) for e in self.deal_events(deal_id)]}
@@ -51,7 +52,9 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[str, Any]:
+def deal_view(
+    deal: Deal, definition: PipelineDefinition, at: datetime, steps_of: StepsLookup | None = None
+) -> dict[str, Any]:
     """The contract's deal state. ``stale`` is judged at ``at`` (now, or the as-of time)."""
     return {
         "deal_id": deal.deal_id,
@@ -68,6 +71,8 @@ def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[
         "lead_source": deal.lead_source,
         "decision_maker_role": deal.decision_maker_role,
         "expected_close": deal.expected_close.isoformat() if deal.expected_close else None,
+        "country": deal.country,
+        "qualification": deal.qualification,
         "attributes": deal.attributes,
         "facts": dict(deal.facts),
         "activities_in_stage": dict(deal.activities_in_stage),
@@ -78,6 +83,7 @@ def deal_view(deal: Deal, definition: PipelineDefinition, at: datetime) -> dict[
         "stale": is_stale(deal, definition, at),
         "nurture": sorted(deal.nurture),
         "version": deal.version,
+        "next_steps": next_steps(deal, definition, at, steps_of),
     }
 
 

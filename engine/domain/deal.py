@@ -47,7 +47,7 @@ from engine.domain.deal_events import Reopened as Reopened
 from engine.domain.deal_events import StageChanged as StageChanged
 from engine.domain.deal_events import Updated as Updated
 from engine.domain.deal_events import Won as Won
-from engine.domain.deal_rules import DealRules
+from engine.domain.deal_rules import DealRules, qualification_verdict
 from engine.domain.errors import InvalidTransition, ValidationFailed
 from engine.domain.events import GENESIS_HASH, META_FIELDS, DomainEvent, iso
 from engine.domain.values import check_amount
@@ -136,6 +136,10 @@ class Deal(DealRules):
         check_amount(fields.get("amount"))
         if fields.get("attributes") is not None:
             fields["attributes"] = to_jsonable_python(fields["attributes"])
+        values = {k: v for k, v in fields.items() if v is not None}
+        verdict = qualification_verdict(definition, _Candidate(values))
+        if verdict is not None:
+            values["qualification"] = verdict
         event = _construct(
             Opened,
             {
@@ -152,7 +156,7 @@ class Deal(DealRules):
                 "name": name,
                 "stage": stage,
                 "currency": currency or definition.currency,
-                **{k: v for k, v in fields.items() if v is not None},
+                **values,
             },
         )
         stored = _seal(event, GENESIS_HASH)
@@ -160,6 +164,24 @@ class Deal(DealRules):
         opened.pending.append(event)
         opened.sealed[1] = stored
         return opened
+
+
+class _Candidate:
+    """The fields of a deal not opened yet, as criteria read them (qualification is decided
+    before the Opened event exists)."""
+
+    facts: dict[str, bool] = {}
+    activities_in_stage: dict[str, int] = {}
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def field_value(self, name: str) -> Any:
+        if name.startswith("attributes."):
+            return (self._fields.get("attributes") or {}).get(name.split(".", 1)[1])
+        if name == "expected_close_date":
+            name = "expected_close"
+        return self._fields.get(name)
 
 
 _defaults: dict[type[DealEvent], tuple[dict[str, Any], tuple[str, ...]]] = {}
@@ -199,7 +221,7 @@ def _seal(event: DealEvent, previous_hash: str) -> bytes:
     only to change one field, and serialising it twice (hash, then store), are measurable costs
     on the batch path.
     """
-    state = event.model_dump(mode="json", exclude=_ENVELOPE)
+    state = event.drop_late(event.model_dump(mode="json", exclude=_ENVELOPE))
     data = {key: value for key, value in state.items() if key not in META_FIELDS}
     times = None
     if event.occurred_at.tzinfo is UTC and event.timestamp.tzinfo is UTC:

@@ -24,6 +24,7 @@ DEAL_FIELDS = (
     "decision_maker_role",
     "expected_close",
     "attributes",
+    "country",
 )
 
 OPEN, WON, LOST = "open", "won", "lost"

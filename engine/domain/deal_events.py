@@ -31,6 +31,9 @@ class DealEvent(DomainEvent):
     TYPE: ClassVar[str] = ""
     # Types only dealflow's own automation may write (a client sending one gets 422).
     AUTOMATION: ClassVar[bool] = False
+    # Fields added after events of the class were first stored. Left out of the payload (and so
+    # of the hash) while they are None, so the hash of an event stored before them still checks.
+    LATE_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     occurred_at: datetime
     event_id: str
@@ -40,7 +43,14 @@ class DealEvent(DomainEvent):
 
     def data(self) -> dict[str, Any]:
         """The event's own payload, JSON-ready (what history shows as ``data``)."""
-        return self.model_dump(mode="json", exclude=META_FIELDS)  # type: ignore[arg-type]
+        return self.drop_late(self.model_dump(mode="json", exclude=META_FIELDS))  # type: ignore[arg-type]
+
+    @classmethod
+    def drop_late(cls, data: dict[str, Any]) -> dict[str, Any]:
+        for name in cls.LATE_FIELDS:
+            if name in data and data[name] is None:
+                del data[name]
+        return data
 
     def content_hash(
         self,
@@ -102,6 +112,11 @@ class Opened(DealEvent):
     decision_maker_role: str | None = None
     expected_close: date | None = None
     attributes: dict[str, Any] = {}
+    country: str | None = None
+    # The pipeline's qualification verdict, decided by the command: {"qualified": bool,
+    # "unmet": [criterion ids]}; None when the pipeline has no qualification rule.
+    qualification: dict[str, Any] | None = None
+    LATE_FIELDS: ClassVar[frozenset[str]] = frozenset({"country", "qualification"})
 
     def mutate(self, deal: Any) -> Any:
         assert deal is None, "a deal is opened once"
@@ -124,6 +139,8 @@ class Opened(DealEvent):
         deal.decision_maker_role = self.decision_maker_role
         deal.expected_close = self.expected_close
         deal.attributes = dict(self.attributes)
+        deal.country = self.country
+        deal.qualification = self.qualification
         deal.enter_stage(self.stage, self.occurred_at)
 
 
@@ -140,22 +157,32 @@ class FactRecorded(DealEvent):
 class Updated(DealEvent):
     TYPE = "updated"
     changes: dict[str, Any]
+    # The qualification verdict after the change (see Opened); None when none was decided.
+    qualification: dict[str, Any] | None = None
+    LATE_FIELDS: ClassVar[frozenset[str]] = frozenset({"qualification"})
 
     def apply(self, deal: DealState) -> None:
-        for name, value in self.changes.items():
-            if name == "attributes":
-                # Attributes merge key by key; a null value removes the key.
-                for key, item in (value or {}).items():
-                    if item is None:
-                        deal.attributes.pop(key, None)
-                    else:
-                        deal.attributes[key] = item
-            elif name == "amount":
-                deal.amount = None if value is None else Decimal(str(value))
-            elif name == "expected_close":
-                deal.expected_close = None if value is None else date.fromisoformat(str(value))
-            else:
-                setattr(deal, name, value)
+        if self.qualification is not None:
+            deal.qualification = self.qualification
+        apply_changes(deal, self.changes)
+
+
+def apply_changes(deal: DealState, changes: dict[str, Any]) -> None:
+    """Set the fields an update names (its command also uses this to judge the result)."""
+    for name, value in changes.items():
+        if name == "attributes":
+            # Attributes merge key by key; a null value removes the key.
+            for key, item in (value or {}).items():
+                if item is None:
+                    deal.attributes.pop(key, None)
+                else:
+                    deal.attributes[key] = item
+        elif name == "amount":
+            deal.amount = None if value is None else Decimal(str(value))
+        elif name == "expected_close":
+            deal.expected_close = None if value is None else date.fromisoformat(str(value))
+        else:
+            setattr(deal, name, value)
 
 
 class ActivityLogged(DealEvent):
@@ -225,6 +252,7 @@ class NurtureEnrolled(DealEvent):
 
     def apply(self, deal: DealState) -> None:
         deal.nurture[self.sequence_id] = self.sequence_version
+        deal.nurture_progress[self.sequence_id] = {"step": 0, "since": iso(self.occurred_at)}
 
 
 class NurtureTouchSent(DealEvent):
@@ -238,6 +266,10 @@ class NurtureTouchSent(DealEvent):
 
     def apply(self, deal: DealState) -> None:
         deal.touches_sent += 1
+        deal.nurture_progress[self.sequence_id] = {
+            "step": self.step + 1,
+            "since": iso(self.occurred_at),
+        }
 
 
 class NurtureStopped(DealEvent):
@@ -248,6 +280,7 @@ class NurtureStopped(DealEvent):
 
     def apply(self, deal: DealState) -> None:
         deal.nurture.pop(self.sequence_id, None)
+        deal.nurture_progress.pop(self.sequence_id, None)
 
 
 class Escalated(DealEvent):

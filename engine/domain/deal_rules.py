@@ -8,13 +8,28 @@ from decimal import Decimal
 from typing import Any
 
 from engine.domain.deal_basics import DEAL_FIELDS, EventMeta, PipelineRef
+from engine.domain.deal_events import apply_changes
 from engine.domain.deal_state import DealState
 from engine.domain.errors import DealClosed, ExitCriteriaUnmet, InvalidTransition, ValidationFailed
-from engine.domain.pipeline import PipelineDefinition, evaluate_criteria
+from engine.domain.pipeline import (
+    DealFacts,
+    PipelineDefinition,
+    evaluate_criteria,
+    unmet_qualification,
+)
 from engine.domain.values import check_amount, json_ready
 
 # Events an automation may still record after a deal closed (stopping a sequence, say).
 ALLOWED_WHEN_CLOSED = frozenset({"reopened", "nurture_stopped"})
+QUALIFICATION = "qualification"  # the name a rejection gives the pipeline's qualification rule
+
+
+def qualification_verdict(definition: PipelineDefinition, deal: DealFacts) -> dict[str, Any] | None:
+    """What an opened or updated deal records about the pipeline's qualification rule."""
+    if not definition.qualification:
+        return None
+    unmet = unmet_qualification(definition, deal)
+    return {"qualified": not unmet, "unmet": unmet}
 
 
 class DealRules(DealState):
@@ -39,7 +54,11 @@ class DealRules(DealState):
         self._trigger("fact_recorded", meta, pipeline_version, fact=fact, value=value, note=note)
 
     def update(
-        self, meta: EventMeta, pipeline_version: int | None, changes: dict[str, Any]
+        self,
+        meta: EventMeta,
+        pipeline_version: int | None,
+        changes: dict[str, Any],
+        definition: PipelineDefinition | None = None,
     ) -> None:
         self._require_open("updated")
         unknown = set(changes) - set(DEAL_FIELDS)
@@ -50,7 +69,9 @@ class DealRules(DealState):
         if "name" in changes and not changes["name"]:
             raise ValidationFailed("name cannot be empty", field="name")
         check_amount(changes.get("amount"))
-        self._trigger("updated", meta, pipeline_version, changes=json_ready(changes))
+        verdict = self._verdict_after(definition, changes)
+        extra = {} if verdict is None else {"qualification": verdict}
+        self._trigger("updated", meta, pipeline_version, changes=json_ready(changes), **extra)
 
     def log_activity(
         self,
@@ -78,6 +99,7 @@ class DealRules(DealState):
         target = definition.index(to_stage)
         criteria: list[dict[str, Any]] = []
         if target > current:
+            self._require_qualified(f"move to {to_stage!r}")
             # Leaving forward: the current stage and every stage skipped must be satisfied.
             criteria = self._require_criteria(
                 definition, definition.stage_ids[current:target], f"move to {to_stage!r}"
@@ -96,6 +118,7 @@ class DealRules(DealState):
         self._require_open("won")
         check_amount(amount)
         definition = pipeline.definition
+        self._require_qualified("win the deal")
         current = self._current_index(definition)
         criteria = self._require_criteria(
             definition, definition.stage_ids[current:], "win the deal"
@@ -202,6 +225,30 @@ class DealRules(DealState):
         self._trigger("flagged_stale", meta, pipeline_version, stage=stage)
 
     # -- rule helpers ---------------------------------------------------------------------------
+    def _verdict_after(
+        self, definition: PipelineDefinition | None, changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The qualification verdict the deal would have with ``changes`` applied (judged on a
+        copy, so a rejected update leaves the deal as it was)."""
+        if definition is None or (not definition.qualification and self.qualification is None):
+            return None
+        probe = DealState(self.id)
+        probe.__dict__.update(self.__dict__)
+        probe.attributes = dict(self.attributes)
+        apply_changes(probe, json_ready(changes))
+        verdict = qualification_verdict(definition, probe)
+        # A pipeline that dropped its rule qualifies a deal it once refused.
+        return verdict or {"qualified": True, "unmet": []}
+
+    def _require_qualified(self, action: str) -> None:
+        if self.unqualified:
+            unmet = list((self.qualification or {}).get("unmet") or [])
+            names = ", ".join(f"{QUALIFICATION}.{u}" for u in unmet)
+            raise ExitCriteriaUnmet(
+                f"cannot {action}: the deal is unqualified: {names}",
+                unmet=[{"rule": QUALIFICATION, "criterion": u} for u in unmet],
+            )
+
     def _require_open(self, event_type: str) -> None:
         if self.is_closed and event_type not in ALLOWED_WHEN_CLOSED:
             raise DealClosed(

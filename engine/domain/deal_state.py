@@ -33,6 +33,9 @@ class DealState:
         self.decision_maker_role: str | None = None
         self.expected_close: date | None = None
         self.attributes: dict[str, Any] = {}
+        self.country: str | None = None
+        # The last qualification verdict recorded ({"qualified", "unmet"}), None if never judged.
+        self.qualification: dict[str, Any] | None = None
         self.facts: dict[str, bool] = {}
         self.opened_at: datetime | None = None
         self.created_at: datetime | None = None
@@ -46,6 +49,8 @@ class DealState:
         self.last_activity_at: datetime | None = None
         self.last_occurred_at: datetime | None = None
         self.nurture: dict[str, int] = {}
+        # Per sequence: the next step's index and when its delay started counting (ISO time).
+        self.nurture_progress: dict[str, dict[str, Any]] = {}
         self.touches_sent = 0
         self.escalations: list[str] = []
         self.flagged_stale = False
@@ -66,7 +71,13 @@ class DealState:
     def field_value(self, name: str) -> Any:
         if name.startswith("attributes."):
             return self.attributes.get(name.split(".", 1)[1])
+        if name == "expected_close_date":
+            return self.expected_close
         return getattr(self, name)
+
+    @property
+    def unqualified(self) -> bool:
+        return self.qualification is not None and not self.qualification.get("qualified", True)
 
     @property
     def is_closed(self) -> bool:

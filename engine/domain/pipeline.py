@@ -31,6 +31,8 @@ CRITERION_FIELDS = frozenset(
         "lead_source",
         "decision_maker_role",
         "expected_close",
+        "expected_close_date",  # the same field as expected_close (the name issue 12 uses)
+        "country",
     }
 )
 ATTRIBUTE_FIELD = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
@@ -51,12 +53,19 @@ class FactCriterion(_Strict):
         return self.id
 
 
+Scalar = str | int | float | Decimal | bool
+# Operators taking no value, one value, a list of values, and a [low, high] pair.
+NO_VALUE_OPS = frozenset({"set", "exists"})
+LIST_OPS = frozenset({"in", "not_in"})
+ORDER_OPS = frozenset({"gt", "gte", "lt", "lte", "between"})
+
+
 class FieldCriterion(_Strict):
     id: Slug
     kind: Literal["field"]
     field: str
-    op: Literal["set", "eq", "gt", "gte", "lt", "lte"]
-    value: str | int | float | Decimal | bool | None = None
+    op: Literal["set", "exists", "eq", "gt", "gte", "lt", "lte", "in", "not_in", "between"]
+    value: Scalar | list[Scalar] | None = None
     description: str | None = None
 
     @field_validator("field")
@@ -71,12 +80,31 @@ class FieldCriterion(_Strict):
 
     @model_validator(mode="after")
     def _value_matches_op(self) -> FieldCriterion:
-        if self.op == "set" and self.value is not None:
-            raise ValueError("op 'set' takes no value")
-        if self.op != "set" and self.value is None:
-            raise ValueError(f"op {self.op!r} needs a value")
-        if self.op in ("gt", "gte", "lt", "lte") and isinstance(self.value, bool):
-            raise ValueError(f"op {self.op!r} cannot compare with a boolean")
+        op, value = self.op, self.value
+        if op in NO_VALUE_OPS:
+            if value is not None:
+                raise ValueError(f"op {op!r} takes no value")
+            return self
+        if value is None:
+            raise ValueError(f"op {op!r} needs a value")
+        if op in LIST_OPS:
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"op {op!r} needs a non-empty list of values")
+            return self
+        if op == "between":
+            if not isinstance(value, list) or len(value) != 2:
+                raise ValueError("op 'between' needs a list of two values: [low, high]")
+            if any(isinstance(item, bool) for item in value):
+                raise ValueError("op 'between' cannot compare with a boolean")
+            numbers = [isinstance(item, (int, float, Decimal)) for item in value]
+            pair = _comparable(value[0], value[1]) if numbers[0] == numbers[1] else None
+            if pair is None or pair[0] > pair[1]:
+                raise ValueError("op 'between' needs low <= high, both of one kind")
+            return self
+        if isinstance(value, list):
+            raise ValueError(f"op {op!r} takes one value, not a list")
+        if op in ORDER_OPS and isinstance(value, bool):
+            raise ValueError(f"op {op!r} cannot compare with a boolean")
         return self
 
 
@@ -93,6 +121,38 @@ ExitCriterion = Annotated[
 ]
 
 
+class ScoringRule(_Strict):
+    """A point rule: ``points`` (signed) when the criterion ``when`` holds for the deal."""
+
+    id: Slug
+    points: int = Field(ge=-100, le=100)
+    when: ExitCriterion
+
+
+class Scoring(_Strict):
+    """How a pipeline's deals are scored: by the model learned from its closed deals once at
+    least ``min_closed_deals`` are closed, else by the point rules (``base`` plus the points of
+    every rule that holds, kept within 0-100)."""
+
+    min_closed_deals: int = Field(default=50, ge=2)
+    base: int = Field(default=50, ge=0, le=100)
+    rules: list[ScoringRule] = Field(default_factory=list, max_length=100)
+
+
+CRON = r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"
+
+
+class Review(_Strict):
+    """The pipeline review (issue 12): when the digest goes out and to whom."""
+
+    cron: str = Field(default="0 8 * * 1", pattern=CRON)  # weekly, Monday 08:00 UTC
+    to: str | None = Field(default=None, max_length=320)
+    channel: Literal["email", "webhook", "task"] = "email"
+    monthly_target: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    near_limit_days: float = Field(default=2, ge=0)  # "near its limit": this close to it
+    top: int = Field(default=5, ge=1, le=50)  # top-scored open deals listed
+
+
 class Escalation(_Strict):
     """How a stale deal escalates, counted from the moment it exceeded ``max_days_in_stage``."""
 
@@ -100,18 +160,31 @@ class Escalation(_Strict):
     flag_after_days: float = Field(default=4, gt=0)
     # When true, a logged activity restarts the stage clock for escalation purposes.
     activity_extends_limit: bool = False
+    # Optional last level (issue 12): the deal is recorded lost with the reason "stale". Off
+    # unless configured: closing deals is a decision a pipeline owner makes explicitly.
+    close_as_lost_after_days: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> Escalation:
         if self.flag_after_days < self.manager_after_days:
             raise ValueError("flag_after_days must not come before manager_after_days")
+        if (
+            self.close_as_lost_after_days is not None
+            and self.close_as_lost_after_days < self.flag_after_days
+        ):
+            raise ValueError("close_as_lost_after_days must not come before flag_after_days")
         return self
+
+
+# Where a stage's open deals count in the forecast (pipeline when a stage names none).
+ForecastCategory = Literal["pipeline", "best_case", "commit", "omitted"]
 
 
 class Stage(_Strict):
     id: Slug
     name: str = Field(min_length=1, max_length=200)
     probability: float = Field(ge=0, le=1)
+    forecast_category: ForecastCategory | None = None
     max_days_in_stage: float | None = Field(default=None, gt=0)
     exit_criteria: list[ExitCriterion] = Field(default_factory=list)
     escalation: Escalation | None = None
@@ -139,6 +212,13 @@ class PipelineDefinition(_Strict):
     stages: list[Stage] = Field(min_length=1, max_length=50)
     # Extension: where won deals continue (cross-sell and upsell), e.g. "post-purchase".
     after_won: str | None = Field(default=None, pattern=SLUG)
+    # Extension: field criteria every opened deal is checked against; a deal failing one is
+    # recorded but marked unqualified, and cannot leave its stage until an update makes it pass.
+    qualification: list[FieldCriterion] = Field(default_factory=list, max_length=50)
+    # Extension: lead scoring (engine.scoring); None means the defaults of Scoring.
+    scoring: Scoring | None = None
+    # Extension: the scheduled pipeline review; None means the defaults of Review.
+    review: Review | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineDefinition:
@@ -148,6 +228,10 @@ class PipelineDefinition(_Strict):
             raise ValueError(f"duplicate stage ids: {', '.join(duplicates)}")
         if self.qualified_after is not None and self.qualified_after not in ids:
             raise ValueError(f"qualified_after {self.qualified_after!r} is not a stage")
+        rule_ids = [criterion.id for criterion in self.qualification]
+        repeated = sorted({r for r in rule_ids if rule_ids.count(r) > 1})
+        if repeated:
+            raise ValueError(f"duplicate qualification criterion ids: {', '.join(repeated)}")
         return self
 
     # -- lookups ---------------------------------------------------------------------------
@@ -213,10 +297,17 @@ def criterion_holds(
     if isinstance(criterion, ActivityCriterion):
         return deal.activities_in_stage.get(criterion.activity, 0) >= criterion.min_count
     value = deal.field_value(criterion.field)
-    if criterion.op == "set":
+    if criterion.op in NO_VALUE_OPS:
         return value is not None and value != ""
     if value is None:
+        # An unknown value satisfies no comparison, `not_in` included: it is not shown to be out.
         return False
+    if isinstance(criterion.value, list):
+        if criterion.op == "between":
+            low, high = (_comparable(value, bound) for bound in criterion.value)
+            return low is not None and high is not None and low[1] <= low[0] <= high[1]
+        found = any(_equal(value, item) for item in criterion.value)
+        return found if criterion.op == "in" else not found
     pair = _comparable(value, criterion.value)
     if pair is None:
         return False
@@ -230,6 +321,16 @@ def criterion_holds(
     if criterion.op == "lt":
         return bool(left < right)
     return bool(left <= right)
+
+
+def _equal(value: Any, item: Any) -> bool:
+    pair = _comparable(value, item)
+    return pair is not None and bool(pair[0] == pair[1])
+
+
+def unmet_qualification(definition: PipelineDefinition, deal: DealFacts) -> list[str]:
+    """The ids of the pipeline's qualification criteria the deal fails, in definition order."""
+    return [c.id for c in definition.qualification if not criterion_holds(c, deal)]
 
 
 def evaluate_criteria(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from projections.queries.card_steps import add_first_steps
 from projections.queries.common import (
     Moment,
     deal_item,
@@ -59,6 +60,8 @@ def board(
                 [*params, column.id, *keyset_params, limit + 1],
             ).fetchall()
             page = rows[:limit]
+            items = [deal_item(r, definition, moment.at) for r in page]
+            add_first_steps(app, definition, moment, items)
             stats = by_stage.get(column.id, {"n": 0, "units": 0, "stale": 0})
             columns.append(
                 {
@@ -70,7 +73,7 @@ def board(
                     "value": money(units_to_decimal(stats["units"])),
                     "weighted_value": money(weighted(stats["units"], column.probability)),
                     "stale_count": stats["stale"],
-                    "deals": [deal_item(r, definition, moment.at) for r in page],
+                    "deals": items,
                     "next_cursor": encode_cursor(page[-1]["stage_entered_at"], page[-1]["deal_id"])
                     if len(rows) > limit
                     else None,

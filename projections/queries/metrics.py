@@ -140,6 +140,7 @@ def metrics(
             won = int(closed["won"]["n"]) if "won" in closed else 0
             lost = int(closed["lost"]["n"]) if "lost" in closed else 0
             median = _median_won_ms(cur, (wsql, wparams), window, won)
+        unqualified = _unqualified_open(cur, source)
         if summary is not None:
             opened = sum(s["deals"] for s in summary.values())
             # Stays and qualified leads count only what happened by the moment: as of a time the
@@ -199,6 +200,9 @@ def metrics(
         "open_value": money(open_value),
         "weighted_value": money(weighted_total),
         "qualified_leads": qualified,
+        # Open deals failing the pipeline's qualification rule (also within open_deals).
+        "unqualified_deals": unqualified[0],
+        "unqualified_value": money(units_to_decimal(unqualified[1])),
         "opened_deals": opened,
         "won": won,
         "lost": lost,
@@ -222,6 +226,17 @@ def metrics(
             round(float(open_value / remaining), 6) if remaining > 0 else None
         )
     return result
+
+
+def _unqualified_open(cur: Any, source: tuple[str, list[Any]]) -> tuple[int, int]:
+    """Open deals failing qualification: how many, and their value in micro-units."""
+    sql, params = source
+    row = cur.execute(
+        f"SELECT COUNT(*) AS n, COALESCE(SUM(d.amount_units), 0) AS units FROM {sql}"
+        " WHERE d.status = 'open' AND d.unqualified = 1",
+        params,
+    ).fetchone()
+    return int(row["n"]), int(row["units"])
 
 
 def breakdown(

@@ -55,6 +55,9 @@ _DEAL_TYPES = [
     "int2",
     "int4",
     "int8",
+    "text",
+    "text",
+    "int2",
 ]
 
 

@@ -41,8 +41,8 @@ _S = {name: i for i, name in enumerate(STATS_COUNTERS)}
 _N_STATS, _N_KEYS = len(STATS_COUNTERS), len(KEYS_COUNTERS)
 
 
-# The deal fields the read models keep (the rest, expected_close and attributes, they do not).
-TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"expected_close", "attributes"}
+# The deal fields the read models keep (attributes they do not).
+TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"attributes"}
 
 
 class DealFold:
@@ -295,12 +295,17 @@ class DealFold:
             visited=set(),
             advanced=set(),
             last_event_at=event.occurred_at,
+            country=data.get("country"),
+            expected_close=data.get("expected_close"),
+            unqualified=_unqualified(data.get("qualification")),
         )
         self.changes.pipelines.add(row.pipeline_id)
         self._enter(row, row.stage, event.occurred_at)
         return row
 
     def _updated(self, row: DealRow, event: EventRecord) -> None:
+        if event.data.get("qualification") is not None:
+            row.unqualified = _unqualified(event.data["qualification"])
         for name, value in (event.data.get("changes") or {}).items():
             if name not in TRACKED_FIELDS:
                 continue
@@ -376,6 +381,10 @@ def _contribution(row: DealRow) -> tuple[Any, ...]:
         (row.industry, row.lead_source, row.decision_maker_role, row.owner, row.account),
         row.stage_entered_at,
     )
+
+
+def _unqualified(verdict: dict[str, Any] | None) -> int:
+    return int(verdict is not None and not verdict.get("qualified", True))
 
 
 def _money_text(value: Any) -> str | None:

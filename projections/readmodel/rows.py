@@ -35,6 +35,9 @@ DEAL_COLUMNS = (
     "flagged_stale",
     "version",
     "position",
+    "country",
+    "expected_close",  # ISO date text (the forecast groups by its month)
+    "unqualified",  # 1 while the deal fails its pipeline's qualification rule
 )
 
 
@@ -105,6 +108,9 @@ class DealRow:
     advanced: set[str]
     last_event_at: int
     ever_won: int = 0
+    country: str | None = None
+    expected_close: str | None = None
+    unqualified: int = 0
 
     def deal_values(self) -> tuple[Any, ...]:
         return _deal_values(self)  # type: ignore[no-any-return]

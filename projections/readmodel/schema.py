@@ -40,7 +40,7 @@ VIEW_TABLES = (
 )
 META_TABLE = "rm_schema"
 # Bumped whenever the tables change shape: an older schema is dropped and rebuilt from the log.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 STATS_COUNTERS = (
     "deals",
@@ -81,7 +81,10 @@ _DEAL_BODY = """
     lost_reason {text},
     flagged_stale {small} NOT NULL,
     version {int} NOT NULL,
-    position {big} NOT NULL"""
+    position {big} NOT NULL,
+    country {text},
+    expected_close {text},
+    unqualified {small} NOT NULL"""
 
 
 def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: str) -> list[str]:

@@ -33,6 +33,7 @@ from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.importers.crm import import_crm
 from engine.persistence.settings import StoreSettings
+from engine.scoring.service import train
 from projections.dashboard.routes import router as dashboard_router
 from tests.conftest import AUTH, TEST_TOKEN
 from tests.integration.test_crm_import import slice_of_sample
@@ -246,6 +247,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         run_projections=False,
     )
     import_crm(services.app, slice_of_sample(root / "crm", every=11), progress=False)
+    assert train(services.app, "default")["status"] == "trained"  # the score panel's model
     services.projections.catch_up()
     app = create_app(services)
     # The lead wires the dashboard into create_app; include it here only if it is not there yet.
@@ -466,6 +468,56 @@ def test_dashboard_shows_the_api_figures_without_console_errors(
     assert _same(coverage["coverage_ratio"]["value"], metrics["coverage_ratio"])
     assert coverage["shape.label"]["value"] == (metrics["shape"]["label"] or "")
     assert figures["svgs"] >= 4  # funnel, time in stage, two breakdown charts
+
+    # The forecast panel (issue 12): each month's figures as the forecast API gives them, for
+    # the twelve months from the as-of month, with the monthly target (the target / 12).
+    forecast = api.get(
+        "/v1/pipelines/default/forecast",
+        params={"from": "2017-12", "to": "2018-11", "target": "416666.67", "as_of": as_of},
+    ).json()
+    shown_months = browser.evaluate(
+        "Array.from(document.querySelectorAll('#forecast tr[data-month]')).map((tr) =>"
+        " [tr.dataset.month, Array.from(tr.querySelectorAll('[data-metric]')).map((e) =>"
+        " [e.dataset.metric, e.dataset.value])])"
+    )
+    assert [m for m, _ in shown_months] == [r["month"] for r in forecast["months"]] + ["Total"]
+    for (month, values), row in zip(
+        shown_months, [*forecast["months"], forecast["totals"]], strict=True
+    ):
+        expected = [
+            ["forecast.closed_won", row["closed_won"]["value"]],
+            ["forecast.commit", row["commit"]["value"]],
+            ["forecast.commit_weighted", row["commit"]["weighted_value"]],
+            ["forecast.best_case", row["best_case"]["value"]],
+            ["forecast.pipeline", row["pipeline"]["value"]],
+            ["forecast.target", row["target"]],
+            ["forecast.gap", row["gap"]],
+        ]
+        assert values == expected, month
+    # Each board card shows its deal's first next step, as the board API gives it.
+    cards = browser.evaluate(
+        "Array.from(document.querySelectorAll('#board .deal')).map((d) =>"
+        " [d.dataset.deal, (d.querySelector('.next-step') || {}).textContent || null])"
+    )
+    steps = {d["deal_id"]: d["next_step"] for c in board["columns"] for d in c["deals"]}
+    assert cards and all(
+        text == (None if steps[deal] is None else "→ " + steps[deal]["text"])
+        for deal, text in cards
+    )
+    assert any(text for _, text in cards)
+
+    # The top-scored panel: the scores the API gives, in its order, from the recorded model.
+    scored = api.get(
+        "/v1/deals",
+        params={"pipeline_id": "default", "sort": "score", "limit": 10, "as_of": as_of},
+    ).json()
+    shown_scores = browser.evaluate(
+        "Array.from(document.querySelectorAll('#scored tr[data-deal]')).map((tr) =>"
+        " [tr.dataset.deal, tr.querySelector('[data-metric=score]').dataset.value])"
+    )
+    assert scored["model"]["version"] == 1
+    assert shown_scores == [[d["deal_id"], str(d["score"])] for d in scored["deals"]]
+    assert len(shown_scores) == 10
 
     assert browser.errors() == []
 

@@ -70,6 +70,16 @@ def test_demo_imports_and_prints_the_headline_metrics(tmp_path: Path, monkeypatc
     industries = text[text.index("Win rate by industry") :]
     assert "technology" in industries and "technolgy" not in industries
     assert "GTXPro" in text and "technolgy" in text  # the quirks are reported
+    # Issue 12: the pipeline shaped like the data, a scoring model, forecast, scores and review.
+    assert "Forecast by expected close month, as of" in text
+    assert "Top-scored open deals" in text and "(model)" in text
+    assert "Pipeline review: CRM sample: Prospecting > Engaging (crm)" in text
+    engaging = sum(
+        1
+        for r in csv.DictReader((data / "sales_pipeline.csv").open())
+        if r["deal_stage"] == "Engaging"
+    )
+    assert f"{engaging:,} Engaging deals got an estimated expected close date" in text
 
 
 def test_the_demo_wipes_only_its_own_directory(tmp_path: Path, monkeypatch) -> None:
@@ -149,13 +159,13 @@ def test_demo_serves_the_dashboard_until_interrupted(tmp_path: Path) -> None:
             line = process.stdout.readline()  # type: ignore[union-attr]
             assert line or process.poll() is None, "".join(lines)
             lines.append(line)
-            found = re.search(r"Dashboard: (http://\S+/\?token=(\S+))", line)
+            found = re.search(r"Dashboard: (http://\S+/\?token=([^&\s]+)\S*)", line)
             if found:
                 url, token = found.group(1), found.group(2)
         page = httpx.get(url, timeout=10)
         assert page.status_code == 200 and "dealflow" in page.text
         metrics = httpx.get(
-            f"http://127.0.0.1:{port}/v1/pipelines/default/metrics",
+            f"http://127.0.0.1:{port}/v1/pipelines/crm/metrics",
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         ).json()

@@ -112,6 +112,8 @@ CONTRACT: dict[tuple[str, str], tuple[str, Call]] = {
         Call(params={"by": "industry"}),
     ),
     ("GET", "/v1/pipelines/{pipeline_id}/board"): ("read", Call()),
+    ("GET", "/v1/pipelines/{pipeline_id}/forecast"): ("read", Call(params={"from": "2017-01"})),
+    ("GET", "/v1/pipelines/{pipeline_id}/review"): ("read", Call()),
     ("GET", "/v1/projections"): ("read", Call()),
     ("GET", "/v1/projections/wait"): ("read", Call(params={"position": 0, "timeout": 0})),
     ("GET", "/v1/outbox"): ("read", Call()),

@@ -83,7 +83,8 @@
       { class: "deal" + (deal.stale ? " stale" : ""), href: "/deals/" + encodeURIComponent(deal.deal_id), "data-deal": deal.deal_id, "data-stale": deal.stale ? "true" : "false", title: deal.name },
       h("div", { class: "name" }, deal.name),
       h("div", { class: "meta" }, h("span", {}, DF.fmtMoney(deal.amount, deal.currency || currency)), h("span", {}, deal.owner || "")),
-      h("div", { class: "meta" }, h("span", {}, days), deal.stale ? h("span", { class: "badge stale" }, "stale") : null)
+      h("div", { class: "meta" }, h("span", {}, days), deal.stale ? h("span", { class: "badge stale" }, "stale") : null),
+      deal.next_step ? h("div", { class: "next-step", "data-kind": deal.next_step.kind, title: "next best step" }, "→ " + deal.next_step.text) : null
     );
   }
 
@@ -111,6 +112,63 @@
         );
       })
     );
+  }
+
+  // -- forecast by expected close month -------------------------------------------------------
+  function forecastMonths() {
+    // Twelve months from the month of the as-of date (or now).
+    const at = asOf() ? new Date(asOf()) : new Date();
+    const first = new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
+    const last = new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth() + 11, 1));
+    const ym = (d) => d.toISOString().slice(0, 7);
+    return { from: ym(first), to: ym(last) };
+  }
+
+  function renderForecast(f) {
+    const cur = f.currency;
+    const money = (key, v) => figure("span", key, v, DF.fmtMoney(v, cur));
+    const head = ["Month", "Closed won", "Commit (weighted)", "Best case", "Pipeline", "Target", "Gap"];
+    const rows = [...f.months, Object.assign({ month: "Total" }, f.totals)].map((r) =>
+      h("tr", { "data-month": r.month },
+        h("td", {}, r.month),
+        h("td", {}, money("forecast.closed_won", r.closed_won.value)),
+        h("td", {}, money("forecast.commit", r.commit.value), h("span", { class: "muted small" }, " (", money("forecast.commit_weighted", r.commit.weighted_value), ")")),
+        h("td", {}, money("forecast.best_case", r.best_case.value)),
+        h("td", {}, money("forecast.pipeline", r.pipeline.value)),
+        h("td", {}, r.target === null ? "—" : money("forecast.target", r.target)),
+        h("td", {}, r.gap === null ? "—" : money("forecast.gap", r.gap))));
+    const undated = f.undated;
+    const undatedCount = undated.commit.deals + undated.best_case.deals + undated.pipeline.deals;
+    DF.fill($("forecast"),
+      h("table", { class: "data" }, h("thead", {}, h("tr", {}, ...head.map((c) => h("th", {}, c)))), h("tbody", {}, ...rows)),
+      h("p", { class: "muted small" },
+        `${DF.fmtInt(undatedCount)} open deals without an expected close date are not in the months`,
+        f.unqualified_deals ? ` · ${DF.fmtInt(f.unqualified_deals)} unqualified deals left out` : "",
+        f.months[0].target === null ? " · set a target above (per month: ÷ 12) to see the gap" : ""));
+  }
+
+  // -- top-scored open deals ------------------------------------------------------------------
+  function reasonText(r) {
+    if (r.rule !== undefined) return `${r.rule} ${r.points > 0 ? "+" : ""}${r.points}`;
+    return `${r.feature}=${r.value} ${r.contribution > 0 ? "+" : ""}${Number(r.contribution).toFixed(2)}`;
+  }
+
+  function renderScored(list) {
+    const deals = list.deals || [];
+    $("scored-hint").textContent = list.model
+      ? `model version ${list.model.version}: P(won) learned from the closed deals, with its strongest reasons`
+      : "no model yet: the pipeline's point rules (too few closed deals)";
+    DF.fill($("scored"),
+      deals.length
+        ? h("table", { class: "data" },
+            h("thead", {}, h("tr", {}, ...["Score", "Deal", "Stage", "Owner", "Why"].map((c) => h("th", {}, c)))),
+            h("tbody", {}, ...deals.map((d) => h("tr", { "data-deal": d.deal_id },
+              h("td", {}, figure("b", "score", d.score, d.score === null ? "—" : String(d.score)), h("span", { class: "muted small" }, " " + d.score_kind)),
+              h("td", {}, h("a", { href: "/deals/" + encodeURIComponent(d.deal_id) }, d.name)),
+              h("td", {}, d.stage),
+              h("td", {}, d.owner || ""),
+              h("td", { class: "small" }, (d.score_reasons || []).slice(0, 3).map(reasonText).join(" · "))))))
+        : h("p", { class: "muted" }, "No open deal."));
   }
 
   // -- funnel ---------------------------------------------------------------------------------
@@ -317,6 +375,9 @@
           (d) => renderBreakdown($("by-industry"), d, "industry", m.currency)).then((d) => { loaded.industry = d; }),
         optional(`/v1/pipelines/${p}/metrics/breakdown`, "/v1/pipelines/{pipeline_id}/metrics/breakdown", Object.assign({ by: "lead_source" }, base),
           (d) => renderBreakdown($("by-lead-source"), d, "lead_source", m.currency)).then((d) => { loaded.lead_source = d; }),
+        optional(`/v1/pipelines/${p}/forecast`, "/v1/pipelines/{pipeline_id}/forecast",
+          Object.assign(forecastMonths(), state.target ? { target: (Number(state.target) / 12).toFixed(2) } : {}, base), renderForecast).then((d) => { loaded.forecast = d; }),
+        optional("/v1/deals", "/v1/deals", Object.assign({ pipeline_id: state.pipeline, sort: "score", limit: 10 }, base), renderScored).then((d) => { loaded.scored = d; }),
         optional("/v1/deals", "/v1/deals", Object.assign({ pipeline_id: state.pipeline, stale: "true", limit: 15 }, base), (d) => renderStale(d, m)).then((d) => { loaded.stale = d; }),
       ];
       const results = await Promise.allSettled(tasks);
