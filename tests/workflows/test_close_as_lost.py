@@ -12,7 +12,7 @@ from temporalio.client import WorkflowExecutionStatus
 from engine.application import Command
 from tests.workflows.conftest import TICK_DAYS, Stack, pipeline_body, wait_for
 from workflows import ids
-from workflows.bridge import workflow_status
+from workflows.bridge_state import workflow_status
 
 pytestmark = pytest.mark.temporal
 
