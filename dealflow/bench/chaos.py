@@ -111,7 +111,7 @@ def wait_running(fleet: Fleet, token: str, names: list[str] | None = None) -> No
         if name.startswith("api"):
             fleet.wait_ready(name, token)
         elif name.startswith("worker"):
-            fleet.wait_running(name, "dealflow.worker: worker on")
+            fleet.wait_running(name, "worker on ")  # text or JSON logs alike
         else:
             fleet.wait_running(name, "projections running")
 

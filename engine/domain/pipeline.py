@@ -148,7 +148,8 @@ class Review(_Strict):
     cron: str = Field(default="0 8 * * 1", pattern=CRON)  # weekly, Monday 08:00 UTC
     to: str | None = Field(default=None, max_length=320)
     channel: Literal["email", "webhook", "task"] = "email"
-    monthly_target: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # An amount, written as the contract writes money (a JSON number or a numeric string).
+    monthly_target: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, strict=False)
     near_limit_days: float = Field(default=2, ge=0)  # "near its limit": this close to it
     top: int = Field(default=5, ge=1, le=50)  # top-scored open deals listed
 

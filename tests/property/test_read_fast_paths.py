@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dealflow.bench.synthetic import to_command
-from engine.application import Command, DealflowApp, request_hash
+from engine.application import Command, DealflowApp, automation_command
 from engine.domain.pipeline import PipelineDefinition
+from engine.limits import limits as event_limits
 from engine.persistence.settings import StoreSettings
 from projections.queries.board import board
 from projections.queries.common import Moment
@@ -57,13 +58,11 @@ def _command(deal_id: str, body: dict[str, Any]) -> Command:
     if body["type"] != "flagged_stale":
         return to_command(deal_id, body)
     # Escalation's stale flag is dealflow's own automation, not a sender's event body.
-    data = {"stage": body["stage"]}
-    return Command(
-        deal_id=deal_id,
-        type="flagged_stale",
+    return automation_command(
+        deal_id,
+        "flagged_stale",
+        {"stage": body["stage"]},
         event_id=body["event_id"],
-        payload=data,
-        request_hash=request_hash(deal_id, {"type": "flagged_stale", **data}),
         actor="system:automation",
         occurred_at=datetime.fromisoformat(body["occurred_at"].replace("Z", "+00:00")),
     )
@@ -137,13 +136,21 @@ def deal_scripts(draw: st.DrawFn, pipelines: int) -> list[tuple[int, list[dict[s
 
 
 @pytest.fixture
-def store(pg_url: str, tmp_path: Path) -> Iterator[tuple[DealflowApp, ProjectionsService]]:
+def store(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[DealflowApp, ProjectionsService]]:
+    # Histories reach a year past now on purpose (the "now" path must hold whatever the data
+    # holds), so the clock-skew bound on incoming events is widened for this test.
+    monkeypatch.setenv("DEALFLOW_MAX_CLOCK_SKEW", str(2 * 366 * 86400))
+    event_limits.cache_clear()
     app = DealflowApp(StoreSettings(database_url=pg_url, home=tmp_path / "home"))
     service = ProjectionsService(app, run=False)
     try:
         yield app, service
     finally:
         app.close()
+        monkeypatch.undo()
+        event_limits.cache_clear()
 
 
 def _moments(data: st.DataObject, times: list[int]) -> list[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from engine.application import Command, DealflowApp, request_hash
+from engine.application import DealflowApp, automation_command
 from engine.domain.events import utcnow
 from tests.helpers import send
 from workflows.bridge import Bridge
@@ -23,12 +23,11 @@ def test_an_overtaken_enrolment_is_stamped_again_not_lost(app: DealflowApp) -> N
     assert send(app, "d1", {"type": "activity_logged", "activity": "call"}).status == "recorded"
     decided_at = utcnow() - timedelta(seconds=5)  # before the client's latest event
     data = {"sequence_id": "welcome", "sequence_version": 1}
-    enrolment = Command(
-        deal_id="d1",
-        type="nurture_enrolled",
+    enrolment = automation_command(
+        "d1",
+        "nurture_enrolled",
+        data,
         event_id="auto-enroll:welcome:d1:1",
-        payload=data,
-        request_hash=request_hash("d1", {"type": "nurture_enrolled", **data}),
         actor="dealflow:enrollment",
         occurred_at=decided_at,
     )
