@@ -60,7 +60,9 @@ class WebhookSupervisor:
         while not self._stop.is_set():
             try:
                 await self.tick()
-            except (RPCError, OSError) as error:  # Temporal or the store away for a moment
+            except Exception as error:  # noqa: BLE001 - Temporal or the store away for a moment
+                # A supervisor that dies takes the whole worker down with it (AutomationProcess
+                # .wait); it must outlive outages and try again on the next tick.
                 log.warning("webhook supervisor: %s", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.poll_interval)

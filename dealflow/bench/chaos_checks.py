@@ -149,13 +149,30 @@ def check_audit(env: dict[str, str], out: Findings) -> None:
         out.fail("dealflow audit verify", (run.stdout + run.stderr)[-500:])
 
 
+# Integer columns that place a summary row (which bucket, which level) rather than count.
+_PLACE_COLUMNS = frozenset({"bucket", "lvl"})
+
+
+def _empty_summary(row: dict[str, Any]) -> bool:
+    """A summary row whose every counter is zero says nothing: the incremental path may leave
+    one behind where a rebuild never writes it, and both mean the same."""
+    counters = [
+        v
+        for k, v in row.items()
+        if k not in _PLACE_COLUMNS and isinstance(v, int) and not isinstance(v, bool)
+    ]
+    return bool(counters) and all(v == 0 for v in counters) and len(counters) < len(row) - 1
+
+
 def read_models(app: DealflowApp) -> dict[str, list[str]]:
     from projections.readmodel.schema import VIEW_TABLES
 
     dump: dict[str, list[str]] = {}
     for table in VIEW_TABLES:
-        rows = app.db.fetchall(f"SELECT * FROM {table}")
-        dump[table] = sorted(json.dumps(dict(r), sort_keys=True, default=str) for r in rows)
+        rows = [dict(r) for r in app.db.fetchall(f"SELECT * FROM {table}")]
+        dump[table] = sorted(
+            json.dumps(r, sort_keys=True, default=str) for r in rows if not _empty_summary(r)
+        )
     return dump
 
 
