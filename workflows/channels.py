@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import smtplib
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from engine.settings import Settings
 from workflows.outbox import PENDING, SENT, Entry, Message, Outbox
+
+log = logging.getLogger("dealflow.channels")
 
 
 class Sender(Protocol):
@@ -174,5 +178,27 @@ def deliver(
     except Exception as error:
         outbox.mark_failed(message.id, f"{type(error).__name__}: {error}")
         raise
-    outbox.mark_sent(message.id)
+    _record_sent(outbox, message.id)
     return Entry(entry.message, entry.delivery, SENT, entry.attempts + 1)
+
+
+# How long a sent message's "sent" mark is retried while the store is away.
+MARK_SENT_PATIENCE_S = 20.0  # inside the 30 s start-to-close timeout of the send activities
+
+
+def _record_sent(outbox: Outbox, message_id: str) -> None:
+    """The message is out: record it, waiting out a store outage rather than failing the
+    activity, whose retry would claim the still-pending row and send the message again.
+    Only an outage longer than the patience falls back to at-least-once (same message id)."""
+    deadline = time.monotonic() + MARK_SENT_PATIENCE_S
+    pause = 0.2
+    while True:
+        try:
+            outbox.mark_sent(message_id)
+            return
+        except Exception:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("message %s sent; recording it waits for the store", message_id)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
