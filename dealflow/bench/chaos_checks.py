@@ -13,7 +13,6 @@ Read straight from the store, against what the load generator was told:
 from __future__ import annotations
 
 import collections
-import json
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from dealflow.bench.chaos_fleet import CountingSmtp, CountingWebhook, dealflow_c
 from dealflow.bench.chaos_load import Sent
 from engine.application import DealflowApp
 from engine.domain.errors import NotFound
+from projections.readmodel.compare import comparable_rows
 
 AUTOMATION_TYPES = ("escalated", "flagged_stale", "nurture_enrolled", "nurture_touch_sent")
 
@@ -149,33 +149,6 @@ def check_audit(env: dict[str, str], out: Findings) -> None:
         out.fail("dealflow audit verify", (run.stdout + run.stderr)[-500:])
 
 
-# Integer columns that place a summary row (which bucket, which level) rather than count.
-_PLACE_COLUMNS = frozenset({"bucket", "lvl"})
-
-
-def _empty_summary(row: dict[str, Any]) -> bool:
-    """A summary row whose every counter is zero says nothing: the incremental path may leave
-    one behind where a rebuild never writes it, and both mean the same."""
-    counters = [
-        v
-        for k, v in row.items()
-        if k not in _PLACE_COLUMNS and isinstance(v, int) and not isinstance(v, bool)
-    ]
-    return bool(counters) and all(v == 0 for v in counters) and len(counters) < len(row) - 1
-
-
-def read_models(app: DealflowApp) -> dict[str, list[str]]:
-    from projections.readmodel.schema import VIEW_TABLES
-
-    dump: dict[str, list[str]] = {}
-    for table in VIEW_TABLES:
-        rows = [dict(r) for r in app.db.fetchall(f"SELECT * FROM {table}")]
-        dump[table] = sorted(
-            json.dumps(r, sort_keys=True, default=str) for r in rows if not _empty_summary(r)
-        )
-    return dump
-
-
 def check_read_models(app: DealflowApp, env: dict[str, str], out: Findings) -> None:
     """The read models as the runner left them, against a rebuild from zero.
 
@@ -184,7 +157,7 @@ def check_read_models(app: DealflowApp, env: dict[str, str], out: Findings) -> N
     from projections.runtime import ProjectionsService
 
     ProjectionsService(app, run=False).catch_up()
-    before = read_models(app)
+    before = comparable_rows(app)
     run = subprocess.run(
         [dealflow_command(), "projections", "rebuild"],
         env=env,
@@ -195,7 +168,7 @@ def check_read_models(app: DealflowApp, env: dict[str, str], out: Findings) -> N
     if run.returncode != 0:
         out.fail("dealflow projections rebuild", (run.stdout + run.stderr)[-500:])
         return
-    after = read_models(app)
+    after = comparable_rows(app)
     differ = {
         table: (len(before[table]), len(after[table]))
         for table in before

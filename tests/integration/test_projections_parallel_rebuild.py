@@ -14,28 +14,9 @@ from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, 
 from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
-from projections.readmodel.schema import (
-    KEYS_COUNTERS,
-    STATS_COUNTERS,
-    SUMMARY_TABLES,
-    TIMELINE_TABLES,
-    VIEW_TABLES,
-)
+from projections.readmodel.compare import comparable_rows
+from projections.readmodel.schema import VIEW_TABLES
 from projections.runtime import ProjectionsService
-
-COUNTERS = {*STATS_COUNTERS, *KEYS_COUNTERS, "n"}
-
-
-def _dump(app: DealflowApp) -> dict[str, list[tuple[Any, ...]]]:
-    """Every view table's rows, sorted; summary rows whose counters are all zero are left out
-    (an incremental upsert can leave a key at zero where a rebuild never writes it)."""
-    out = {}
-    for table in VIEW_TABLES:
-        rows = app.db.fetchall(f"SELECT * FROM {table}")
-        if table in (*SUMMARY_TABLES, *TIMELINE_TABLES):
-            rows = [r for r in rows if any(r[c] for c in COUNTERS if c in r)]
-        out[table] = sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in rows)
-    return out
 
 
 def _ingest(app: DealflowApp, pairs: list[tuple[str, dict[str, Any]]]) -> None:
@@ -61,14 +42,14 @@ def test_parallel_rebuild_equals_the_incremental_read_models(
         service.catch_up()
         _ingest(app, pairs[len(pairs) * 2 // 3 :])
         service.catch_up()
-        incremental = _dump(app)
+        incremental = comparable_rows(app)
         assert len(incremental["rm_deals"]) == 400
 
         monkeypatch.setattr(rebuild_module, "RANGE_EVENTS", 300)  # many ranges per worker
         stats = rebuild_module.parallel_rebuild(app, service.view, workers=2)
         assert stats.ranges > 4 and stats.deals == 400
         assert stats.events == sum(1 for _ in pairs)
-        rebuilt = _dump(app)
+        rebuilt = comparable_rows(app)
         for table in VIEW_TABLES:
             assert rebuilt[table] == incremental[table], table
         assert service.view.position() == app.max_position()
@@ -77,10 +58,10 @@ def test_parallel_rebuild_equals_the_incremental_read_models(
         more = list(stream(60, seed=12, wave=30, start=start, prefix="more"))
         _ingest(app, more)
         service.catch_up()
-        after = _dump(app)
+        after = comparable_rows(app)
         service.view.reset()
         service.catch_up()
-        assert _dump(app) == after
+        assert comparable_rows(app) == after
         assert service.view.position() == app.max_position()
     finally:
         app.close()
