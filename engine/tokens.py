@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from engine.domain.errors import ValidationFailed
 from engine.domain.events import iso, utcnow
@@ -183,24 +184,13 @@ class TokenStore:
 
     def list(self) -> list[dict[str, object]]:
         now = _stamp(utcnow())
-        rows = self.db.fetchall(
-            f"SELECT name, scopes, created_at, revoked_at, expires_at, rate_limit, last_used_at"
-            f" FROM {TOKENS_TABLE} ORDER BY created_at, name"
-        )
-        return [
-            {
-                "name": r["name"],
-                "scopes": r["scopes"].split(","),
-                "created_at": r["created_at"],
-                "expires_at": r["expires_at"],
-                "revoked_at": r["revoked_at"],
-                "rate_limit_per_minute": r["rate_limit"],
-                "last_used_at": r["last_used_at"],
-                "active": r["revoked_at"] is None
-                and (r["expires_at"] is None or r["expires_at"] > now),
-            }
-            for r in rows
-        ]
+        rows = self.db.fetchall(f"{_LISTING} ORDER BY created_at, name")
+        return [_listed(r, now) for r in rows]
+
+    def describe(self, name: str) -> dict[str, object] | None:
+        """One token's listing (as :meth:`list` gives it), or None."""
+        row = self.db.fetchone(f"{_LISTING} WHERE name = %s", (name,))
+        return _listed(row, _stamp(utcnow())) if row else None
 
     def active_count(self) -> int:
         row = self.db.fetchone(
@@ -242,6 +232,26 @@ class TokenStore:
                 f"UPDATE {TOKENS_TABLE} SET last_used_at = %s WHERE token_hash = %s",
                 (_stamp(now), digest),
             )
+
+
+_LISTING = (
+    "SELECT name, scopes, created_at, revoked_at, expires_at, rate_limit, last_used_at"
+    f" FROM {TOKENS_TABLE}"
+)
+
+
+def _listed(row: Any, now: str) -> dict[str, object]:
+    return {
+        "name": row["name"],
+        "scopes": row["scopes"].split(","),
+        "created_at": row["created_at"],
+        "expires_at": row["expires_at"],
+        "revoked_at": row["revoked_at"],
+        "rate_limit_per_minute": row["rate_limit"],
+        "last_used_at": row["last_used_at"],
+        "active": row["revoked_at"] is None
+        and (row["expires_at"] is None or row["expires_at"] > now),
+    }
 
 
 def check_name(name: object) -> None:

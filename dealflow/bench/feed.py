@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,11 +30,13 @@ from typing import Any
 
 import httpx
 
+from dealflow.bench.figures import percentile
 from dealflow.runtime import build_services
 from engine.application import Command, DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.feed import FeedReader
 from engine.persistence.settings import StoreSettings
+from workflows.devserver import free_port
 
 BATCH = 5000
 TOKEN = "bench-feed-token"
@@ -148,12 +149,6 @@ def _reader_scan(app: DealflowApp) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _peak_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
@@ -170,7 +165,7 @@ def _serve(settings: StoreSettings, home: Path) -> tuple[subprocess.Popen[bytes]
     env.update(DEALFLOW_HOME=str(settings.home), DEALFLOW_BOOTSTRAP_TOKEN=TOKEN)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("dealflow")
     command = [str(exe) if exe.exists() else shutil.which("dealflow") or "dealflow"]
     process = subprocess.Popen(
@@ -235,7 +230,7 @@ class _Receiver:
             def log_message(self, *_: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -250,11 +245,6 @@ class _Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 async def _until(check: Any, timeout: float, what: str) -> None:
@@ -343,7 +333,7 @@ async def _webhooks(app: DealflowApp, args: argparse.Namespace) -> dict[str, Any
             "deliveries_per_second": round(args.deliveries / burst_seconds, 1),
             "latency_samples": len(latencies),
             "latency_ms_p50": round(statistics.median(latencies), 1),
-            "latency_ms_p95": round(_percentile(latencies, 0.95), 1),
+            "latency_ms_p95": round(percentile(latencies, 0.95), 1),
             "latency_ms_max": round(max(latencies), 1),
         }
     finally:

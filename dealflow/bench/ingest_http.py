@@ -4,7 +4,6 @@ steady rate, with p50/p99 latency."""
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -14,18 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from workflows.devserver import free_port
 
 
 def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -> dict[str, Any]:
     import httpx
 
     token = f"bench-{uuid.uuid4().hex}"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "DEALFLOW_BOOTSTRAP_TOKEN": token}
     exe = Path(sys.executable).with_name("dealflow")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dealflow"]

@@ -25,6 +25,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from dealflow.bench.figures import percentile
 from dealflow.runtime import build_services
 from engine.application import Command, request_hash
 from engine.commands import incoming_event
@@ -53,14 +54,6 @@ def _rss_mb() -> tuple[float, float]:
             elif line.startswith("VmHWM:"):
                 peak = int(line.split()[1]) / 1024
     return current, max(peak, current)
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _opened(deal_id: str) -> Command:
@@ -216,7 +209,7 @@ async def run_bench(
             "stale_limit_s": limit,
             "escalation_events": len(lateness),
             "escalation_lateness_p50_s": round(statistics.median(lateness), 3),
-            "escalation_lateness_p95_s": round(_percentile(lateness, 0.95), 3),
+            "escalation_lateness_p95_s": round(percentile(lateness, 0.95), 3),
             "escalation_lateness_max_s": round(max(lateness), 3),
             "touches_recorded_so_far": touches,
             "outbox_messages": len(messages),

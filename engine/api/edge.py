@@ -7,11 +7,11 @@ SQLite answered normally. Both stores now get a 422 naming the parameter.
 
 from __future__ import annotations
 
-import json
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.api.middleware import send_json
 from engine.storable import text_problem
 
 
@@ -49,21 +49,12 @@ class StorableParams:
             await self.app(scope, receive, send)
             return
         where, why = found
-        body = json.dumps(
+        await send_json(
+            send,
+            422,
             {
                 "error": "validation_error",
                 "message": f"invalid request at {where}: {why}",
                 "details": [{"field": where, "message": why}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 422,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+            },
         )
-        await send({"type": "http.response.body", "body": body})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -52,16 +53,13 @@ class _TooLarge(Exception):
     pass
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = (
-        b'{"error":"body_too_large","message":"request body exceeds '
-        + str(limit).encode()
-        + b' bytes"}'
-    )
+async def send_json(send: Send, status: int, document: dict[str, Any]) -> None:
+    """Answer from ASGI middleware (before FastAPI's handlers) in the contract's error shape."""
+    body = json.dumps(document).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -69,6 +67,14 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    await send_json(
+        send,
+        413,
+        {"error": "body_too_large", "message": f"request body exceeds {limit} bytes"},
+    )
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")

@@ -135,7 +135,8 @@ async def create_token(request: Request, _: Principal = require("admin")) -> dic
             rate_limit=wanted.rate_limit_per_minute,
         )
     )
-    listed = next(t for t in await run_in_threadpool(tokens.list) if t["name"] == wanted.name)
+    listed = await run_in_threadpool(tokens.describe, wanted.name)
+    assert listed is not None  # just created; names are never reused
     return {**listed, "token": token}
 
 
