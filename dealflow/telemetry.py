@@ -29,7 +29,10 @@ _SWITCHES = (
 
 
 def tracing_requested(environ: dict[str, str] | None = None) -> bool:
-    settings = Settings.load(environ)
+    return _requested(Settings.load(environ))
+
+
+def _requested(settings: Settings) -> bool:
     if settings.otel_sdk_disabled:
         return False
     if (settings.otel_traces_exporter or "").strip().lower() == "none":
@@ -55,9 +58,9 @@ def _exporter(name: str) -> SpanExporter:
 
 def configure_tracing(role: str) -> TracerProvider | None:
     """Install a tracer provider for this process when the environment asks for one."""
-    if not tracing_requested():
-        return None
     settings = Settings.load()
+    if not _requested(settings):
+        return None
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.otel_service_name or f"dealflow-{role}"})
     )

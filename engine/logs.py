@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from engine.settings import Settings
+
 # Attributes every LogRecord has; anything else on a record came in through `extra`.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -51,8 +53,6 @@ class TextFormatter(logging.Formatter):
 
 
 def log_format(environ: dict[str, str] | None = None) -> str:
-    from engine.settings import Settings
-
     chosen = Settings.load(environ).log_format
     if chosen is not None:
         return chosen

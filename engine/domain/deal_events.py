@@ -322,3 +322,7 @@ EVENT_TYPES: dict[str, type[DealEvent]] = {
     )
 }
 AUTOMATION_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.AUTOMATION)
+# Stored topic (either spelling, see topics_of) -> the contract's type.
+TYPE_OF_TOPIC: dict[str, str] = {
+    topic: t for t, cls in EVENT_TYPES.items() for topic in topics_of(cls)
+}

@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlparse
 
 from eventsourcing.utils import get_topic
 
+from engine.settings import Settings
+
 
 @dataclass(frozen=True)
 class StoreSettings:
@@ -31,8 +33,6 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StoreSettings:
-        from engine.settings import Settings
-
         settings = Settings.load(environ)
         return cls(
             database_url=settings.database_url,

@@ -16,17 +16,14 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import Mapper, Notification
 
-from engine.domain.deal import EVENT_TYPES, DealEvent
-from engine.domain.deal_events import topics_of
+from engine.domain.deal import DealEvent
+from engine.domain.deal_events import TYPE_OF_TOPIC
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 # topic -> contract type name, for deal events only (definitions and snapshots are skipped).
-# Both spellings of a deal event's topic (engine.domain.deal_events.topics_of).
-DEAL_TOPICS: dict[str, str] = {
-    topic: t for t, cls in EVENT_TYPES.items() for topic in topics_of(cls)
-}
+DEAL_TOPICS = TYPE_OF_TOPIC
 
 
 def to_us(moment: datetime) -> int:
