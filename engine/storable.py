@@ -42,31 +42,72 @@ def check_text(text: str, where: str = "") -> None:
 def json_size(value: Any, where: str = "") -> int:
     """The size of ``value`` as compact JSON (closely), refusing what cannot be stored.
 
-    Walks without recursion, so a deeply nested value cannot exhaust the stack."""
+    Every incoming event goes through this, so the common case walks without building a path
+    for each key; only a value that is refused is walked again to say where."""
+    try:
+        return _size(value)
+    except _Refused:
+        _locate(value, where)  # raises NotStorable naming the place
+        raise AssertionError("unreachable") from None
+
+
+class _Refused(Exception):
+    pass
+
+
+def _size(value: Any) -> int:
+    """The size; raises _Refused at the first value a store cannot hold. Iterative, so a
+    deeply nested value cannot exhaust the stack."""
     size = 0
-    stack: list[tuple[Any, str]] = [(value, where)]
+    stack = [value]
     while stack:
-        item, path = stack.pop()
+        item = stack.pop()
         if isinstance(item, str):
-            check_text(item, path)
-            size += len(item.encode("utf-8")) + 2
+            size += _text_size(item) + 2
         elif isinstance(item, bool) or item is None:
             size += 5
         elif isinstance(item, int):
             if not MIN_INT <= item <= MAX_INT:
-                raise NotStorable(path, "integers must fit in 64 bits")
+                raise _Refused
             size += len(str(item))
         elif isinstance(item, (float, Decimal)):
             size += len(str(item))
         elif isinstance(item, dict):
             size += 2
             for key, inner in item.items():
+                if isinstance(key, str):
+                    size += _text_size(key) + 4
+                stack.append(inner)
+        elif isinstance(item, (list, tuple)):
+            size += 2
+            stack.extend(item)
+    return size
+
+
+def _text_size(text: str) -> int:
+    if "\x00" in text:
+        raise _Refused
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _Refused from None
+
+
+def _locate(value: Any, where: str) -> None:
+    """Walk ``value`` with paths and raise NotStorable at its first unstorable place."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            check_text(item, path)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not MIN_INT <= item <= MAX_INT:
+                raise NotStorable(path, "integers must fit in 64 bits")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
                 name = f"{path}.{key}" if path else str(key)
                 if isinstance(key, str):
                     check_text(key, name)
-                    size += len(key.encode("utf-8")) + 4
                 stack.append((inner, name))
         elif isinstance(item, (list, tuple)):
-            size += 2
             stack.extend((inner, f"{path}.{i}" if path else str(i)) for i, inner in enumerate(item))
-    return size
