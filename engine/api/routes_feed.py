@@ -39,7 +39,9 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
 
-def _filters(pipeline_id: list[str] | None, types: list[str] | None, deal_id: str | None) -> Any:
+def _filters(
+    pipeline_id: list[str] | None, types: list[str] | None, deal_id: str | None
+) -> FeedFilter:
     try:
         return FeedFilter.build(
             pipeline_ids=_split(pipeline_id), types=_split(types), deal_id=deal_id
