@@ -187,6 +187,8 @@ class FeedReader:
             )
             for row in rows
         ]
+        # Named like any page: read after its `opened`, the deal is named by its first event.
+        self._learn_names(notifications)
         events: list[dict[str, Any]] = []
         for notification in notifications:
             item = self._item(notification)
