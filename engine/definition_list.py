@@ -32,6 +32,9 @@ class DefinitionList:
     def __init__(self, app: DealflowApp) -> None:
         self.app = app
         self._lock = threading.Lock()
+        # Built-in pipelines come into the log on their first read, and definitions are never
+        # deleted: once this list has seen them exist, it need not read them on every page.
+        self._built_ins_present = False
         app.db.execute_script(_DDL)
 
     def catch_up(self) -> int:
@@ -82,10 +85,11 @@ class DefinitionList:
 
     def page(self, kind: str, *, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         """Definitions of one kind ordered by id, after the id ``after`` (the cursor)."""
-        if kind == PIPELINE:
+        if kind == PIPELINE and not self._built_ins_present:
             # Built-in pipelines exist from the first read; make them visible to the list too.
             for key in BUILT_IN_PIPELINES:
                 self.app.get_definition(PIPELINE, key)
+            self._built_ins_present = True
         self.catch_up()
         limit = max(1, min(limit, MAX_LIMIT))
         rows = self.app.db.fetchall(

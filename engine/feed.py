@@ -22,10 +22,11 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from engine.application import DealflowApp
-from engine.audit.store import first_rows
+from engine.application import DealflowApp, history_item
+from engine.audit.store import first_rows, oid_param, oid_value, position_column
 from engine.domain.deal import EVENT_TYPES, DealEvent, Opened, deal_uuid
 from engine.domain.deal_events import DEAL_TOPIC_PREFIXES, topics_of
 from engine.domain.definitions import DIRECTORY, PIPELINE, SEQUENCE, DefinitionApplied
@@ -168,28 +169,34 @@ class FeedReader:
     def _deal_page(self, after: int, limit: int, filters: FeedFilter, head: int) -> FeedPage:
         """One deal's events: read by its id (not by scanning the log), in log order."""
         db = self.app.db
-        column = "notification_id" if db.is_postgres else "rowid"
+        column = position_column(db)
         originator = deal_uuid(filters.deal_id or "")
         rows = db.fetchall(
-            f"SELECT {column} AS position, originator_id, originator_version, topic, state"
+            f"SELECT {column} AS position, originator_version, topic, state"
             f" FROM {db.events_table} WHERE originator_id = %s AND {column} > %s"
             f" ORDER BY {column} LIMIT %s",
-            (originator if db.is_postgres else originator.hex, after, limit),
+            (oid_param(db, originator), after, limit),
         )
-        events: list[dict[str, Any]] = []
-        for row in rows:
-            item = self._decode(
-                int(row["position"]),
-                originator,
-                int(row["originator_version"]),
-                str(row["topic"]),
-                bytes(row["state"]),
+        notifications = [
+            Notification(
+                id=int(row["position"]),
+                originator_id=originator,
+                originator_version=int(row["originator_version"]),
+                topic=str(row["topic"]),
+                state=bytes(row["state"]),
             )
+            for row in rows
+        ]
+        # Named like any page: read after its `opened`, the deal is named by its first event.
+        self._learn_names(notifications)
+        events: list[dict[str, Any]] = []
+        for notification in notifications:
+            item = self._item(notification)
             if item is not None and item["deal_id"] is None:
                 item["deal_id"] = filters.deal_id
             if item is not None and filters.wants(item):
                 events.append(item)
-        last = int(rows[-1]["position"]) if rows else after
+        last = notifications[-1].id if notifications else after
         # Fewer rows than asked: this deal has nothing more up to the head read before.
         next_after = last if len(rows) == limit else max(last, head)
         return FeedPage(events, next_after, max(head, last))
@@ -207,23 +214,24 @@ class FeedReader:
 
     # -- decoding ------------------------------------------------------------------------------
     def _learn_names(self, notifications: Sequence[Any]) -> None:
-        unknown: dict[UUID, None] = {}
-        # Deals opened in this very page are named by their `opened` as the page is decoded.
-        opened_here = {
-            _uuid(n.originator_id)
+        """Name the page's deals not named yet, by their first events (one query a page)."""
+        deal_events = [
+            (oid_value(n.originator_id), n.originator_version)
             for n in notifications
-            if n.originator_version == 1 and n.topic.startswith(DEAL_TOPIC_PREFIXES)
-        }
-        for n in notifications:
-            if n.originator_version == 1 or not n.topic.startswith(DEAL_TOPIC_PREFIXES):
-                continue
-            originator = _uuid(n.originator_id)
-            if originator in opened_here or self._names.get(originator) is not None:
-                continue
-            unknown[originator] = None
+            if n.topic.startswith(DEAL_TOPIC_PREFIXES)
+        ]
+        # Deals opened in this very page are named by their `opened` as the page is decoded.
+        opened_here = {originator for originator, version in deal_events if version == 1}
+        unknown = list(
+            dict.fromkeys(
+                originator
+                for originator, _ in deal_events
+                if originator not in opened_here and self._names.get(originator) is None
+            )
+        )
         if not unknown:
             return
-        found = first_rows(self.app, list(unknown))
+        found = first_rows(self.app, unknown)
         for originator in unknown:
             row = found.get(originator)
             names: tuple[str | None, str | None] = (None, None)
@@ -234,76 +242,58 @@ class FeedReader:
             self._names.put(originator, names)
 
     def _item(self, notification: Any) -> dict[str, Any] | None:
-        return self._decode(
-            notification.id,
-            _uuid(notification.originator_id),
-            notification.originator_version,
-            notification.topic,
-            notification.state,
-        )
-
-    def _decode(
-        self, position: int, originator: UUID, version: int, topic: str, state: bytes
-    ) -> dict[str, Any] | None:
+        topic = notification.topic
         if topic.startswith(DEAL_TOPIC_PREFIXES):
-            return self._deal_item(position, originator, version, topic, state)
+            return self._deal_item(notification)
         if topic == DEFINITION_TOPIC:
-            event = decode_event(topic, state, originator, version, self.app.mapper)
-            return definition_item(position, event)
+            event = decode_event(
+                topic,
+                notification.state,
+                oid_value(notification.originator_id),
+                notification.originator_version,
+                self.app.mapper,
+            )
+            return definition_item(notification.id, event)
         return None  # snapshots and anything else that is not an event of the feed
 
-    def _deal_item(
-        self, position: int, originator: UUID, version: int, topic: str, state: bytes
-    ) -> dict[str, Any]:
-        raw: dict[str, Any] | None = orjson.loads(state) if self._plain else None
-        if raw is None or "class_version" in raw:
-            # Encrypted, compressed or an older shape: take the full path through the mapper.
-            event: DealEvent = decode_event(topic, state, originator, version, self.app.mapper)
-            return self._deal_item_from_event(position, event)
-        type_ = _TYPE_OF_TOPIC.get(topic)
-        if type_ is None:
-            event = decode_event(topic, state, originator, version, self.app.mapper)
-            return self._deal_item_from_event(position, event)
-        deal_id, pipeline_id = self._names_of(originator, version, type_, raw)
-        return {
-            "position": position,
-            "kind": "deal",
-            "deal_id": deal_id,
-            "pipeline_id": pipeline_id,
-            "type": type_,
-            "version": version,
-            "occurred_at": _time(raw["occurred_at"]),
-            "recorded_at": _time(raw["timestamp"]),
-            "actor": raw["actor"],
-            "event_id": raw["event_id"],
-            "pipeline_version": raw.get("pipeline_version"),
-            "hash": raw["hash"],
-            "data": {k: v for k, v in raw.items() if k not in META_FIELDS},
-        }
-
-    def _deal_item_from_event(self, position: int, event: DealEvent) -> dict[str, Any]:
-        data = event.data()
-        deal_id, pipeline_id = self._names_of(
-            event.originator_id, event.originator_version, event.TYPE, data
+    def _deal_item(self, notification: Any) -> dict[str, Any]:
+        """A deal event as the feed shows it: its history item, with position and names."""
+        originator = oid_value(notification.originator_id)
+        version: int = notification.originator_version
+        type_ = _TYPE_OF_TOPIC.get(notification.topic)
+        raw: dict[str, Any] | None = (
+            orjson.loads(notification.state) if self._plain and type_ is not None else None
         )
+        if raw is None or "class_version" in raw:
+            # Encrypted, compressed, an older shape or an unknown topic: through the mapper.
+            event: DealEvent = decode_event(
+                notification.topic, notification.state, originator, version, self.app.mapper
+            )
+            past = history_item(event)
+        else:
+            # Plain JSON as the write path stored it: read without building the model.
+            past = {
+                "version": version,
+                "type": type_,
+                "occurred_at": _time(raw["occurred_at"]),
+                "recorded_at": _time(raw["timestamp"]),
+                "event_id": raw["event_id"],
+                "actor": raw["actor"],
+                "pipeline_version": raw.get("pipeline_version"),
+                "hash": raw["hash"],
+                "data": {k: v for k, v in raw.items() if k not in META_FIELDS},
+            }
+        deal_id, pipeline_id = self._names_of(originator, past["type"], past["data"])
         return {
-            "position": position,
+            "position": notification.id,
             "kind": "deal",
             "deal_id": deal_id,
             "pipeline_id": pipeline_id,
-            "type": event.TYPE,
-            "version": event.originator_version,
-            "occurred_at": iso(event.occurred_at),
-            "recorded_at": iso(event.timestamp),
-            "actor": event.actor,
-            "event_id": event.event_id,
-            "pipeline_version": event.pipeline_version,
-            "hash": event.hash,
-            "data": data,
+            **past,
         }
 
     def _names_of(
-        self, originator: UUID, version: int, type_: str, data: dict[str, Any]
+        self, originator: UUID, type_: str, data: dict[str, Any]
     ) -> tuple[str | None, str | None]:
         if type_ == Opened.TYPE:
             names = (data.get("deal_id"), data.get("pipeline_id"))
@@ -334,10 +324,6 @@ def definition_item(position: int, event: DefinitionApplied) -> dict[str, Any]:
 
 
 _TYPE_OF_TOPIC = {topic: t for t, cls in EVENT_TYPES.items() for topic in topics_of(cls)}
-
-
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def _time(value: str) -> str:

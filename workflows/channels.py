@@ -20,6 +20,9 @@ from email.message import EmailMessage
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
+from eventsourcing.persistence import InterfaceError, OperationalError
+
+from engine.persistence.outage import StoreUnavailable
 from engine.settings import Settings
 from workflows.outbox import PENDING, SENT, Entry, Message, Outbox
 
@@ -184,6 +187,9 @@ def deliver(
 
 # How long a sent message's "sent" mark is retried while the store is away.
 MARK_SENT_PATIENCE_S = 20.0  # inside the 30 s start-to-close timeout of the send activities
+# What a store that is away raises: the gate's fail-fast refusal, or a failed connection or
+# statement. Any other error (a bug, a constraint) is not waited on: it fails at once.
+STORE_AWAY = (StoreUnavailable, OperationalError, InterfaceError)
 
 
 def _record_sent(outbox: Outbox, message_id: str) -> None:
@@ -196,7 +202,7 @@ def _record_sent(outbox: Outbox, message_id: str) -> None:
         try:
             outbox.mark_sent(message_id)
             return
-        except Exception:
+        except STORE_AWAY:
             if time.monotonic() + pause > deadline:
                 raise
             log.warning("message %s sent; recording it waits for the store", message_id)

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from engine.application import DealflowApp
 from engine.domain.events import iso
+from engine.domain.pipeline import Review
 from engine.scoring.service import train
 from workflows.channels import Channels, deliver
 from workflows.models import RetrainInput, ReviewResult, ReviewRun
@@ -74,8 +75,6 @@ class RevenueActivities:
             raise ApplicationError(
                 "this worker has no review source", type="NoReviewSource", non_retryable=True
             )
-        from engine.domain.pipeline import Review
-
         definition = self.app.pipeline_ref(run.pipeline_id).definition
         config = definition.review or Review()
         since = last_review_end(self.outbox, run.pipeline_id, run.until) or (

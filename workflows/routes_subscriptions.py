@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -192,14 +193,27 @@ async def delete_subscription(
     return Response(status_code=204)
 
 
+async def _change(
+    request: Request, subscription_id: str, change: Callable[[SubscriptionStore], object]
+) -> dict[str, Any]:
+    """Apply a change to an existing subscription (else 404) and show it as it now stands."""
+    store = _store(request)
+
+    def work() -> Subscription | None:
+        if store.get(subscription_id) is None:
+            return None
+        change(store)
+        return store.get(subscription_id)
+
+    return _found(await run_in_threadpool(work), subscription_id).view()
+
+
 @router.post("/v1/subscriptions/{subscription_id}/pause", summary="Pause deliveries")
 async def pause_subscription(
     subscription_id: str, request: Request, principal: Principal = require("admin")
 ) -> dict[str, Any]:
-    store = _store(request)
-    subscription = _found(await run_in_threadpool(store.get, subscription_id), subscription_id)
-    await run_in_threadpool(store.pause, subscription.id, f"paused by {principal.name}")
-    return _found(await run_in_threadpool(store.get, subscription_id), subscription_id).view()
+    reason = f"paused by {principal.name}"
+    return await _change(request, subscription_id, lambda s: s.pause(subscription_id, reason))
 
 
 @router.post(
@@ -209,10 +223,7 @@ async def pause_subscription(
 async def resume_subscription(
     subscription_id: str, request: Request, _: Principal = require("admin")
 ) -> dict[str, Any]:
-    store = _store(request)
-    _found(await run_in_threadpool(store.get, subscription_id), subscription_id)
-    await run_in_threadpool(store.resume, subscription_id)
-    return _found(await run_in_threadpool(store.get, subscription_id), subscription_id).view()
+    return await _change(request, subscription_id, lambda s: s.resume(subscription_id))
 
 
 @router.post(
@@ -227,10 +238,9 @@ async def replay_subscription(
     ),
     _: Principal = require("admin"),
 ) -> dict[str, Any]:
-    store = _store(request)
-    _found(await run_in_threadpool(store.get, subscription_id), subscription_id)
-    await run_in_threadpool(store.replay, subscription_id, from_position)
-    return _found(await run_in_threadpool(store.get, subscription_id), subscription_id).view()
+    return await _change(
+        request, subscription_id, lambda s: s.replay(subscription_id, from_position)
+    )
 
 
 @router.get(

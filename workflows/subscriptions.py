@@ -90,11 +90,7 @@ class Subscription:
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret and every previous one whose overlap has not ended."""
-        return [
-            s["secret"]
-            for s in self.secrets
-            if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now
-        ]
+        return [s["secret"] for s in self.secrets if _alive(s, now)]
 
     def view(self) -> dict[str, Any]:
         """What the API shows (never the secrets themselves)."""
@@ -137,6 +133,7 @@ _COLUMNS = (
     " timeout_seconds, failing_after_seconds, retry_max_seconds, failing_since,"
     " created_at, updated_at"
 )
+_ONE = f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = %s"
 
 
 class SubscriptionStore:
@@ -148,7 +145,7 @@ class SubscriptionStore:
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, subscription_id: str) -> Subscription | None:
-        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = %s", (subscription_id,))
+        row = self.db.fetchone(_ONE, (subscription_id,))
         return _subscription(row) if row else None
 
     def all(self) -> list[Subscription]:
@@ -180,9 +177,7 @@ class SubscriptionStore:
         """Create or replace; returns (subscription, created, new secret to show once)."""
         now = utcnow()
         with self.db.transaction() as cur:
-            row = cur.execute(
-                f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = %s", (subscription_id,)
-            ).fetchone()
+            row = cur.execute(_ONE, (subscription_id,)).fetchone()
             current = _subscription(row) if row else None
             shown: str | None = None
             if current is None:
@@ -234,9 +229,7 @@ class SubscriptionStore:
                         subscription_id,
                     ),
                 )
-            row = cur.execute(
-                f"SELECT {_COLUMNS} FROM {TABLE} WHERE id = %s", (subscription_id,)
-            ).fetchone()
+            row = cur.execute(_ONE, (subscription_id,)).fetchone()
         return _subscription(row), current is None, shown
 
     def delete(self, subscription_id: str) -> bool:

@@ -49,6 +49,15 @@ def payload(item: dict[str, Any]) -> bytes:
     return orjson.dumps({"type": item["type"], "timestamp": item["recorded_at"], "data": item})
 
 
+def _order_key(item: dict[str, Any]) -> str:
+    """Deliveries with one key go out one at a time, in log order: a deal's events, or one
+    definition's versions."""
+    if item["deal_id"]:
+        return str(item["deal_id"])
+    definition = item.get("definition", {})
+    return f"{definition.get('kind')}:{definition.get('id')}"
+
+
 def signature_headers(delivery: str, body: str, secrets: list[str], at: datetime) -> dict[str, str]:
     return {
         "webhook-id": delivery,
@@ -108,8 +117,7 @@ class WebhookActivities:
             Delivery(
                 delivery_id=delivery_id(subscription, item["position"]),
                 position=item["position"],
-                deal_key=item["deal_id"]
-                or f"{item.get('definition', {}).get('kind')}:{item.get('definition', {}).get('id')}",
+                deal_key=_order_key(item),
                 deal_id=item["deal_id"],
                 type=item["type"],
                 body=payload(item).decode(),

@@ -110,16 +110,15 @@ class AutomationProcess:
                 extra_activities=[*WebhookActivities(self.app).all(), *revenue.all()],
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
+        prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
         if self.schedule_pipelines is not None:
             pipelines = await asyncio.to_thread(self.schedule_pipelines)
-            prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
             await ensure_schedules(self.client, self.task_queue, pipelines, prefix=prefix)
         if self.run_bridge:
             self.bridge = Bridge(self.app, self.client, self.task_queue, **self.bridge_options)
             await self.bridge.start()
             self._tasks.append(asyncio.create_task(self.bridge.run(), name="dealflow-bridge"))
             # Webhook subscriptions: one delivery workflow per active subscription.
-            prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
             self.webhooks = WebhookSupervisor(
                 self.app, self.client, self.task_queue, workflow_id_prefix=prefix
             )

@@ -39,7 +39,9 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
 
-def _filters(pipeline_id: list[str] | None, types: list[str] | None, deal_id: str | None) -> Any:
+def _filters(
+    pipeline_id: list[str] | None, types: list[str] | None, deal_id: str | None
+) -> FeedFilter:
     try:
         return FeedFilter.build(
             pipeline_ids=_split(pipeline_id), types=_split(types), deal_id=deal_id
@@ -159,20 +161,20 @@ def _last_event_id(request: Request, after: int) -> int:
     if raw is None or not raw.strip():
         return after
     try:
-        value = int(raw.strip())
-    except ValueError as error:
+        value: int | None = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_POSITION:
         raise ApiError(
             422,
             "validation_error",
             "Last-Event-ID must be a position this feed gave out",
-            details=[{"field": "Last-Event-ID", "message": "not an integer"}],
-        ) from error
-    if not 0 <= value <= MAX_POSITION:
-        raise ApiError(
-            422,
-            "validation_error",
-            "Last-Event-ID must be a position this feed gave out",
-            details=[{"field": "Last-Event-ID", "message": "out of range"}],
+            details=[
+                {
+                    "field": "Last-Event-ID",
+                    "message": "not an integer" if value is None else "out of range",
+                }
+            ],
         )
     return value
 

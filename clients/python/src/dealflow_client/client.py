@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -190,28 +191,23 @@ class DealflowClient:
 
     def deals(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every deal matching the filters (pipeline_id, stage, status, stale), newest first."""
-        cursor: str | None = None
-        while True:
-            page = self._json("GET", "/v1/deals", params={**filters, "cursor": cursor})
-            yield from page["deals"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return self._listing("/v1/deals", "deals", filters)
 
     def get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", f"/v1/pipelines/{_path(pipeline_id)}"))
 
     def pipelines(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every pipeline: id, name and current version."""
-        return self._listing("/v1/pipelines", "pipelines", page_size)
+        return self._listing("/v1/pipelines", "pipelines", {"limit": page_size})
 
     def sequences(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        return self._listing("/v1/sequences", "sequences", page_size)
+        return self._listing("/v1/sequences", "sequences", {"limit": page_size})
 
-    def _listing(self, path: str, key: str, page_size: int) -> Iterator[dict[str, Any]]:
+    def _listing(self, path: str, key: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item of a cursor-paged list, page after page."""
         cursor: str | None = None
         while True:
-            page = self._json("GET", path, params={"limit": page_size, "cursor": cursor})
+            page = self._json("GET", path, params={**params, "cursor": cursor})
             yield from page[key]
             cursor = page.get("next_cursor")
             if not cursor:
@@ -332,8 +328,6 @@ def _with_event_id(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _path(segment: str) -> str:
-    from urllib.parse import quote
-
     return quote(segment, safe="")
 
 
