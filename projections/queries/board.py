@@ -44,6 +44,7 @@ def board(
         source = deal_source(moment, pipeline_id)
         by_stage, _ = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
         columns = []
+        cards: list[dict[str, Any]] = []  # every column's deals, for their next steps
         for column in definition.stages:
             if stage is not None and column.id != stage:
                 continue
@@ -61,7 +62,7 @@ def board(
             ).fetchall()
             page = rows[:limit]
             items = [deal_item(r, definition, moment.at) for r in page]
-            add_first_steps(app, definition, moment, items)
+            cards += items
             stats = by_stage.get(column.id, {"n": 0, "units": 0, "stale": 0})
             columns.append(
                 {
@@ -79,6 +80,8 @@ def board(
                     else None,
                 }
             )
+    # After the snapshot: the deals come from the event store (see add_first_steps).
+    add_first_steps(app, definition, moment, cards)
     return {
         "pipeline_id": pipeline_id,
         "pipeline_version": version,
