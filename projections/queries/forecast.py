@@ -117,12 +117,14 @@ def forecast(
     first: str,
     last: str,
     target: Decimal | None = None,
+    resolved: tuple[int, PipelineDefinition] | None = None,
 ) -> dict[str, Any]:
     """The forecast of ``pipeline_id`` for the months ``first``..``last`` (``YYYY-MM``), as the
-    read model stood at ``moment``; ``target`` is a target per month."""
+    read model stood at ``moment``; ``target`` is a target per month. ``resolved`` is the
+    :func:`definition_at` of the moment when the caller already has it."""
     months = month_range(parse_month(first), parse_month(last))
     start, end = _month_start_us(months[0]), _month_start_us(_next_month(months[-1]))
-    version, definition = definition_at(app, pipeline_id, moment)
+    version, definition = resolved or definition_at(app, pipeline_id, moment)
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         sql, params = deal_source(moment, pipeline_id)

@@ -60,7 +60,8 @@ def review(
         raise ValueError("since must be before the review's moment")
     moment = Moment(to_us(until), historical=historical)
     start, at = to_us(since), moment.at
-    version, definition = definition_at(app, pipeline_id, moment)
+    resolved = definition_at(app, pipeline_id, moment)  # read once, shared with the parts below
+    version, definition = resolved
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         sql, params = deal_source(moment, pipeline_id)
@@ -109,9 +110,15 @@ def review(
     stuck = _stuck(definition, by_id, items, at, config.near_limit_days)
     goal = target if target is not None else config.monthly_target
     outlook = forecast(
-        app, pipeline_id, moment, first=_month(until), last=_month(until, 2), target=goal
+        app,
+        pipeline_id,
+        moment,
+        first=_month(until),
+        last=_month(until, 2),
+        target=goal,
+        resolved=resolved,
     )
-    top = deals_by_score(app, moment, pipeline_id=pipeline_id, limit=config.top)
+    top = deals_by_score(app, moment, pipeline_id=pipeline_id, limit=config.top, resolved=resolved)
     return {
         "pipeline_id": pipeline_id,
         "pipeline_version": version,
