@@ -35,9 +35,10 @@ import psycopg
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import DEAL_TOPICS, EventRecord, to_us
 from projections.readmodel.rows import ChangeSet
+from projections.readmodel.timeline import add_delta
 
 RANGE_EVENTS = 40_000  # events per range of deal ids (what a worker holds at once)
-# The summary parts of a ChangeSet (added up across ranges) and how two values combine.
+# The summary parts of a ChangeSet (added up across ranges).
 _SUMMED = (
     "stats",
     "keys",
@@ -65,16 +66,9 @@ class RebuildStats:
 def merge_summaries(into: ChangeSet, other: ChangeSet) -> None:
     """Add ``other``'s summary deltas to ``into`` (rows are not merged: they are written)."""
     for name in _SUMMED:
-        target, source = getattr(into, name), getattr(other, name)
-        for key, value in source.items():
-            found = target.get(key)
-            if found is None:
-                target[key] = list(value) if isinstance(value, list) else value
-            elif isinstance(value, list):
-                for i, v in enumerate(value):
-                    found[i] += v
-            else:
-                target[key] = found + value
+        target = getattr(into, name)
+        for key, value in getattr(other, name).items():
+            add_delta(target, key, value)
     for pipeline, at in other.pipeline_times.items():
         if into.pipeline_times.get(pipeline, at - 1) < at:
             into.pipeline_times[pipeline] = at
