@@ -75,7 +75,6 @@ def merge_summaries(into: ChangeSet, other: ChangeSet) -> None:
     for key, at in other.versions.items():
         if into.versions.get(key, at + 1) > at:
             into.versions[key] = at
-    into.pipelines |= other.pipelines
     into.skipped += other.skipped
 
 
