@@ -150,17 +150,20 @@ def _upsert_sql(table: str, keys: list[str], counters: list[str], values: str) -
 
 
 def copy_new_rows(curs: Any, changes: ChangeSet) -> None:
-    """COPY the rows of deals the tables do not hold yet (a bulk rebuild: every deal whole)."""
+    """COPY a batch's new rows: every current row (the caller deleted the ones it replaces),
+    the new history rows and the new stays (a bulk rebuild: every deal whole)."""
     for table, columns, types, rows in (
         (
             CURRENT_TABLE,
             CURRENT_COLUMNS,
             _CURRENT_TYPES,
-            (r.current_values() for r in changes.current.values()),
+            [r.current_values() for r in changes.current.values()],
         ),
-        (HISTORY_TABLE, HISTORY_COLUMNS, _HISTORY_TYPES, iter(changes.history)),
-        (STAYS_TABLE, STAY_COLUMNS, _STAY_TYPES, (s.values() for s in changes.stays.values())),
+        (HISTORY_TABLE, HISTORY_COLUMNS, _HISTORY_TYPES, changes.history),
+        (STAYS_TABLE, STAY_COLUMNS, _STAY_TYPES, [s.values() for s in changes.stays.values()]),
     ):
+        if not rows:
+            continue
         with curs.copy(f"COPY {table} ({_cols(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
             for values in rows:

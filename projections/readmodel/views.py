@@ -18,13 +18,11 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
 from projections.readmodel.copying import (
-    _CURRENT_TYPES,
-    _HISTORY_TYPES,
-    _STAY_TYPES,
     _VERSIONS_UPSERT,
     _cols,
     _summary_rows,
     _upsert_sql,
+    copy_new_rows,
 )
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import EventRecord
@@ -200,12 +198,8 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
         # The current rows: replace every touched deal (delete + COPY beats an upsert here).
         touched = list(changes.current)
         curs.execute(f"DELETE FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)", (touched,))
-        with curs.copy(
-            f"COPY {CURRENT_TABLE} ({_cols(CURRENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_CURRENT_TYPES)
-            for row in changes.current.values():
-                copy.write_row(row.current_values())
+        # Closing the stored history rows and stays touches none of the batch's new ones (their
+        # versions and stay numbers are higher), so those are copied after, all three at once.
         if changes.history_closes:
             ids, versions, ends = zip(*changes.history_closes, strict=True)
             curs.execute(
@@ -214,12 +208,6 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 " WHERE h.deal_uuid = c.d AND h.version = c.v",
                 (list(ids), list(versions), list(ends)),
             )
-        with curs.copy(
-            f"COPY {HISTORY_TABLE} ({_cols(HISTORY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_HISTORY_TYPES)
-            for values in changes.history:
-                copy.write_row(values)
         if changes.stay_closes:
             ids, seqs, lefts, exits, firsts = zip(*changes.stay_closes, strict=True)
             curs.execute(
@@ -228,13 +216,7 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 " AS c(d, q, l, x, f) WHERE s.deal_uuid = c.d AND s.seq = c.q",
                 (list(ids), list(seqs), list(lefts), list(exits), list(firsts)),
             )
-        if changes.stays:
-            with curs.copy(
-                f"COPY {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_STAY_TYPES)
-                for stay in changes.stays.values():
-                    copy.write_row(stay.values())
+        copy_new_rows(curs, changes)
         if changes.pipeline_times:
             names = sorted(changes.pipeline_times)
             curs.execute(
