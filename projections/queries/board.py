@@ -7,6 +7,7 @@ from typing import Any
 from projections.queries.card_steps import add_first_steps
 from projections.queries.common import (
     Moment,
+    answer_head,
     deal_item,
     deal_source,
     decode_cursor,
@@ -83,11 +84,7 @@ def board(
     # After the snapshot: the deals come from the event store (see add_first_steps).
     add_first_steps(app, definition, moment, cards)
     return {
-        "pipeline_id": pipeline_id,
-        "pipeline_version": version,
-        "currency": definition.currency,
-        "as_of": moment.iso,
-        "position": position,
+        **answer_head(pipeline_id, version, definition, moment, position),
         "open_deals": sum(v["n"] for v in by_stage.values()),
         "open_value": money(
             sum((units_to_decimal(v["units"]) for v in by_stage.values()), units_to_decimal(0))

@@ -159,6 +159,19 @@ def tracked_position(app: Any, cur: Any) -> int:
 # -- formats ------------------------------------------------------------------------------------
 
 
+def answer_head(
+    pipeline_id: str, version: int, definition: PipelineDefinition, moment: Moment, position: int
+) -> dict[str, Any]:
+    """The fields a pipeline's board, metrics and forecast answers open with."""
+    return {
+        "pipeline_id": pipeline_id,
+        "pipeline_version": version,
+        "currency": definition.currency,
+        "as_of": moment.iso,
+        "position": position,
+    }
+
+
 def units_to_decimal(units: Any) -> Decimal:
     return (Decimal(int(units or 0)) * MICRO).quantize(MICRO)
 

@@ -21,6 +21,7 @@ from typing import Any
 from engine.domain.pipeline import PipelineDefinition
 from projections.queries.common import (
     Moment,
+    answer_head,
     deal_source,
     definition_at,
     money,
@@ -186,11 +187,7 @@ def forecast(
         )
     )
     return {
-        "pipeline_id": pipeline_id,
-        "pipeline_version": version,
-        "currency": definition.currency,
-        "as_of": moment.iso,
-        "position": position,
+        **answer_head(pipeline_id, version, definition, moment, position),
         "from": months[0],
         "to": months[-1],
         "months": items,

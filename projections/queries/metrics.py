@@ -14,6 +14,7 @@ from engine.domain.pipeline import PipelineDefinition
 from projections.queries.common import (
     MS_PER_DAY,
     Moment,
+    answer_head,
     days,
     deal_source,
     definition_at,
@@ -189,11 +190,7 @@ def metrics(
     open_value = sum(value_by_stage.values(), Decimal(0))
     won_value = units_to_decimal(closed["won"]["units"]) if won else Decimal(0)
     result: dict[str, Any] = {
-        "pipeline_id": pipeline_id,
-        "pipeline_version": version,
-        "currency": definition.currency,
-        "as_of": moment.iso,
-        "position": position,
+        **answer_head(pipeline_id, version, definition, moment, position),
         "closed_from": _iso(closed_from),
         "closed_to": _iso(closed_to),
         "open_deals": open_deals,
