@@ -6,6 +6,7 @@ from typing import Any
 
 from projections.queries.card_steps import add_first_steps
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
     answer_head,
     deal_item,
@@ -20,11 +21,6 @@ from projections.queries.common import (
     weighted,
 )
 from projections.queries.summary import stage_totals
-
-ITEM_COLUMNS = (
-    "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
-    " decision_maker_role, opened_at, stage_entered_at, closed_at, lost_reason, flagged_stale, version"
-)
 
 
 def board(

@@ -17,6 +17,7 @@ from engine.domain.definitions import PIPELINE
 from engine.domain.pipeline import PipelineDefinition
 from projections.readmodel.records import iso_us, to_us
 from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE, VERSIONS_TABLE
+from projections.readmodel.timeline import DAY_US
 from projections.readmodel.views import POSTGRES_TRACKING_TABLE, SQLITE_TRACKING_TABLE
 
 MICRO = Decimal("0.000001")
@@ -209,6 +210,13 @@ def decode_cursor(cursor: str) -> list[Any]:
     return values
 
 
+# The columns :func:`deal_item` reads (over the deal source ``d``).
+ITEM_COLUMNS = (
+    "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
+    " decision_maker_role, opened_at, stage_entered_at, closed_at, lost_reason, flagged_stale, version"
+)
+
+
 def deal_item(row: Any, definition: PipelineDefinition | None, at: int) -> dict[str, Any]:
     """One deal in a list or on the board (a summary of the contract's deal state)."""
     is_open = row["status"] == "open"
@@ -229,9 +237,7 @@ def deal_item(row: Any, definition: PipelineDefinition | None, at: int) -> dict[
         "stage_entered_at": iso_us(row["stage_entered_at"]),
         "closed_at": iso_us(row["closed_at"]),
         "lost_reason": row["lost_reason"],
-        "days_in_stage": round((at - row["stage_entered_at"]) / 86_400_000_000, 6)
-        if is_open
-        else None,
+        "days_in_stage": round((at - row["stage_entered_at"]) / DAY_US, 6) if is_open else None,
         "stale": is_stale(row, definition, at),
         "version": row["version"],
     }

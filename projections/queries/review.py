@@ -12,6 +12,7 @@ from typing import Any
 from engine.domain.events import iso
 from engine.domain.pipeline import PipelineDefinition, Review
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
     deal_item,
     deal_source,
@@ -24,17 +25,11 @@ from projections.queries.forecast import forecast
 from projections.queries.scored import deals_by_score
 from projections.readmodel.records import from_us, to_us
 from projections.readmodel.schema import STAYS_TABLE
+from projections.readmodel.timeline import DAY_US
 
 MAX_LISTED = 50  # per list; counts are always complete
-DAY_US = 86_400_000_000
-COLUMNS = (
-    "d.deal_uuid AS deal_uuid, d.deal_id AS deal_id, d.pipeline_id AS pipeline_id, d.name AS name, d.stage AS stage,"
-    " d.status AS status, d.amount AS amount, d.currency AS currency, d.owner AS owner,"
-    " d.account AS account, d.industry AS industry, d.lead_source AS lead_source,"
-    " d.decision_maker_role AS decision_maker_role, d.opened_at AS opened_at,"
-    " d.stage_entered_at AS stage_entered_at, d.closed_at AS closed_at,"
-    " d.lost_reason AS lost_reason, d.flagged_stale AS flagged_stale, d.version AS version"
-)
+# A deal item's columns and its uuid (the stays name deals by uuid).
+COLUMNS = f"deal_uuid, {ITEM_COLUMNS}"
 
 
 def settings(definition: PipelineDefinition) -> Review:

@@ -12,8 +12,8 @@ from typing import Any
 from engine.domain.pipeline import PipelineDefinition
 from engine.scoring.bulk import load_deals
 from engine.scoring.service import latest_model, score_deal
-from projections.queries.board import ITEM_COLUMNS
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
     deal_item,
     deal_source,
