@@ -24,14 +24,16 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 import psycopg
+from eventsourcing.persistence import Tracking
 
+from projections.readmodel.copying import copy_new_rows, copy_summaries
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import DEAL_TOPICS, EventRecord, to_us
 from projections.readmodel.rows import ChangeSet
@@ -78,14 +80,6 @@ def merge_summaries(into: ChangeSet, other: ChangeSet) -> None:
     into.skipped += other.skipped
 
 
-def _summary_only(changes: ChangeSet) -> ChangeSet:
-    out = ChangeSet()
-    for f in fields(ChangeSet):
-        if f.name not in ("current", "history", "history_closes", "stays", "stay_closes"):
-            setattr(out, f.name, getattr(changes, f.name))
-    return out
-
-
 def _bounds(ranges: int) -> list[tuple[UUID | None, UUID | None]]:
     cuts = [UUID(int=(i << 128) // ranges) for i in range(1, ranges)]
     lows: list[UUID | None] = [None, *cuts]
@@ -114,8 +108,6 @@ def _fold_ranges(
     url: str, table: str, ranges: list[tuple[UUID | None, UUID | None]], until: int
 ) -> tuple[ChangeSet, int, int]:
     """One worker: fold and write each range of deals; return the summed summary deltas."""
-    from projections.readmodel.copying import copy_new_rows
-
     total = ChangeSet()
     events = deals = 0
     topics = list(DEAL_TOPICS)
@@ -146,7 +138,7 @@ def _fold_ranges(
                 curs.execute("SET LOCAL synchronous_commit TO OFF")
                 copy_new_rows(curs, changes)
             conn.commit()
-            merge_summaries(total, _summary_only(changes))
+            merge_summaries(total, changes)  # the rows are written: only the sums go on
     return total, events, deals
 
 
@@ -190,10 +182,6 @@ def parallel_rebuild(
             merge_summaries(total, changes)
             events += n_events
             deals += n_deals
-        from eventsourcing.persistence import Tracking
-
-        from projections.readmodel.copying import copy_summaries
-
         with view.datastore.transaction(commit=True) as curs:
             copy_summaries(curs, total)
             view._insert_tracking(curs, Tracking(view.tracking_name, until))
