@@ -18,11 +18,11 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
 from projections.readmodel.copying import (
-    _VERSIONS_UPSERT,
-    _cols,
-    _summary_rows,
-    _upsert_sql,
+    VERSIONS_UPSERT,
+    cols,
     copy_new_rows,
+    summary_rows,
+    upsert_sql,
 )
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import EventRecord
@@ -189,7 +189,7 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
 
     def _load(self, curs: Any, deals: list[UUID]) -> dict[UUID, DealRow]:
         curs.execute(
-            f"SELECT {_cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)",
+            f"SELECT {cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)",
             (deals,),
         )
         return {row["deal_uuid"]: DealRow.from_row(row) for row in curs.fetchall()}
@@ -229,19 +229,19 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
         if changes.versions:
             items = sorted(changes.versions.items())
             curs.execute(
-                _VERSIONS_UPSERT.format(
+                VERSIONS_UPSERT.format(
                     values="SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])",
                     least="LEAST",
                 ),
                 ([k[0] for k, _ in items], [k[1] for k, _ in items], [v for _, v in items]),
             )
-        for table, keys, counters, rows in _summary_rows(changes):
+        for table, keys, counters, rows in summary_rows(changes):
             if not rows:
                 continue
             columns = [*keys, *counters]
             casts = ", ".join(f"%s::{_PG_TYPES.get(c, 'bigint')}[]" for c in columns)
             curs.execute(
-                _upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})"),
+                upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})"),
                 [list(column) for column in zip(*rows, strict=True)],
             )
 
@@ -298,7 +298,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
         for start in range(0, len(deals), 500):
             chunk = [d.hex for d in deals[start : start + 500]]
             curs.execute(
-                f"SELECT {_cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE}"
+                f"SELECT {cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE}"
                 f" WHERE deal_uuid IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
@@ -310,7 +310,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
     def _write(self, curs: Any, changes: ChangeSet) -> None:
         marks = lambda n: ",".join("?" * n)  # noqa: E731
         curs.executemany(
-            f"INSERT OR REPLACE INTO {CURRENT_TABLE} ({_cols(CURRENT_COLUMNS)}) VALUES ({marks(len(CURRENT_COLUMNS))})",
+            f"INSERT OR REPLACE INTO {CURRENT_TABLE} ({cols(CURRENT_COLUMNS)}) VALUES ({marks(len(CURRENT_COLUMNS))})",
             [_hex(r.current_values()) for r in changes.current.values()],
         )
         if changes.history_closes:
@@ -319,7 +319,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
                 [(t, d.hex, v) for d, v, t in changes.history_closes],
             )
         curs.executemany(
-            f"INSERT INTO {HISTORY_TABLE} ({_cols(HISTORY_COLUMNS)}) VALUES ({marks(len(HISTORY_COLUMNS))})",
+            f"INSERT INTO {HISTORY_TABLE} ({cols(HISTORY_COLUMNS)}) VALUES ({marks(len(HISTORY_COLUMNS))})",
             [_hex(v) for v in changes.history],
         )
         if changes.stay_closes:
@@ -329,7 +329,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
             )
         if changes.stays:
             curs.executemany(
-                f"INSERT INTO {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) VALUES ({marks(len(STAY_COLUMNS))})",
+                f"INSERT INTO {STAYS_TABLE} ({cols(STAY_COLUMNS)}) VALUES ({marks(len(STAY_COLUMNS))})",
                 [_hex(s.values()) for s in changes.stays.values()],
             )
         if changes.pipeline_times:
@@ -341,13 +341,13 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
             )
         if changes.versions:
             curs.executemany(
-                _VERSIONS_UPSERT.format(values="VALUES (?, ?, ?)", least="MIN"),
+                VERSIONS_UPSERT.format(values="VALUES (?, ?, ?)", least="MIN"),
                 [(*k, v) for k, v in sorted(changes.versions.items())],
             )
-        for table, keys, counters, rows in _summary_rows(changes):
+        for table, keys, counters, rows in summary_rows(changes):
             if rows:
                 values = f"VALUES ({marks(len(keys) + len(counters))})"
-                curs.executemany(_upsert_sql(table, keys, counters, values), rows)
+                curs.executemany(upsert_sql(table, keys, counters, values), rows)
 
     def _clear(self, curs: Any) -> None:
         for table in VIEW_TABLES:
