@@ -7,7 +7,7 @@ import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -120,7 +120,7 @@ def definition_at(
         )
     version = int(row["v"]) if row and row["v"] is not None else 0
     for item in app.definition_history(PIPELINE, pipeline_id):
-        applied = to_us(_parse_time(item["applied_at"]))
+        applied = to_us(datetime.fromisoformat(item["applied_at"].replace("Z", "+00:00")))
         if applied <= moment.at:
             version = max(version, int(item["version"]))
     if version == 0:
@@ -129,12 +129,6 @@ def definition_at(
         return current.version, current.definition
     ref = app.pipeline_ref(pipeline_id, version)
     return ref.version, ref.definition
-
-
-def _parse_time(text: str) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # -- reading ------------------------------------------------------------------------------------
