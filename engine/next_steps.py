@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from engine.domain.deal_rules import QUALIFICATION
@@ -99,8 +100,10 @@ def _next_touch(deal: DealState, steps_of: StepsLookup | None) -> dict[str, Any]
 
 
 def sequence_steps(app: Any) -> StepsLookup:
-    """A lookup of sequence steps from an application's stored definitions."""
+    """A lookup of sequence steps from an application's stored definitions. A stored version
+    never changes, so each is read once per lookup (a board's cards share a few sequences)."""
 
+    @cache
     def steps_of(sequence_id: str, version: int) -> list[dict[str, Any]]:
         try:
             _, body = app.get_definition("sequence", sequence_id, version)

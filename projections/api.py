@@ -82,6 +82,22 @@ async def wait_projections(
     return {"position": position, "reached": reached, "projections": items}
 
 
+def parse_target(target: str | None) -> Decimal | None:
+    """A target amount (metrics, forecast, review): the rule of an amount (plain decimal, 20
+    digits, 6 places); 1e30 or 1e400 used to overflow the answers' arithmetic into a 500."""
+    if target is None:
+        return None
+    try:
+        return _money.validate_python(target)
+    except ValidationError as error:
+        raise ApiError(
+            422,
+            "validation_error",
+            "target must be a non-negative decimal amount, e.g. 250000 or 250000.50",
+            details=[{"field": "target", "message": str(error.errors()[0]["msg"])}],
+        ) from error
+
+
 @router.get("/v1/pipelines/{pipeline_id}/metrics", summary="Pipeline metrics, now or as of a time")
 async def get_metrics(
     pipeline_id: str,
@@ -94,19 +110,7 @@ async def get_metrics(
 ) -> dict[str, Any]:
     moment = _moment(as_of)
     window = (_time(closed_from, "closed_from"), _time(closed_to, "closed_to"))
-    goal: Decimal | None = None
-    if target is not None:
-        try:
-            # The same rule as an amount (plain decimal, 20 digits, 6 places): 1e30 or 1e400
-            # used to overflow the arithmetic below into a 500.
-            goal = _money.validate_python(target)
-        except ValidationError as error:
-            raise ApiError(
-                422,
-                "validation_error",
-                "target must be a non-negative decimal amount, e.g. 250000 or 250000.50",
-                details=[{"field": "target", "message": str(error.errors()[0]["msg"])}],
-            ) from error
+    goal = parse_target(target)
     app = get_services(request).app
     return await run_in_threadpool(
         lambda: metrics(

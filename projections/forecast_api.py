@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from engine.api.deps import get_services, require
 from engine.api.errors import ApiError
 from engine.tokens import Principal
-from projections.api import _moment
+from projections.api import _moment, parse_target
 from projections.queries.forecast import forecast, month_range, parse_month
 from projections.readmodel.records import from_us
 
@@ -22,18 +21,6 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError(
         422, "validation_error", message, details=[{"field": field, "message": message}]
     )
-
-
-def parse_target(target: str | None) -> Decimal | None:
-    if target is None:
-        return None
-    try:
-        goal = Decimal(target)
-        if not goal.is_finite() or goal < 0:
-            raise InvalidOperation
-    except InvalidOperation as error:
-        raise _invalid("target", "target must be a non-negative decimal amount") from error
-    return goal
 
 
 def month_of(at_us: int) -> str:

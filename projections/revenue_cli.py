@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 
@@ -30,9 +31,18 @@ def _time(text: str | None, name: str) -> datetime | None:
         raise SystemExit(f"--{name.replace('_', '-')}: not a time ({text!r})") from error
 
 
-def _review(args: argparse.Namespace) -> int:
-    from decimal import Decimal
+def _target(text: str | None) -> Decimal | None:
+    """``--target`` by the HTTP API's rule (a bad one is a message, not a traceback)."""
+    from engine.api.errors import ApiError
+    from projections.api import parse_target
 
+    try:
+        return parse_target(text or None)
+    except ApiError as error:
+        raise SystemExit(f"--target: {error}") from error
+
+
+def _review(args: argparse.Namespace) -> int:
     from engine.domain.events import utcnow
     from projections.queries.review import review
     from projections.review_render import to_html, to_text
@@ -41,6 +51,7 @@ def _review(args: argparse.Namespace) -> int:
     since = _time(args.since, "since") or until - timedelta(days=7)
     if since >= until:
         raise SystemExit("--since must be before --as-of (or now)")
+    goal = _target(args.target)
     service = _service()
     try:
         digest = review(
@@ -49,7 +60,7 @@ def _review(args: argparse.Namespace) -> int:
             since,
             until,
             historical=args.as_of is not None,
-            target=Decimal(args.target) if args.target else None,
+            target=goal,
         )
     finally:
         service.app.close()
@@ -61,8 +72,6 @@ def _review(args: argparse.Namespace) -> int:
 
 
 def _forecast(args: argparse.Namespace) -> int:
-    from decimal import Decimal
-
     from engine.domain.events import utcnow
     from projections.forecast_api import eleven_later, month_of
     from projections.queries.common import Moment
@@ -72,6 +81,7 @@ def _forecast(args: argparse.Namespace) -> int:
     at = _time(args.as_of, "as_of")
     moment = Moment(to_us(at or utcnow()), historical=at is not None)
     first = args.first or month_of(moment.at)
+    goal = _target(args.target)
     service = _service()
     try:
         result = forecast(
@@ -80,7 +90,7 @@ def _forecast(args: argparse.Namespace) -> int:
             moment,
             first=first,
             last=args.last or eleven_later(first),
-            target=Decimal(args.target) if args.target else None,
+            target=goal,
         )
     finally:
         service.app.close()

@@ -14,7 +14,7 @@ from engine.api.errors import ApiError
 from engine.api.helpers import parse_time
 from engine.domain.events import utcnow
 from engine.tokens import Principal
-from projections.forecast_api import parse_target
+from projections.api import parse_target
 from projections.queries.review import review
 from projections.review_render import to_html, to_text
 

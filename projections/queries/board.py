@@ -6,7 +6,9 @@ from typing import Any
 
 from projections.queries.card_steps import add_first_steps
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
+    answer_head,
     deal_item,
     deal_source,
     decode_cursor,
@@ -19,11 +21,6 @@ from projections.queries.common import (
     weighted,
 )
 from projections.queries.summary import stage_totals
-
-ITEM_COLUMNS = (
-    "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
-    " decision_maker_role, opened_at, stage_entered_at, closed_at, lost_reason, flagged_stale, version"
-)
 
 
 def board(
@@ -44,6 +41,7 @@ def board(
         source = deal_source(moment, pipeline_id)
         by_stage, _ = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
         columns = []
+        cards: list[dict[str, Any]] = []  # every column's deals, for their next steps
         for column in definition.stages:
             if stage is not None and column.id != stage:
                 continue
@@ -61,7 +59,7 @@ def board(
             ).fetchall()
             page = rows[:limit]
             items = [deal_item(r, definition, moment.at) for r in page]
-            add_first_steps(app, definition, moment, items)
+            cards += items
             stats = by_stage.get(column.id, {"n": 0, "units": 0, "stale": 0})
             columns.append(
                 {
@@ -79,12 +77,10 @@ def board(
                     else None,
                 }
             )
+    # After the snapshot: the deals come from the event store (see add_first_steps).
+    add_first_steps(app, definition, moment, cards)
     return {
-        "pipeline_id": pipeline_id,
-        "pipeline_version": version,
-        "currency": definition.currency,
-        "as_of": moment.iso,
-        "position": position,
+        **answer_head(pipeline_id, version, definition, moment, position),
         "open_deals": sum(v["n"] for v in by_stage.values()),
         "open_value": money(
             sum((units_to_decimal(v["units"]) for v in by_stage.values()), units_to_decimal(0))

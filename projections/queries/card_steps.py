@@ -1,17 +1,17 @@
 """The first next best step of each deal on a board page (issue 12, item 3).
 
-Next steps depend on facts and activities the read models do not keep, so each card's deal is
-loaded from the store (as of the board's moment when it is historical): a board page holds a
-few dozen deals at most.
+Next steps depend on facts and activities the read models do not keep, so the cards' deals are
+loaded from the store (as of the board's moment when it is historical), all of a board's cards
+in one query: a board holds a few dozen deals per column.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.domain.errors import DomainError
 from engine.domain.pipeline import PipelineDefinition
 from engine.next_steps import next_steps, sequence_steps
+from engine.scoring.bulk import load_deals
 from projections.queries.common import Moment
 from projections.readmodel.records import from_us
 
@@ -32,18 +32,14 @@ def describe(step: dict[str, Any]) -> str:
 def add_first_steps(
     app: Any, definition: PipelineDefinition, moment: Moment, items: list[dict[str, Any]]
 ) -> None:
-    """Set ``next_step`` (the first step with its ``text``, or null) on each board item."""
+    """Set ``next_step`` (the first step with its ``text``, or null) on each board item.
+
+    Call it outside a :func:`~projections.queries.common.snapshot`: it reads the event store,
+    which takes a pooled connection of its own."""
     steps_of = sequence_steps(app)
     at = from_us(moment.at)
+    deals = load_deals(app, [item["deal_id"] for item in items], at if moment.historical else None)
     for item in items:
-        try:
-            deal = (
-                app.deal_as_of(item["deal_id"], at)
-                if moment.historical
-                else app.deal(item["deal_id"])
-            )
-        except DomainError:
-            item["next_step"] = None
-            continue
-        steps = next_steps(deal, definition, at, steps_of)
+        deal = deals.get(item["deal_id"])
+        steps = [] if deal is None else next_steps(deal, definition, at, steps_of)
         item["next_step"] = {**steps[0], "text": describe(steps[0])} if steps else None

@@ -7,7 +7,7 @@ import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from engine.domain.definitions import PIPELINE
 from engine.domain.pipeline import PipelineDefinition
 from projections.readmodel.records import iso_us, to_us
 from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE, VERSIONS_TABLE
+from projections.readmodel.timeline import DAY_US
 from projections.readmodel.views import POSTGRES_TRACKING_TABLE, SQLITE_TRACKING_TABLE
 
 MICRO = Decimal("0.000001")
@@ -119,7 +120,7 @@ def definition_at(
         )
     version = int(row["v"]) if row and row["v"] is not None else 0
     for item in app.definition_history(PIPELINE, pipeline_id):
-        applied = to_us(_parse_time(item["applied_at"]))
+        applied = to_us(datetime.fromisoformat(item["applied_at"].replace("Z", "+00:00")))
         if applied <= moment.at:
             version = max(version, int(item["version"]))
     if version == 0:
@@ -128,12 +129,6 @@ def definition_at(
         return current.version, current.definition
     ref = app.pipeline_ref(pipeline_id, version)
     return ref.version, ref.definition
-
-
-def _parse_time(text: str) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -157,6 +152,19 @@ def tracked_position(app: Any, cur: Any) -> int:
 
 
 # -- formats ------------------------------------------------------------------------------------
+
+
+def answer_head(
+    pipeline_id: str, version: int, definition: PipelineDefinition, moment: Moment, position: int
+) -> dict[str, Any]:
+    """The fields a pipeline's board, metrics and forecast answers open with."""
+    return {
+        "pipeline_id": pipeline_id,
+        "pipeline_version": version,
+        "currency": definition.currency,
+        "as_of": moment.iso,
+        "position": position,
+    }
 
 
 def units_to_decimal(units: Any) -> Decimal:
@@ -196,6 +204,13 @@ def decode_cursor(cursor: str) -> list[Any]:
     return values
 
 
+# The columns :func:`deal_item` reads (over the deal source ``d``).
+ITEM_COLUMNS = (
+    "deal_id, pipeline_id, name, stage, status, amount, currency, owner, account, industry, lead_source,"
+    " decision_maker_role, opened_at, stage_entered_at, closed_at, lost_reason, flagged_stale, version"
+)
+
+
 def deal_item(row: Any, definition: PipelineDefinition | None, at: int) -> dict[str, Any]:
     """One deal in a list or on the board (a summary of the contract's deal state)."""
     is_open = row["status"] == "open"
@@ -216,9 +231,7 @@ def deal_item(row: Any, definition: PipelineDefinition | None, at: int) -> dict[
         "stage_entered_at": iso_us(row["stage_entered_at"]),
         "closed_at": iso_us(row["closed_at"]),
         "lost_reason": row["lost_reason"],
-        "days_in_stage": round((at - row["stage_entered_at"]) / 86_400_000_000, 6)
-        if is_open
-        else None,
+        "days_in_stage": round((at - row["stage_entered_at"]) / DAY_US, 6) if is_open else None,
         "stale": is_stale(row, definition, at),
         "version": row["version"],
     }

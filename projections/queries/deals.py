@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine.domain.pipeline import PipelineDefinition
-from projections.queries.board import ITEM_COLUMNS
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
     deal_item,
     deal_source,

@@ -21,6 +21,7 @@ from typing import Any
 from engine.domain.pipeline import PipelineDefinition
 from projections.queries.common import (
     Moment,
+    answer_head,
     deal_source,
     definition_at,
     money,
@@ -117,12 +118,14 @@ def forecast(
     first: str,
     last: str,
     target: Decimal | None = None,
+    resolved: tuple[int, PipelineDefinition] | None = None,
 ) -> dict[str, Any]:
     """The forecast of ``pipeline_id`` for the months ``first``..``last`` (``YYYY-MM``), as the
-    read model stood at ``moment``; ``target`` is a target per month."""
+    read model stood at ``moment``; ``target`` is a target per month. ``resolved`` is the
+    :func:`definition_at` of the moment when the caller already has it."""
     months = month_range(parse_month(first), parse_month(last))
     start, end = _month_start_us(months[0]), _month_start_us(_next_month(months[-1]))
-    version, definition = definition_at(app, pipeline_id, moment)
+    version, definition = resolved or definition_at(app, pipeline_id, moment)
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         sql, params = deal_source(moment, pipeline_id)
@@ -184,11 +187,7 @@ def forecast(
         )
     )
     return {
-        "pipeline_id": pipeline_id,
-        "pipeline_version": version,
-        "currency": definition.currency,
-        "as_of": moment.iso,
-        "position": position,
+        **answer_head(pipeline_id, version, definition, moment, position),
         "from": months[0],
         "to": months[-1],
         "months": items,

@@ -14,6 +14,7 @@ from engine.domain.pipeline import PipelineDefinition
 from projections.queries.common import (
     MS_PER_DAY,
     Moment,
+    answer_head,
     days,
     deal_source,
     definition_at,
@@ -38,6 +39,7 @@ from projections.queries.timeline import (
     stats_at,
 )
 from projections.readmodel.fold import BREAKDOWN_KEYS, TIMELINE_KEYS
+from projections.readmodel.records import iso_us
 from projections.readmodel.schema import (
     CURRENT_TABLE,
     KEYS_TABLE,
@@ -189,13 +191,9 @@ def metrics(
     open_value = sum(value_by_stage.values(), Decimal(0))
     won_value = units_to_decimal(closed["won"]["units"]) if won else Decimal(0)
     result: dict[str, Any] = {
-        "pipeline_id": pipeline_id,
-        "pipeline_version": version,
-        "currency": definition.currency,
-        "as_of": moment.iso,
-        "position": position,
-        "closed_from": _iso(closed_from),
-        "closed_to": _iso(closed_to),
+        **answer_head(pipeline_id, version, definition, moment, position),
+        "closed_from": iso_us(closed_from),
+        "closed_to": iso_us(closed_to),
         "open_deals": open_deals,
         "open_value": money(open_value),
         "weighted_value": money(weighted_total),
@@ -315,8 +313,8 @@ def breakdown(
         "by": by,
         "as_of": moment.iso,
         "position": position,
-        "closed_from": _iso(closed_from),
-        "closed_to": _iso(closed_to),
+        "closed_from": iso_us(closed_from),
+        "closed_to": iso_us(closed_to),
         "rows": items,
     }
 
@@ -324,9 +322,3 @@ def breakdown(
 def ratio_days(total_us: int, count: int) -> float | None:
     """Mean days of ``count`` durations summing to ``total_us`` microseconds."""
     return None if not count else round(total_us / count / (MS_PER_DAY * 1000), 6)
-
-
-def _iso(value: int | None) -> str | None:
-    from projections.readmodel.records import iso_us
-
-    return iso_us(value)

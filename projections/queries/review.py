@@ -12,6 +12,7 @@ from typing import Any
 from engine.domain.events import iso
 from engine.domain.pipeline import PipelineDefinition, Review
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
     deal_item,
     deal_source,
@@ -24,17 +25,11 @@ from projections.queries.forecast import forecast
 from projections.queries.scored import deals_by_score
 from projections.readmodel.records import from_us, to_us
 from projections.readmodel.schema import STAYS_TABLE
+from projections.readmodel.timeline import DAY_US
 
 MAX_LISTED = 50  # per list; counts are always complete
-DAY_US = 86_400_000_000
-COLUMNS = (
-    "d.deal_uuid AS deal_uuid, d.deal_id AS deal_id, d.pipeline_id AS pipeline_id, d.name AS name, d.stage AS stage,"
-    " d.status AS status, d.amount AS amount, d.currency AS currency, d.owner AS owner,"
-    " d.account AS account, d.industry AS industry, d.lead_source AS lead_source,"
-    " d.decision_maker_role AS decision_maker_role, d.opened_at AS opened_at,"
-    " d.stage_entered_at AS stage_entered_at, d.closed_at AS closed_at,"
-    " d.lost_reason AS lost_reason, d.flagged_stale AS flagged_stale, d.version AS version"
-)
+# A deal item's columns and its uuid (the stays name deals by uuid).
+COLUMNS = f"deal_uuid, {ITEM_COLUMNS}"
 
 
 def settings(definition: PipelineDefinition) -> Review:
@@ -60,7 +55,8 @@ def review(
         raise ValueError("since must be before the review's moment")
     moment = Moment(to_us(until), historical=historical)
     start, at = to_us(since), moment.at
-    version, definition = definition_at(app, pipeline_id, moment)
+    resolved = definition_at(app, pipeline_id, moment)  # read once, shared with the parts below
+    version, definition = resolved
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         sql, params = deal_source(moment, pipeline_id)
@@ -109,9 +105,15 @@ def review(
     stuck = _stuck(definition, by_id, items, at, config.near_limit_days)
     goal = target if target is not None else config.monthly_target
     outlook = forecast(
-        app, pipeline_id, moment, first=_month(until), last=_month(until, 2), target=goal
+        app,
+        pipeline_id,
+        moment,
+        first=_month(until),
+        last=_month(until, 2),
+        target=goal,
+        resolved=resolved,
     )
-    top = deals_by_score(app, moment, pipeline_id=pipeline_id, limit=config.top)
+    top = deals_by_score(app, moment, pipeline_id=pipeline_id, limit=config.top, resolved=resolved)
     return {
         "pipeline_id": pipeline_id,
         "pipeline_version": version,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.domain.pipeline import PipelineDefinition
 from engine.scoring.bulk import load_deals
 from engine.scoring.service import latest_model, score_deal
-from projections.queries.board import ITEM_COLUMNS
 from projections.queries.common import (
+    ITEM_COLUMNS,
     Moment,
     deal_item,
     deal_source,
@@ -33,11 +34,13 @@ def deals_by_score(
     stage: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    resolved: tuple[int, PipelineDefinition] | None = None,
 ) -> dict[str, Any]:
+    """``resolved`` is the :func:`definition_at` of the moment when the caller already has it."""
     offset = int(decode_cursor(cursor)[0]) if cursor else 0
     if offset < 0:
         raise ValueError("negative offset")
-    _, definition = definition_at(app, pipeline_id, moment)
+    _, definition = resolved or definition_at(app, pipeline_id, moment)
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         sql, params = deal_source(moment, pipeline_id)

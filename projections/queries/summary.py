@@ -52,6 +52,16 @@ def _stats(cur: Any, pipeline_id: str) -> dict[str, dict[str, int]]:
     return {r["stage"]: {c: int(r[c]) for c in STATS_COUNTERS} for r in rows}
 
 
+def _limits(definition: PipelineDefinition, stats: dict[str, dict[str, int]]) -> dict[str, int]:
+    """The stale threshold (microseconds) of every stage holding open deals that has one."""
+    limits = {
+        stage: limit_us(definition.stage(stage).max_days_in_stage)
+        for stage, stat in stats.items()
+        if stat["open_n"] and definition.has_stage(stage)
+    }
+    return {stage: limit for stage, limit in limits.items() if limit is not None}
+
+
 def _stale_from_summary(
     cur: Any,
     pipeline_id: str,
@@ -62,19 +72,15 @@ def _stale_from_summary(
     """Stale open deals per stage: every flagged one, plus, where the stage has a limit, every
     unflagged one in it since before ``at - limit`` (counted from the entered-day buckets, so
     the cost does not depend on how many deals entered long ago or after now)."""
-    stale: dict[str, int] = {}
-    for stage, stat in stats.items():
-        if not stat["open_n"]:
-            continue
-        limit = (
-            limit_us(definition.stage(stage).max_days_in_stage)
-            if definition.has_stage(stage)
-            else None
-        )
-        stale[stage] = stat["open_flagged"]
-        if limit is not None:
-            stale[stage] += open_entered_before(cur, pipeline_id, stage, at - limit)
-    return stale
+    limited = _limits(definition, stats)
+    entered = open_entered_before(
+        cur, pipeline_id, {stage: at - limit for stage, limit in limited.items()}
+    )
+    return {
+        stage: stat["open_flagged"] + entered.get(stage, 0)
+        for stage, stat in stats.items()
+        if stat["open_n"]
+    }
 
 
 def _stale_as_of(
@@ -86,12 +92,7 @@ def _stale_as_of(
 ) -> dict[str, int]:
     """:func:`_stale_from_summary` as of ``at``: the open deals that entered their stage within
     its limit before ``at`` are history rows that began in that span (an index range)."""
-    limits = {
-        stage: limit_us(definition.stage(stage).max_days_in_stage)
-        for stage, stat in stats.items()
-        if stat["open_n"] and definition.has_stage(stage)
-    }
-    limited = {stage: lim for stage, lim in limits.items() if lim is not None}
+    limited = _limits(definition, stats)
     recent: dict[str, int] = {}
     if limited:
         parts = " OR ".join(["(stage = %s AND stage_entered_at >= %s)"] * len(limited))

@@ -178,19 +178,28 @@ def won_buckets_at(cur: Any, pipeline_id: str, at: int) -> list[tuple[int, int]]
     return sorted((b, n) for b, n in totals.items() if n)
 
 
-def open_entered_before(cur: Any, pipeline_id: str, stage: str, before: int) -> int:
-    """Open, unflagged deals now in ``stage`` that entered it before ``before``: the buckets of
-    the whole days before, and the current rows of ``before``'s own day (an index range)."""
-    day = day_of(before)
-    where, params = prefix_sql(day)
-    row = cur.execute(
-        f"SELECT COALESCE(SUM(n), 0) AS n FROM {OPEN_ENTERED_TABLE}"
-        f" WHERE pipeline_id = %s AND stage = %s AND {where}",
-        [pipeline_id, stage, *params],
-    ).fetchone()
-    part = cur.execute(
-        f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
-        " AND stage = %s AND stage_entered_at >= %s AND stage_entered_at < %s AND flagged_stale = 0",
-        (pipeline_id, stage, day * DAY_US, before),
-    ).fetchone()
-    return int(row["n"]) + int(part["n"])
+def open_entered_before(cur: Any, pipeline_id: str, befores: dict[str, int]) -> dict[str, int]:
+    """Per stage: the open, unflagged deals now in it that entered it before ``befores[stage]``:
+    the buckets of the whole days before, and the current rows of that moment's own day (an
+    index range). Every stage in one statement (the board and the metrics ask for all)."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for stage, before in befores.items():
+        day = day_of(before)
+        where, prefix = prefix_sql(day)
+        parts.append(
+            f"SELECT stage, n FROM {OPEN_ENTERED_TABLE} WHERE pipeline_id = %s AND stage = %s"
+            f" AND {where}"
+        )
+        parts.append(
+            f"SELECT stage, 1 AS n FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'"
+            " AND stage = %s AND stage_entered_at >= %s AND stage_entered_at < %s"
+            " AND flagged_stale = 0"
+        )
+        params += [pipeline_id, stage, *prefix, pipeline_id, stage, day * DAY_US, before]
+    if not parts:
+        return {}
+    rows = cur.execute(
+        f"SELECT stage, SUM(n) AS n FROM ({' UNION ALL '.join(parts)}) x GROUP BY stage", params
+    ).fetchall()
+    return {row["stage"]: int(row["n"]) for row in rows}

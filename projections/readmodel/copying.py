@@ -70,11 +70,11 @@ _HISTORY_TYPES = [*_DEAL_TYPES, "text", "int2", "int8", "int8"]
 _STAY_TYPES = ["uuid", "int4", "text", "text", "int8", "int8", "text", "int2", "int2"]
 
 
-def _cols(columns: Sequence[str]) -> str:
+def cols(columns: Sequence[str]) -> str:
     return ", ".join(columns)
 
 
-def _summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], list[Any]]]:
+def summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], list[Any]]]:
     """(table, key columns, counter columns, rows) of every summary delta that is not zero."""
     return [
         (
@@ -134,34 +134,37 @@ def _summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], l
     ]
 
 
-_VERSIONS_UPSERT = (
+VERSIONS_UPSERT = (
     f"INSERT INTO {VERSIONS_TABLE} (pipeline_id, version, first_at) {{values}}"
     " ON CONFLICT (pipeline_id, version) DO UPDATE"
     f" SET first_at = {{least}}({VERSIONS_TABLE}.first_at, excluded.first_at)"
 )
 
 
-def _upsert_sql(table: str, keys: list[str], counters: list[str], values: str) -> str:
+def upsert_sql(table: str, keys: list[str], counters: list[str], values: str) -> str:
     updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
     return (
-        f"INSERT INTO {table} ({_cols([*keys, *counters])}) {values}"
-        f" ON CONFLICT ({_cols(keys)}) DO UPDATE SET {updates}"
+        f"INSERT INTO {table} ({cols([*keys, *counters])}) {values}"
+        f" ON CONFLICT ({cols(keys)}) DO UPDATE SET {updates}"
     )
 
 
 def copy_new_rows(curs: Any, changes: ChangeSet) -> None:
-    """COPY the rows of deals the tables do not hold yet (a bulk rebuild: every deal whole)."""
+    """COPY a batch's new rows: every current row (the caller deleted the ones it replaces),
+    the new history rows and the new stays (a bulk rebuild: every deal whole)."""
     for table, columns, types, rows in (
         (
             CURRENT_TABLE,
             CURRENT_COLUMNS,
             _CURRENT_TYPES,
-            (r.current_values() for r in changes.current.values()),
+            [r.current_values() for r in changes.current.values()],
         ),
-        (HISTORY_TABLE, HISTORY_COLUMNS, _HISTORY_TYPES, iter(changes.history)),
-        (STAYS_TABLE, STAY_COLUMNS, _STAY_TYPES, (s.values() for s in changes.stays.values())),
+        (HISTORY_TABLE, HISTORY_COLUMNS, _HISTORY_TYPES, changes.history),
+        (STAYS_TABLE, STAY_COLUMNS, _STAY_TYPES, [s.values() for s in changes.stays.values()]),
     ):
-        with curs.copy(f"COPY {table} ({_cols(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        if not rows:
+            continue
+        with curs.copy(f"COPY {table} ({cols(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
             for values in rows:
                 copy.write_row(values)
@@ -183,8 +186,8 @@ def copy_summaries(curs: Any, changes: ChangeSet) -> None:
             [(*k, v) for k, v in sorted(changes.versions.items())],
         ),
     ]
-    tables += [(t, [*keys, *counters], rows) for t, keys, counters, rows in _summary_rows(changes)]
+    tables += [(t, [*keys, *counters], rows) for t, keys, counters, rows in summary_rows(changes)]
     for table, columns, rows in tables:
-        with curs.copy(f"COPY {table} ({_cols(columns)}) FROM STDIN") as copy:
+        with curs.copy(f"COPY {table} ({cols(columns)}) FROM STDIN") as copy:
             for values in rows:
                 copy.write_row(values)

@@ -299,7 +299,6 @@ class DealFold:
             expected_close=data.get("expected_close"),
             unqualified=_unqualified(data.get("qualification")),
         )
-        self.changes.pipelines.add(row.pipeline_id)
         self._enter(row, row.stage, event.occurred_at)
         return row
 

@@ -24,20 +24,23 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 import psycopg
+from eventsourcing.persistence import Tracking
 
+from projections.readmodel.copying import copy_new_rows, copy_summaries
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import DEAL_TOPICS, EventRecord, to_us
 from projections.readmodel.rows import ChangeSet
+from projections.readmodel.timeline import add_delta
 
 RANGE_EVENTS = 40_000  # events per range of deal ids (what a worker holds at once)
-# The summary parts of a ChangeSet (added up across ranges) and how two values combine.
+# The summary parts of a ChangeSet (added up across ranges).
 _SUMMED = (
     "stats",
     "keys",
@@ -65,32 +68,16 @@ class RebuildStats:
 def merge_summaries(into: ChangeSet, other: ChangeSet) -> None:
     """Add ``other``'s summary deltas to ``into`` (rows are not merged: they are written)."""
     for name in _SUMMED:
-        target, source = getattr(into, name), getattr(other, name)
-        for key, value in source.items():
-            found = target.get(key)
-            if found is None:
-                target[key] = list(value) if isinstance(value, list) else value
-            elif isinstance(value, list):
-                for i, v in enumerate(value):
-                    found[i] += v
-            else:
-                target[key] = found + value
+        target = getattr(into, name)
+        for key, value in getattr(other, name).items():
+            add_delta(target, key, value)
     for pipeline, at in other.pipeline_times.items():
         if into.pipeline_times.get(pipeline, at - 1) < at:
             into.pipeline_times[pipeline] = at
     for key, at in other.versions.items():
         if into.versions.get(key, at + 1) > at:
             into.versions[key] = at
-    into.pipelines |= other.pipelines
     into.skipped += other.skipped
-
-
-def _summary_only(changes: ChangeSet) -> ChangeSet:
-    out = ChangeSet()
-    for f in fields(ChangeSet):
-        if f.name not in ("current", "history", "history_closes", "stays", "stay_closes"):
-            setattr(out, f.name, getattr(changes, f.name))
-    return out
 
 
 def _bounds(ranges: int) -> list[tuple[UUID | None, UUID | None]]:
@@ -121,8 +108,6 @@ def _fold_ranges(
     url: str, table: str, ranges: list[tuple[UUID | None, UUID | None]], until: int
 ) -> tuple[ChangeSet, int, int]:
     """One worker: fold and write each range of deals; return the summed summary deltas."""
-    from projections.readmodel.copying import copy_new_rows
-
     total = ChangeSet()
     events = deals = 0
     topics = list(DEAL_TOPICS)
@@ -153,7 +138,7 @@ def _fold_ranges(
                 curs.execute("SET LOCAL synchronous_commit TO OFF")
                 copy_new_rows(curs, changes)
             conn.commit()
-            merge_summaries(total, _summary_only(changes))
+            merge_summaries(total, changes)  # the rows are written: only the sums go on
     return total, events, deals
 
 
@@ -197,10 +182,6 @@ def parallel_rebuild(
             merge_summaries(total, changes)
             events += n_events
             deals += n_deals
-        from eventsourcing.persistence import Tracking
-
-        from projections.readmodel.copying import copy_summaries
-
         with view.datastore.transaction(commit=True) as curs:
             copy_summaries(curs, total)
             view._insert_tracking(curs, Tracking(view.tracking_name, until))

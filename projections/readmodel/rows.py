@@ -162,7 +162,6 @@ class ChangeSet:
     stays: dict[tuple[UUID, int], StayRow] = field(default_factory=dict)
     # Stays stored by earlier batches that this batch ends: (deal, seq, left_at, exit, first_advance).
     stay_closes: list[tuple[UUID, int, int, str, int]] = field(default_factory=list)
-    pipelines: set[str] = field(default_factory=set)
     # The latest business time of an event of each pipeline in this batch.
     pipeline_times: dict[str, int] = field(default_factory=dict)
     # Deltas of the summary tables (see schema.py), keyed by their primary keys.

@@ -35,16 +35,20 @@ def expand(day_deltas: dict[tuple[Any, ...], Any], day_index: int) -> dict[tuple
         day = key[day_index]
         head, tail = key[:day_index], key[day_index + 1 :]
         for lvl, shift in enumerate(LEVELS):
-            target = (*head, lvl, day >> shift, *tail)
-            found = out.get(target)
-            if found is None:
-                out[target] = list(value) if isinstance(value, list) else value
-            elif isinstance(value, list):
-                for i, v in enumerate(value):
-                    found[i] += v
-            else:
-                out[target] = found + value
+            add_delta(out, (*head, lvl, day >> shift, *tail), value)
     return out
+
+
+def add_delta(out: dict[Any, Any], key: Any, value: Any) -> None:
+    """Add a summary delta (a list of counters or one count) to ``out[key]``; a list is copied
+    the first time, so ``out`` never shares one with the delta it came from."""
+    found = out.get(key)
+    if found is None:
+        out[key] = list(value) if isinstance(value, list) else value
+    elif isinstance(value, list):
+        add_counts(found, value)
+    else:
+        out[key] = found + value
 
 
 def prefix_ranges(day: int) -> list[tuple[int, int, int]]:

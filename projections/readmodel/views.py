@@ -18,13 +18,11 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
 from projections.readmodel.copying import (
-    _CURRENT_TYPES,
-    _HISTORY_TYPES,
-    _STAY_TYPES,
-    _VERSIONS_UPSERT,
-    _cols,
-    _summary_rows,
-    _upsert_sql,
+    VERSIONS_UPSERT,
+    cols,
+    copy_new_rows,
+    summary_rows,
+    upsert_sql,
 )
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import EventRecord
@@ -191,7 +189,7 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
 
     def _load(self, curs: Any, deals: list[UUID]) -> dict[UUID, DealRow]:
         curs.execute(
-            f"SELECT {_cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)",
+            f"SELECT {cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)",
             (deals,),
         )
         return {row["deal_uuid"]: DealRow.from_row(row) for row in curs.fetchall()}
@@ -200,12 +198,8 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
         # The current rows: replace every touched deal (delete + COPY beats an upsert here).
         touched = list(changes.current)
         curs.execute(f"DELETE FROM {CURRENT_TABLE} WHERE deal_uuid = ANY(%s)", (touched,))
-        with curs.copy(
-            f"COPY {CURRENT_TABLE} ({_cols(CURRENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_CURRENT_TYPES)
-            for row in changes.current.values():
-                copy.write_row(row.current_values())
+        # Closing the stored history rows and stays touches none of the batch's new ones (their
+        # versions and stay numbers are higher), so those are copied after, all three at once.
         if changes.history_closes:
             ids, versions, ends = zip(*changes.history_closes, strict=True)
             curs.execute(
@@ -214,12 +208,6 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 " WHERE h.deal_uuid = c.d AND h.version = c.v",
                 (list(ids), list(versions), list(ends)),
             )
-        with curs.copy(
-            f"COPY {HISTORY_TABLE} ({_cols(HISTORY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_HISTORY_TYPES)
-            for values in changes.history:
-                copy.write_row(values)
         if changes.stay_closes:
             ids, seqs, lefts, exits, firsts = zip(*changes.stay_closes, strict=True)
             curs.execute(
@@ -228,13 +216,7 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
                 " AS c(d, q, l, x, f) WHERE s.deal_uuid = c.d AND s.seq = c.q",
                 (list(ids), list(seqs), list(lefts), list(exits), list(firsts)),
             )
-        if changes.stays:
-            with curs.copy(
-                f"COPY {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(_STAY_TYPES)
-                for stay in changes.stays.values():
-                    copy.write_row(stay.values())
+        copy_new_rows(curs, changes)
         if changes.pipeline_times:
             names = sorted(changes.pipeline_times)
             curs.execute(
@@ -247,19 +229,19 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
         if changes.versions:
             items = sorted(changes.versions.items())
             curs.execute(
-                _VERSIONS_UPSERT.format(
+                VERSIONS_UPSERT.format(
                     values="SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])",
                     least="LEAST",
                 ),
                 ([k[0] for k, _ in items], [k[1] for k, _ in items], [v for _, v in items]),
             )
-        for table, keys, counters, rows in _summary_rows(changes):
+        for table, keys, counters, rows in summary_rows(changes):
             if not rows:
                 continue
             columns = [*keys, *counters]
             casts = ", ".join(f"%s::{_PG_TYPES.get(c, 'bigint')}[]" for c in columns)
             curs.execute(
-                _upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})"),
+                upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})"),
                 [list(column) for column in zip(*rows, strict=True)],
             )
 
@@ -316,7 +298,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
         for start in range(0, len(deals), 500):
             chunk = [d.hex for d in deals[start : start + 500]]
             curs.execute(
-                f"SELECT {_cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE}"
+                f"SELECT {cols(CURRENT_COLUMNS)} FROM {CURRENT_TABLE}"
                 f" WHERE deal_uuid IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
@@ -328,7 +310,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
     def _write(self, curs: Any, changes: ChangeSet) -> None:
         marks = lambda n: ",".join("?" * n)  # noqa: E731
         curs.executemany(
-            f"INSERT OR REPLACE INTO {CURRENT_TABLE} ({_cols(CURRENT_COLUMNS)}) VALUES ({marks(len(CURRENT_COLUMNS))})",
+            f"INSERT OR REPLACE INTO {CURRENT_TABLE} ({cols(CURRENT_COLUMNS)}) VALUES ({marks(len(CURRENT_COLUMNS))})",
             [_hex(r.current_values()) for r in changes.current.values()],
         )
         if changes.history_closes:
@@ -337,7 +319,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
                 [(t, d.hex, v) for d, v, t in changes.history_closes],
             )
         curs.executemany(
-            f"INSERT INTO {HISTORY_TABLE} ({_cols(HISTORY_COLUMNS)}) VALUES ({marks(len(HISTORY_COLUMNS))})",
+            f"INSERT INTO {HISTORY_TABLE} ({cols(HISTORY_COLUMNS)}) VALUES ({marks(len(HISTORY_COLUMNS))})",
             [_hex(v) for v in changes.history],
         )
         if changes.stay_closes:
@@ -347,7 +329,7 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
             )
         if changes.stays:
             curs.executemany(
-                f"INSERT INTO {STAYS_TABLE} ({_cols(STAY_COLUMNS)}) VALUES ({marks(len(STAY_COLUMNS))})",
+                f"INSERT INTO {STAYS_TABLE} ({cols(STAY_COLUMNS)}) VALUES ({marks(len(STAY_COLUMNS))})",
                 [_hex(s.values()) for s in changes.stays.values()],
             )
         if changes.pipeline_times:
@@ -359,13 +341,13 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
             )
         if changes.versions:
             curs.executemany(
-                _VERSIONS_UPSERT.format(values="VALUES (?, ?, ?)", least="MIN"),
+                VERSIONS_UPSERT.format(values="VALUES (?, ?, ?)", least="MIN"),
                 [(*k, v) for k, v in sorted(changes.versions.items())],
             )
-        for table, keys, counters, rows in _summary_rows(changes):
+        for table, keys, counters, rows in summary_rows(changes):
             if rows:
                 values = f"VALUES ({marks(len(keys) + len(counters))})"
-                curs.executemany(_upsert_sql(table, keys, counters, values), rows)
+                curs.executemany(upsert_sql(table, keys, counters, values), rows)
 
     def _clear(self, curs: Any) -> None:
         for table in VIEW_TABLES:
