@@ -15,6 +15,20 @@ from tests.conftest import TEST_TOKEN
 
 _ids = itertools.count(1)
 
+# The fields of a deal event as its audited history gives them (the feed and the export carry
+# the same, plus their own position and deal/pipeline ids).
+HISTORY_FIELDS = (
+    "version",
+    "type",
+    "occurred_at",
+    "recorded_at",
+    "event_id",
+    "actor",
+    "pipeline_version",
+    "hash",
+    "data",
+)
+
 
 def command(deal_id: str, body: dict[str, Any], actor: str = "tester") -> Command:
     return Command.from_body(deal_id, {"event_id": f"evt-{next(_ids)}", **body}, actor)

@@ -23,7 +23,7 @@ from engine.feed import FeedReader
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from tests.conftest import AUTH
-from tests.helpers import api_services
+from tests.helpers import HISTORY_FIELDS, api_services
 from tests.live import dealflow_command, dealflow_env, served
 
 PIPELINE = {
@@ -108,17 +108,7 @@ def test_feed_is_the_log_in_order_with_every_field(client: TestClient) -> None:
         assert len(mine) == len(history)
         for item, past in zip(mine, history, strict=True):
             assert item["pipeline_id"] == pipeline_id
-            for key in (
-                "version",
-                "type",
-                "occurred_at",
-                "recorded_at",
-                "event_id",
-                "actor",
-                "pipeline_version",
-                "hash",
-                "data",
-            ):
+            for key in HISTORY_FIELDS:
                 assert item[key] == past[key], (deal_id, key)
     assert deal_events[0]["data"]["amount"] == "10.50"
 
