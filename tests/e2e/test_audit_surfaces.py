@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from engine.domain.deal import deal_uuid
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from tests.conftest import AUTH, TEST_TOKEN
+from tests.live import dealflow_env, run_dealflow
 
 
 @pytest.fixture
@@ -126,16 +125,7 @@ def test_tampering_shows_over_http(
 
 
 def _dealflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["DEALFLOW_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "dealflow", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_dealflow(dealflow_env(home), *args)
 
 
 def test_cli(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,12 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_URL
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.live import dealflow_env, free_port, run_dealflow
 
 
 @pytest.fixture
@@ -30,22 +24,8 @@ def busy_port() -> Iterator[int]:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
-    env.pop("DEALFLOW_BOOTSTRAP_TOKEN", None)
-    env["DEALFLOW_HOME"] = str(tmp_path / "home")
-    env.update(extra)
-    return env
-
-
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dealflow", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
+    return dealflow_env(
+        tmp_path / "home", without=("TEMPORAL_ADDRESS", "DEALFLOW_BOOTSTRAP_TOKEN"), **extra
     )
 
 
@@ -72,7 +52,7 @@ def _base(url: str) -> str:
     ],
 )
 def test_a_malformed_database_url(tmp_path: Path, url: str, needle: str) -> None:
-    _one_clear_line(_run(_env(tmp_path, DATABASE_URL=url), "migrate"), needle)
+    _one_clear_line(run_dealflow(_env(tmp_path, DATABASE_URL=url), "migrate"), needle)
 
 
 @pytest.mark.postgres
@@ -81,18 +61,18 @@ def test_a_database_that_does_not_exist(tmp_path: Path, postgres_available: bool
         pytest.fail("PostgreSQL is not answering")
     url = f"{_base(ADMIN_URL)}/no_such_database_here"
     line = _one_clear_line(
-        _run(_env(tmp_path, DATABASE_URL=url), "serve", "--port", str(_free_port())),
+        run_dealflow(_env(tmp_path, DATABASE_URL=url), "serve", "--port", str(free_port())),
         "'no_such_database_here' does not exist",
     )
     assert "createdb" in line
 
 
 def test_a_refused_database_port(tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     for command in (["migrate"], ["projections", "status"], ["tokens", "list"]):
         _one_clear_line(
-            _run(_env(tmp_path, DATABASE_URL=url), *command),
+            run_dealflow(_env(tmp_path, DATABASE_URL=url), *command),
             f"127.0.0.1:{port}",
             "start PostgreSQL",
         )
@@ -100,22 +80,24 @@ def test_a_refused_database_port(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["serve", "demo", "dev"])
 def test_a_busy_port(tmp_path: Path, busy_port: int, command: str) -> None:
-    result = _run(_env(tmp_path), command, "--port", str(busy_port))
+    result = run_dealflow(_env(tmp_path), command, "--port", str(busy_port))
     _one_clear_line(result, f"port {busy_port}", "already in use", f"dealflow {command} --port")
 
 
 def test_an_unreachable_temporal_address(tmp_path: Path) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     line = _one_clear_line(
-        _run(_env(tmp_path, TEMPORAL_ADDRESS=address), "worker"),
+        run_dealflow(_env(tmp_path, TEMPORAL_ADDRESS=address), "worker"),
         f"no Temporal server answers at {address}",
     )
     assert "TEMPORAL_ADDRESS" in line
-    _one_clear_line(_run(_env(tmp_path, TEMPORAL_ADDRESS="nohostport"), "worker"), "HOST:PORT")
+    _one_clear_line(
+        run_dealflow(_env(tmp_path, TEMPORAL_ADDRESS="nohostport"), "worker"), "HOST:PORT"
+    )
 
 
 def test_serve_says_which_store_and_warns_without_any_token(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dealflow", "serve", "--port", str(port), "--no-projections"],
         env=_env(tmp_path),
@@ -149,7 +131,7 @@ def test_version() -> None:
 
 def test_a_bad_setting(tmp_path: Path) -> None:
     _one_clear_line(
-        _run(_env(tmp_path, DEALFLOW_DB_POOL_SIZE="many"), "migrate"),
+        run_dealflow(_env(tmp_path, DEALFLOW_DB_POOL_SIZE="many"), "migrate"),
         "invalid setting",
         "DEALFLOW_DB_POOL_SIZE",
     )

@@ -19,7 +19,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,14 +28,13 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.importers.crm import import_crm
 from engine.persistence.settings import StoreSettings
 from engine.scoring.service import train
-from projections.dashboard.routes import router as dashboard_router
 from tests.conftest import AUTH, TEST_TOKEN
 from tests.integration.test_crm_import import slice_of_sample
+from tests.live import served, stop_process
 
 pytestmark = pytest.mark.browser
 
@@ -238,8 +236,6 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     root = tmp_path_factory.mktemp("dashboard")
     services = build_services(
         StoreSettings(database_url=None, home=root / "home"),
@@ -249,26 +245,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import_crm(services.app, slice_of_sample(root / "crm", every=11), progress=False)
     assert train(services.app, "default")["status"] == "trained"  # the score panel's model
     services.projections.catch_up()
-    app = create_app(services)
-    # The lead wires the dashboard into create_app; include it here only if it is not there yet.
-    if not any(getattr(route, "path", None) == "/static/{path:path}" for route in app.routes):
-        app.include_router(dashboard_router)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with served(services) as url:
+            yield url
     finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
         services.close()
 
 
@@ -303,11 +283,7 @@ def browser(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield tools
         tools.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout=10)
 
 
 # -- comparing what the page shows with what the API says --------------------------------------

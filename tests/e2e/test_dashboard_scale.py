@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
-from projections.dashboard.routes import router as dashboard_router
 from tests.conftest import TEST_TOKEN
 from tests.e2e.test_dashboard import DevTools, browser, chromium_path  # noqa: F401 (fixtures)
+from tests.live import served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.scale]
 
@@ -39,8 +36,6 @@ BUDGET_S = float(os.environ.get("DEALFLOW_SCALE_BUDGET_S", "1.0"))
 def scale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, int]]:
     if not SCALE_URL:
         pytest.skip("set DEALFLOW_SCALE_DATABASE_URL to a store loaded by `dealflow bench query`")
-    import uvicorn
-
     services = build_services(
         StoreSettings(database_url=SCALE_URL, home=tmp_path_factory.mktemp("scale") / "home"),
         bootstrap_token=TEST_TOKEN,
@@ -52,25 +47,10 @@ def scale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         "SELECT pipeline_id, COUNT(*) AS n FROM rm_deals GROUP BY pipeline_id"
         " ORDER BY COUNT(*) DESC LIMIT 1"
     )
-    app = create_app(services)
-    if not any(getattr(route, "path", None) == "/static/{path:path}" for route in app.routes):
-        app.include_router(dashboard_router)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", row["pipeline_id"], int(row["n"])
+        with served(services) as url:
+            yield url, row["pipeline_id"], int(row["n"])
     finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
         services.close()
 
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from rich.console import Console
 from dealflow.cli import build_parser
 from dealflow.demo import run as demo
 from tests.integration.test_crm_import import slice_of_sample
+from tests.live import dealflow_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,23 +124,15 @@ def test_import_crm_command(tmp_path: Path, monkeypatch, capsys) -> None:
     assert second["events"]["recorded"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_demo_serves_the_dashboard_until_interrupted(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DEALFLOW_HOME": str(tmp_path / "home"),
-        "DEALFLOW_DEMO_DATA": str(slice_of_sample(tmp_path / "crm", every=25)),
-        "COLUMNS": "200",
-    }
-    env.pop("DEALFLOW_BOOTSTRAP_TOKEN", None)
-    env.pop("DATABASE_URL", None)
+    port = free_port()
+    env = dealflow_env(
+        tmp_path / "home",
+        without=("DEALFLOW_BOOTSTRAP_TOKEN",),
+        DEALFLOW_DEMO_DATA=str(slice_of_sample(tmp_path / "crm", every=25)),
+        COLUMNS="200",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "dealflow", "demo", "--port", str(port)],
         cwd=ROOT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,21 +13,11 @@ from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, stream, 
 from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
+from tests.live import dealflow_env, run_dealflow
 
 
-def _dealflow(home: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {
-        "DEALFLOW_HOME": str(home)
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "dealflow", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        **kwargs,
-    )  # type: ignore[call-overload, no-any-return]
+def _dealflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_dealflow(dealflow_env(home), *args, timeout=60)
 
 
 def test_run_follows_the_log_and_stops_on_sigterm_then_rebuild(tmp_path: Path) -> None:
@@ -37,12 +26,9 @@ def test_run_follows_the_log_and_stops_on_sigterm_then_rebuild(tmp_path: Path) -
     app.put_pipeline(BENCH_PIPELINE_ID, PipelineDefinition.model_validate(BENCH_PIPELINE), "test")
     app.ingest([to_command(d, b) for d, b in stream(20, seed=4)])
     head = app.max_position()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {
-        "DEALFLOW_HOME": str(home)
-    }
     runner = subprocess.Popen(
         [sys.executable, "-m", "dealflow", "projections", "run"],
-        env=env,
+        env=dealflow_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,7 +6,6 @@ package building on its own."""
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from dealflow_client import (
 )
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.test_serve_walkthrough import BOOTSTRAP, _dealflow
+from tests.e2e.test_serve_walkthrough import BOOTSTRAP, serving
 from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,50 +37,8 @@ FAST = RetryPolicy(attempts=6, initial=0.01, maximum=0.05)
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEALFLOW_BOOTSTRAP_TOKEN")
-    }
-    env.update(DEALFLOW_HOME=str(tmp_path / "home"), DEALFLOW_BOOTSTRAP_TOKEN=BOOTSTRAP)
-    if request.param == "postgres":
-        env["DATABASE_URL"] = request.getfixturevalue("pg_url")
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                *_dealflow(),
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-projections",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "dealflow serve did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(request, tmp_path, "--log-level", "warning", "--no-projections") as server:
+        yield server.url
 
 
 class FlakyTransport(httpx.BaseTransport):

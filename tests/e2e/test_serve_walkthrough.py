@@ -4,97 +4,46 @@ PostgreSQL (DATABASE_URL)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.live import dealflow_command, dealflow_env, serve_process
+
 BOOTSTRAP = "e2e-bootstrap-secret"
 H = {"Authorization": f"Bearer {BOOTSTRAP}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _dealflow() -> list[str]:
-    exe = Path(sys.executable).with_name("dealflow")
-    return [str(exe)] if exe.exists() else [shutil.which("dealflow") or "dealflow"]
 
 
 @dataclass
 class Server:
     url: str
     env: dict[str, str]
-    process: subprocess.Popen[bytes]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*_dealflow(), *args], env=self.env, capture_output=True, text=True, timeout=60
+            [*dealflow_command(), *args], env=self.env, capture_output=True, text=True, timeout=60
         )
+
+
+@contextmanager
+def serving(request: pytest.FixtureRequest, tmp_path: Path, *args: str) -> Iterator[Server]:
+    """``dealflow serve ARGS`` with the bootstrap token, on the store ``request.param`` names
+    (``sqlite`` or ``postgres``)."""
+    database_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    env = dealflow_env(tmp_path / "home", database_url, DEALFLOW_BOOTSTRAP_TOKEN=BOOTSTRAP)
+    with serve_process(env, tmp_path, *args) as url:
+        yield Server(url, env)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEALFLOW_BOOTSTRAP_TOKEN")
-    }
-    env.update(DEALFLOW_HOME=str(tmp_path / "home"), DEALFLOW_BOOTSTRAP_TOKEN=BOOTSTRAP)
-    if request.param == "postgres":
-        env["DATABASE_URL"] = request.getfixturevalue("pg_url")
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *_dealflow(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"dealflow serve exited: {(tmp_path / 'serve.log').read_text()}"
-                )
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("dealflow serve did not come up in 60 s")
-            time.sleep(0.1)
-        yield Server(url, env, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        log.close()
+    with serving(request, tmp_path, "--log-level", "warning") as running:
+        yield running
 
 
 def _readme_walkthrough(server: Server) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -13,13 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.live import free_port
+
 PG_VERSION = "15"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -53,7 +48,7 @@ class OwnPostgres:
 def own_postgres() -> Iterator[OwnPostgres]:
     if shutil.which("pg_createcluster") is None or os.geteuid() != 0:
         pytest.skip("needs Debian's pg_createcluster, run as root")
-    cluster = OwnPostgres(f"dffaults{uuid.uuid4().hex[:8]}", _free_port())
+    cluster = OwnPostgres(f"dffaults{uuid.uuid4().hex[:8]}", free_port())
     subprocess.run(
         [
             "pg_createcluster",

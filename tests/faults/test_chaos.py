@@ -17,7 +17,8 @@ from dealflow.bench.chaos import ChaosConfig, run_chaos
 pytestmark = [pytest.mark.postgres, pytest.mark.temporal, pytest.mark.slow]
 
 
-def _assert_clean(config: ChaosConfig, rounds: int) -> None:
+def _assert_clean(config: ChaosConfig) -> None:
+    rounds = config.rounds
     report = run_chaos(config)
     print(f"\n{report.render()}\n{report.events}")
     assert report.ok, report.violations
@@ -48,7 +49,6 @@ def test_crash_short(pg_url: str, tmp_path: Path) -> None:
             threads=2,
             pause=0.05,
         ),
-        rounds=1,
     )
 
 
@@ -69,5 +69,4 @@ def test_crash_long(pg_url: str, tmp_path: Path) -> None:
             # thousands of timers come due at once on two shared cores.
             settle=360.0,
         ),
-        rounds=4,
     )

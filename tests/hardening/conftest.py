@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from dealflow.http import create_app
-from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from tests.conftest import AUTH, TEST_TOKEN
+from tests.helpers import api_services
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -27,17 +27,13 @@ def live_client(
     settings: StoreSettings, *, raise_server_exceptions: bool = False, **app_kwargs: Any
 ) -> Iterator[tuple[TestClient, Services]]:
     """The real app (all areas' routers) over ``settings``; a 500 comes back as a response."""
-    services = build_services(settings, bootstrap_token=TEST_TOKEN, run_projections=False)
-    # No projection runs here: the occupancy check of a pipeline PUT would wait for a read model
-    # nobody updates (as in tests/integration/test_api_contract.py).
-    services.app.stage_occupancy = None
-    try:
-        with TestClient(
+    with (
+        api_services(settings) as services,
+        TestClient(
             create_app(services, **app_kwargs), raise_server_exceptions=raise_server_exceptions
-        ) as client:
-            yield client, services
-    finally:
-        services.close()
+        ) as client,
+    ):
+        yield client, services
 
 
 @pytest.fixture

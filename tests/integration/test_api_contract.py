@@ -16,6 +16,7 @@ from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from tests.conftest import AUTH, TEST_TOKEN
+from tests.helpers import api_services
 
 OPEN: dict[str, Any] = {
     "type": "opened",
@@ -50,15 +51,8 @@ STATE_FIELDS = {
 
 
 def _client(settings: StoreSettings, **kwargs: Any) -> Iterator[tuple[TestClient, Services]]:
-    services = build_services(settings, bootstrap_token=TEST_TOKEN, run_projections=False)
-    # No projection runs in this process: the occupancy check before a pipeline PUT would wait 2 s
-    # for a read model nobody updates. pipeline_in_use is the projections area's to test.
-    services.app.stage_occupancy = None
-    try:
-        with TestClient(create_app(services, **kwargs)) as client:
-            yield client, services
-    finally:
-        services.close()
+    with api_services(settings) as services, TestClient(create_app(services, **kwargs)) as client:
+        yield client, services
 
 
 @pytest.fixture
@@ -670,7 +664,7 @@ def test_history_shape(client: TestClient) -> None:
 
 
 def test_pipelines_put_get_versions(both: TestClient) -> None:
-    body = {
+    body: dict[str, Any] = {
         "name": "Tiny",
         "currency": "EUR",
         "stages": [

@@ -11,6 +11,7 @@ import orjson
 from dealflow.bench.audit_sample import populate
 from engine.application import DealflowApp
 from engine.audit.export import COLUMNS, ExportFilter, export_chunks, export_records
+from tests.helpers import HISTORY_FIELDS
 
 
 def _jsonl(app: DealflowApp, filters: ExportFilter) -> list[dict]:  # type: ignore[type-arg]
@@ -31,17 +32,7 @@ def test_export_has_every_deal_event_with_its_envelope(app: DealflowApp) -> None
     assert [r["version"] for r in d0] == list(range(1, 18))
     for record, item in zip(d0, history, strict=True):
         assert record["pipeline_id"] == "default"
-        for key in (
-            "version",
-            "type",
-            "occurred_at",
-            "recorded_at",
-            "event_id",
-            "actor",
-            "pipeline_version",
-            "hash",
-            "data",
-        ):
+        for key in HISTORY_FIELDS:
             assert record[key] == item[key], key
     followups = [r for r in records if r["pipeline_id"] == "post-purchase"]
     assert {r["deal_id"] for r in followups} == {f"d-{i}:post-purchase" for i in (0, 1, 3, 4, 6)}

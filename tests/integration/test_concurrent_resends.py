@@ -11,20 +11,17 @@ after it.
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from dealflow.http import create_app
-from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
-from tests.conftest import AUTH, TEST_TOKEN
+from tests.conftest import AUTH
+from tests.helpers import api_services
+from tests.live import served
 
 CLIENTS = 20
 ROUNDS = 3
@@ -33,28 +30,8 @@ ROUNDS = 3
 @pytest.fixture
 def api(store_settings: StoreSettings) -> Iterator[str]:
     """The whole app, served on a free port of this machine."""
-    services = build_services(store_settings, bootstrap_token=TEST_TOKEN, run_projections=False)
-    # No projection runs here: a pipeline PUT's occupancy check would wait for a read model.
-    services.app.stage_occupancy = None
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        services.close()
+    with api_services(store_settings) as services, served(services) as url:
+        yield url
 
 
 def _all_at_once(base: str, path: str, body: dict[str, Any]) -> list[httpx.Response]:

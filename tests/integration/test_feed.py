@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,13 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dealflow.http import create_app
-from dealflow.runtime import build_services
 from engine.application import Command, DealflowApp
 from engine.feed import FeedReader
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
-from tests.conftest import AUTH, TEST_TOKEN
-from tests.live import served
+from tests.conftest import AUTH
+from tests.helpers import HISTORY_FIELDS, api_services
+from tests.live import dealflow_command, dealflow_env, served
 
 PIPELINE = {
     "name": "Renewals",
@@ -44,12 +41,8 @@ SEQUENCE = {
 
 @pytest.fixture
 def services(store_settings: StoreSettings) -> Iterator[Services]:
-    built = build_services(store_settings, bootstrap_token=TEST_TOKEN, run_projections=False)
-    built.app.stage_occupancy = None
-    try:
+    with api_services(store_settings) as built:
         yield built
-    finally:
-        built.close()
 
 
 @pytest.fixture
@@ -115,17 +108,7 @@ def test_feed_is_the_log_in_order_with_every_field(client: TestClient) -> None:
         assert len(mine) == len(history)
         for item, past in zip(mine, history, strict=True):
             assert item["pipeline_id"] == pipeline_id
-            for key in (
-                "version",
-                "type",
-                "occurred_at",
-                "recorded_at",
-                "event_id",
-                "actor",
-                "pipeline_version",
-                "hash",
-                "data",
-            ):
+            for key in HISTORY_FIELDS:
                 assert item[key] == past[key], (deal_id, key)
     assert deal_events[0]["data"]["amount"] == "10.50"
 
@@ -413,22 +396,14 @@ def test_pipeline_and_sequence_lists(client: TestClient, services: Services) -> 
 
 
 def test_pipelines_list_command(store_settings: StoreSettings) -> None:
-    services = build_services(store_settings, bootstrap_token=TEST_TOKEN, run_projections=False)
-    services.app.stage_occupancy = None
-    try:
-        with TestClient(create_app(services)) as client:
-            _scenario(client)
-            body = {**PIPELINE, "name": "Renewals, again"}
-            assert client.put("/v1/pipelines/renewals", json=body, headers=AUTH).status_code == 200
-    finally:
-        services.close()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
-    env["DEALFLOW_HOME"] = str(store_settings.home)
-    if store_settings.database_url:
-        env["DATABASE_URL"] = store_settings.database_url
-    dealflow = str(Path(sys.executable).with_name("dealflow"))
+    with api_services(store_settings) as services, TestClient(create_app(services)) as client:
+        _scenario(client)
+        body = {**PIPELINE, "name": "Renewals, again"}
+        assert client.put("/v1/pipelines/renewals", json=body, headers=AUTH).status_code == 200
+    env = dealflow_env(store_settings.home, store_settings.database_url)
+    dealflow = dealflow_command()
     listed = subprocess.run(
-        [dealflow, "pipelines", "list", "--json"],
+        [*dealflow, "pipelines", "list", "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -440,7 +415,7 @@ def test_pipelines_list_command(store_settings: StoreSettings) -> None:
     assert by_id["renewals"] == {"pipeline_id": "renewals", "name": "Renewals, again", "version": 2}
     assert "default" in by_id and [r["pipeline_id"] for r in rows] == sorted(by_id)
     table = subprocess.run(
-        [dealflow, "pipelines", "list"], env=env, capture_output=True, text=True, timeout=60
+        [*dealflow, "pipelines", "list"], env=env, capture_output=True, text=True, timeout=60
     )
     assert table.returncode == 0 and "Renewals, again" in table.stdout
     assert table.stdout.splitlines()[0].split() == ["PIPELINE", "VERSION", "NAME"]

@@ -4,11 +4,8 @@ across the HTTP request, the ingest transaction and the projection batch."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
 from tests.conftest import AUTH, TEST_TOKEN
+from tests.live import dealflow_env, free_port, wait_healthy
 from tests.tracing import recorded_spans
 
 with __import__("warnings").catch_warnings():
@@ -27,35 +25,24 @@ with __import__("warnings").catch_warnings():
 OPEN = {"type": "opened", "event_id": "o-1", "pipeline_id": "default", "name": "Acme"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(
     tmp_path: Path, *, stdout: int = subprocess.DEVNULL, **env: str
 ) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
-    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environ.update(DEALFLOW_HOME=str(tmp_path / "home"), DEALFLOW_BOOTSTRAP_TOKEN=TEST_TOKEN, **env)
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dealflow", "serve", "--port", str(port)],
-        env=environ,
+        env=dealflow_env(tmp_path / "home", DEALFLOW_BOOTSTRAP_TOKEN=TEST_TOKEN, **env),
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("serve did not start")
+    try:
+        wait_healthy(base, process)
+    except AssertionError:
+        process.kill()
+        raise
+    return process, base
 
 
 def _stop(process: subprocess.Popen[str]) -> str:

@@ -5,7 +5,6 @@ on the command line agree with the HTTP answers."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from engine.services import Services
+from tests.live import dealflow_env
 from tests.revenue.conftest import post_events
 
 PIPELINE = {
@@ -138,7 +138,8 @@ def test_review_as_of_a_past_moment(served: tuple[TestClient, Services]) -> None
     assert client.get("/v1/pipelines/nope/review").status_code == 404
 
     # The command line reads the same store and prints the same digest and forecast.
-    env = _cli_env(services)
+    store = services.app.settings
+    env = dealflow_env(store.home, store.database_url)
     out = _cli(
         env,
         "review",
@@ -176,15 +177,6 @@ def test_review_as_of_a_past_moment(served: tuple[TestClient, Services]) -> None
     }
     trained = json.loads(_cli(env, "scoring", "train", "--pipeline", "wk", "--json"))
     assert trained[0]["status"] == "too_few" and trained[0]["deals"] == 3
-
-
-def _cli_env(services: Services) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEALFLOW_HOME")}
-    store = services.app.settings
-    if store.database_url:
-        env["DATABASE_URL"] = store.database_url
-    env["DEALFLOW_HOME"] = str(store.home)
-    return env
 
 
 def _cli(env: dict[str, str], *args: str) -> str:

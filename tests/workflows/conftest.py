@@ -9,7 +9,9 @@ and shut down at the end of the session.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +31,7 @@ from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from tests.conftest import TEST_TOKEN
 from tests.helpers import send
+from tests.live import dealflow_command
 from workflows.channels import Channels
 from workflows.models import Directory, SequenceDefinition
 from workflows.worker import AutomationProcess
@@ -155,6 +158,22 @@ async def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: fl
                 f"timed out after {timeout}s waiting for {getattr(check, '__name__', check)}"
             )
         await asyncio.sleep(interval)
+
+
+def worker_process(
+    settings: StoreSettings, client: Client, task_queue: str
+) -> subprocess.Popen[bytes]:
+    """``dealflow worker --no-bridge`` as a child process (so that a test can SIGKILL it), on
+    the store of ``settings``, the dev server of ``client`` and ``task_queue``."""
+    env = {
+        **os.environ,
+        "DEALFLOW_HOME": str(settings.home),
+        "DATABASE_URL": settings.database_url or "",
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "DEALFLOW_TASK_QUEUE": task_queue,
+    }
+    command = [*dealflow_command(), "worker", "--no-bridge", "--log-level", "warning"]
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
 
 def stack_services(settings: StoreSettings) -> Services:

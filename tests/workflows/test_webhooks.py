@@ -6,15 +6,12 @@ a worker killed mid-delivery, a slow receiver, a 410, a tampered signature."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +25,7 @@ from engine.services import Services
 from tests.conftest import AUTH
 from tests.helpers import send
 from tests.webhook_receiver import Received, Receiver
-from tests.workflows.conftest import stack_services, wait_for
+from tests.workflows.conftest import stack_services, wait_for, worker_process
 from workflows.channels import Channels
 from workflows.worker import AutomationProcess
 
@@ -84,7 +81,8 @@ class Hooks:
     async def send(self, deal_id: str, body: dict[str, Any]) -> int:
         outcome = await asyncio.to_thread(send, self.app, deal_id, body)
         assert outcome.status == "recorded", outcome
-        return int(outcome.position)
+        assert outcome.position is not None  # a recorded event has its position
+        return outcome.position
 
     async def open_deals(self, prefix: str, count: int, events: int) -> list[int]:
         """``count`` deals with ``events`` events each, interleaved; returns their positions."""
@@ -376,21 +374,7 @@ async def test_gone_pauses_the_subscription(hooks: Hooks) -> None:
 
 
 def _worker_process(hooks: Hooks) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DEALFLOW_HOME": str(hooks.settings.home),
-        "DATABASE_URL": hooks.settings.database_url or "",
-        "TEMPORAL_ADDRESS": hooks.client.service_client.config.target_host,
-        "DEALFLOW_TASK_QUEUE": hooks.task_queue,
-    }
-    command = [
-        str(Path(sys.executable).with_name("dealflow")),
-        "worker",
-        "--no-bridge",
-        "--log-level",
-        "warning",
-    ]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    return worker_process(hooks.settings, hooks.client, hooks.task_queue)
 
 
 async def test_worker_killed_mid_delivery_skips_nothing(hooks: Hooks) -> None:

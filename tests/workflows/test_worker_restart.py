@@ -4,15 +4,19 @@ step and sends nothing twice; a retried touch activity finds its earlier effects
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.workflows.conftest import TICK_DAYS, Stack, pipeline_body, sequence_body, wait_for
+from tests.workflows.conftest import (
+    TICK_DAYS,
+    Stack,
+    pipeline_body,
+    sequence_body,
+    wait_for,
+    worker_process,
+)
 from workflows.activities import AutomationActivities
 from workflows.channels import Channels, deliver
 from workflows.models import Step, TouchInput
@@ -22,21 +26,7 @@ pytestmark = pytest.mark.temporal
 
 
 def _worker_process(stack: Stack) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DEALFLOW_HOME": str(stack.home),
-        "DATABASE_URL": "",
-        "TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
-        "DEALFLOW_TASK_QUEUE": stack.task_queue,
-    }
-    command = [
-        str(Path(sys.executable).with_name("dealflow")),
-        "worker",
-        "--no-bridge",
-        "--log-level",
-        "warning",
-    ]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    return worker_process(stack.services.app.settings, stack.client, stack.task_queue)
 
 
 def _steps(stack: Stack, deal_id: str) -> list[int]:
