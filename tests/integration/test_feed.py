@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from dealflow.http import create_app
 from engine.application import Command, DealflowApp
-from engine.feed import FeedReader
+from engine.feed import FeedFilter, FeedReader
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from tests.conftest import AUTH
@@ -419,3 +419,25 @@ def test_pipelines_list_command(store_settings: StoreSettings) -> None:
     )
     assert table.returncode == 0 and "Renewals, again" in table.stdout
     assert table.stdout.splitlines()[0].split() == ["PIPELINE", "VERSION", "NAME"]
+
+
+def test_one_deal_page_names_its_pipeline_for_a_reader_that_never_saw_the_opening(
+    services: Services, client: TestClient
+) -> None:
+    """Read with ``deal_id`` from after the deal's ``opened`` by a fresh reader (a restarted
+    process): the events still name their pipeline, so a pipeline filter still finds them."""
+    opened = _post(
+        client,
+        "late-1",
+        {"type": "opened", "event_id": "l1", "pipeline_id": "default", "name": "L"},
+    )
+    _post(
+        client, "late-1", {"type": "fact_recorded", "event_id": "l2", "fact": "need", "value": True}
+    )
+    for pipeline_ids in ((), ("default",)):
+        reader = FeedReader(services.app)  # knows no deal yet
+        filters = FeedFilter.build(deal_id="late-1", pipeline_ids=pipeline_ids)
+        events = reader.page(opened["position"], 100, filters).events
+        assert [(e["type"], e["deal_id"], e["pipeline_id"]) for e in events] == [
+            ("fact_recorded", "late-1", "default")
+        ], pipeline_ids

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.revenue.conftest import post_events
@@ -233,3 +234,18 @@ def test_forecast_input_errors(client: TestClient) -> None:
     assert client.get("/v1/pipelines/nope/forecast").status_code == 404
     default = client.get("/v1/pipelines/fc/forecast?from=2017-03").json()
     assert (default["from"], default["to"], len(default["months"])) == ("2017-03", "2018-02", 12)
+
+
+@pytest.mark.parametrize("target", ["1e30", "1e400", "1.0000001", "x"])
+def test_forecast_and_review_refuse_targets_money_cannot_be(
+    client: TestClient, target: str
+) -> None:
+    """These were 500s: a target past what money holds crashed the formatting."""
+    assert client.put("/v1/pipelines/fc", json=PIPELINE).status_code in (200, 201)
+    for path in (
+        f"/v1/pipelines/fc/forecast?from=2017-01&target={target}",
+        f"/v1/pipelines/fc/review?since=2017-01-01&target={target}",
+    ):
+        response = client.get(path)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"] == "validation_error"

@@ -183,11 +183,16 @@ async def test_signed_deliveries_in_order_with_a_log_rotation_and_replay(hooks: 
     with pytest.raises(WebhookVerificationError):
         verify_webhook(sample.body, bad_headers, SECRET)
 
-    # The delivery log: one 200 attempt per delivery, with its latency.
-    response = await hooks.call(
-        "GET", "/v1/subscriptions/billing/deliveries", params={"limit": 1000}
-    )
-    log = response.json()["deliveries"]
+    # The delivery log: one 200 attempt per delivery, with its latency. The activity writes it
+    # after a deal's POSTs, so it may trail what the receiver has by a moment: wait for it.
+    def delivery_log() -> list[dict[str, Any]]:
+        response = hooks.api.get(
+            "/v1/subscriptions/billing/deliveries", params={"limit": 1000}, headers=AUTH
+        )
+        rows: list[dict[str, Any]] = response.json()["deliveries"]
+        return rows if {row["position"] for row in rows} >= set(positions) else []
+
+    log = await wait_for(delivery_log, timeout=30)
     assert {row["position"] for row in log} == set(positions)
     assert all(row["status_code"] == 200 and row["ok"] and row["latency_ms"] >= 0 for row in log)
     await wait_for(
