@@ -19,11 +19,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
 IDEMPOTENCY_TABLE = "dealflow_idempotency"
@@ -77,8 +79,43 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         small = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
         if len(stored_events) < COPY_THRESHOLD and small:
-            return super().insert_events(stored_events, **kwargs)
+            return self._pipeline_events(stored_events, **kwargs)
         return self._copy_events(stored_events, **kwargs)
+
+    def _pipeline_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
+        """eventsourcing's pipelined INSERT, raising the statement that failed.
+
+        eventsourcing's own version loses it when the failure's result arrives before its
+        ``pipeline.sync()`` (a busy client reads it while sending the INSERT): the block then
+        ends without a sync, the pipeline's exit reports the skipped statements as
+        ``PipelineAborted`` (an OperationalError), and a duplicate key became ten retries and a
+        503 instead of the IntegrityError that tells the write path to decide again.
+        """
+        if self.datastore.enable_db_functions:
+            return super().insert_events(stored_events, **kwargs)
+        failure: psycopg.Error | None = None
+        ids: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            try:
+                with conn.pipeline() as pipeline, conn.transaction():
+                    try:
+                        with conn.cursor() as curs:
+                            self._insert_events(curs, stored_events, **kwargs)
+                        # A cursor of its own for the executemany(), as eventsourcing does.
+                        with conn.cursor() as curs:
+                            self._insert_stored_events(curs, stored_events, **kwargs)
+                            pipeline.sync()
+                            ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                    except psycopg.Error as error:
+                        failure = error  # kept: what follows it only reports being skipped
+            except psycopg.errors.PipelineAborted:
+                if failure is None:
+                    raise
+            if failure is not None:
+                if conn.info.transaction_status == TransactionStatus.INERROR:
+                    conn.rollback()  # the COMMIT was skipped too: hand the pool a clean one
+                raise failure
+        return ids
 
     def _copy_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
         """The batch fast path: one transaction, binary COPY instead of an INSERT of composites.

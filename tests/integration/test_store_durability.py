@@ -4,17 +4,18 @@ concurrent writers that never lose an update."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from engine.application import DealflowApp, Outcome
+from engine.application import Command, DealflowApp, Outcome
 from engine.domain.deal import deal_uuid
 from engine.persistence.recorders import IDEMPOTENCY_TABLE
 from engine.persistence.settings import StoreSettings
-from tests.helpers import command
+from tests.helpers import command, send
 
 OPEN: dict[str, Any] = {
     "type": "opened",
@@ -263,3 +264,71 @@ def test_applications_can_start_concurrently_on_a_fresh_database(
     finally:
         for app in apps:
             app.close()
+
+
+def _slow_between_key_and_events(monkeypatch: pytest.MonkeyPatch, recorder: Any) -> None:
+    """Pause the client between sending the idempotency INSERT and the events INSERT, as a busy
+    machine does: the key's duplicate-key error is then read before the pipeline's sync."""
+    original = type(recorder)._lock_table
+
+    def late(self: Any, curs: Any) -> None:
+        time.sleep(0.05)
+        original(self, curs)
+
+    monkeypatch.setattr(type(recorder), "_lock_table", late)
+
+
+def test_a_conflict_read_early_is_still_an_integrity_error(
+    pg_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate key or deal version read before the pipeline's sync is reported as itself
+    (the write path decides again), not as an aborted pipeline (an outage: retried, then 503)."""
+    app = DealflowApp(StoreSettings(database_url=pg_url, home=tmp_path))
+    try:
+        app.ingest([command("d0", {**OPEN, "event_id": "taken"})])
+        before = len(app.recorder.select_notifications(1, 1000))
+        _slow_between_key_and_events(monkeypatch, app.recorder)
+        from engine.persistence.recorders import IdempotencyRecord
+
+        taken_version = StoredEvent(deal_uuid("d0"), 1, "some.topic", b"{}")
+        new_deal = StoredEvent(deal_uuid("d-new"), 1, "some.topic", b"{}")
+        for events, key in (
+            ([new_deal], IdempotencyRecord("taken", "x", "d-new", 1)),
+            ([taken_version], IdempotencyRecord("fresh", "x", "d0", 1)),
+        ):
+            started = time.monotonic()
+            with pytest.raises(IntegrityError):
+                app.recorder.insert_events(events, idempotency=[key])
+            assert time.monotonic() - started < 1.0, "retried as if the store were down"
+        # Nothing of either attempt was kept, and the pooled connections are fine.
+        assert len(app.recorder.select_notifications(1, 1000)) == before
+        assert "fresh" not in _keys(app)
+        assert send(app, "d0", {"type": "activity_logged", "activity": "call"}).status == (
+            "recorded"
+        )
+    finally:
+        app.close()
+
+
+def test_resends_racing_on_a_busy_client_answer_as_duplicates(
+    pg_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI saw two of twenty simultaneous resends answered 503 ``pipeline aborted``."""
+    settings = StoreSettings(database_url=pg_url, home=tmp_path)
+    app = DealflowApp(settings)
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    _slow_between_key_and_events(monkeypatch, app.recorder)
+    try:
+        for r in range(3):
+            same = Command.from_body(f"race-{r}", {**OPEN, "event_id": f"o-{r}"}, "tester")
+
+            def resend(_: int, same: Command = same) -> None:
+                result = app.ingest([same])
+                with lock:
+                    outcomes.extend(result)
+
+            _run_threads(10, resend)
+        assert sorted(o.status for o in outcomes) == ["duplicate"] * 27 + ["recorded"] * 3
+    finally:
+        app.close()
