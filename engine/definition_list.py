@@ -14,8 +14,7 @@ from typing import Any
 
 from engine.application import DealflowApp
 from engine.domain.defaults import BUILT_IN_PIPELINES
-from engine.domain.definitions import PIPELINE, DefinitionApplied
-from engine.feed import DEFINITION_TOPIC
+from engine.domain.definitions import DEFINITION_TOPIC, PIPELINE, DefinitionApplied
 
 TABLE = "dealflow_definition_list"
 TRACKING = "dealflow_definition_list_tracking"

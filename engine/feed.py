@@ -13,27 +13,30 @@ come out marked ``"kind": "definition"``.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Notification
-from eventsourcing.utils import get_topic
 
 from engine.application import DealflowApp, history_item
-from engine.audit.store import first_rows, oid_param, oid_value, position_column
+from engine.audit.deal_names import CACHE_SIZE, DealNames, Names
+from engine.audit.store import oid_param, oid_value, position_column
 from engine.domain.deal import EVENT_TYPES, DealEvent, Opened, deal_uuid
 from engine.domain.deal_events import DEAL_TOPIC_PREFIXES, topics_of
-from engine.domain.definitions import DIRECTORY, PIPELINE, SEQUENCE, DefinitionApplied
+from engine.domain.definitions import (
+    DEFINITION_TOPIC,
+    DIRECTORY,
+    PIPELINE,
+    SEQUENCE,
+    DefinitionApplied,
+)
 from engine.domain.events import META_FIELDS, iso
 from engine.persistence.mapper import decode_event
 
-DEFINITION_TOPIC = get_topic(DefinitionApplied)
 DEFINITION_KINDS = (PIPELINE, SEQUENCE, DIRECTORY)
 # A definition event's feed type: "<kind>_applied" (pipeline_applied, sequence_applied, ...).
 DEFINITION_TYPES = {f"{kind}_applied": kind for kind in DEFINITION_KINDS}
@@ -47,7 +50,6 @@ DEFAULT_LIMIT = 500
 # At most this many positions are scanned for one page: a narrow filter over a long log
 # answers with few (or no) items and a cursor that moved on, instead of scanning it all.
 SCAN_SPAN = 20_000
-CACHE_SIZE = 50_000
 
 
 class UnknownType(ValueError):
@@ -101,32 +103,12 @@ class FeedPage:
         return self.next_after < self.head
 
 
-@dataclass
-class _DealNames:
-    """originator -> (deal_id, pipeline_id), least recently used first out."""
-
-    size: int = CACHE_SIZE
-    known: OrderedDict[UUID, tuple[str | None, str | None]] = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def put(self, originator_id: UUID, names: tuple[str | None, str | None]) -> None:
-        with self.lock:
-            self.known[originator_id] = names
-            self.known.move_to_end(originator_id)
-            while len(self.known) > self.size:
-                self.known.popitem(last=False)
-
-    def get(self, originator_id: UUID) -> tuple[str | None, str | None] | None:
-        with self.lock:
-            return self.known.get(originator_id)
-
-
 class FeedReader:
     """Reads feed pages from one application's log; safe to share between threads."""
 
     def __init__(self, app: DealflowApp, *, cache_size: int = CACHE_SIZE) -> None:
         self.app = app
-        self._names = _DealNames(cache_size)
+        self._names = DealNames(app, cache_size)
         mapper = app.mapper
         # Stored state is plain JSON unless the store is configured to compress or encrypt.
         self._plain = not (mapper.cipher or mapper.compressor)
@@ -158,9 +140,9 @@ class FeedReader:
             notifications = self.app.recorder.select_notifications(
                 cursor, want, stop=stop, topics=topics, inclusive_of_start=False
             )
-            self._learn_names(notifications)
+            names = self._page_names(notifications)
             for notification in notifications:
-                item = self._item(notification)
+                item = self._item(notification, names)
                 if item is not None and filters.wants(item):
                     events.append(item)
             cursor = stop if len(notifications) < want else notifications[-1].id
@@ -188,10 +170,10 @@ class FeedReader:
             for row in rows
         ]
         # Named like any page: read after its `opened`, the deal is named by its first event.
-        self._learn_names(notifications)
+        names = self._page_names(notifications)
         events: list[dict[str, Any]] = []
         for notification in notifications:
-            item = self._item(notification)
+            item = self._item(notification, names)
             if item is not None and item["deal_id"] is None:
                 item["deal_id"] = filters.deal_id
             if item is not None and filters.wants(item):
@@ -213,8 +195,8 @@ class FeedReader:
             after = result.next_after
 
     # -- decoding ------------------------------------------------------------------------------
-    def _learn_names(self, notifications: Sequence[Any]) -> None:
-        """Name the page's deals not named yet, by their first events (one query a page)."""
+    def _page_names(self, notifications: Sequence[Any]) -> dict[UUID, Names]:
+        """The names of the page's deals, but those opened in it (named as it is decoded)."""
         deal_events = [
             (oid_value(n.originator_id), n.originator_version)
             for n in notifications
@@ -222,29 +204,14 @@ class FeedReader:
         ]
         # Deals opened in this very page are named by their `opened` as the page is decoded.
         opened_here = {originator for originator, version in deal_events if version == 1}
-        unknown = list(
-            dict.fromkeys(
-                originator
-                for originator, _ in deal_events
-                if originator not in opened_here and self._names.get(originator) is None
-            )
+        return self._names.names_of(
+            originator for originator, _ in deal_events if originator not in opened_here
         )
-        if not unknown:
-            return
-        found = first_rows(self.app, unknown)
-        for originator in unknown:
-            row = found.get(originator)
-            names: tuple[str | None, str | None] = (None, None)
-            if row is not None:
-                opened = decode_event(row.topic, row.state, originator, 1, self.app.mapper)
-                if isinstance(opened, Opened):
-                    names = (opened.deal_id, opened.pipeline_id)
-            self._names.put(originator, names)
 
-    def _item(self, notification: Any) -> dict[str, Any] | None:
+    def _item(self, notification: Any, names: dict[UUID, Names]) -> dict[str, Any] | None:
         topic = notification.topic
         if topic.startswith(DEAL_TOPIC_PREFIXES):
-            return self._deal_item(notification)
+            return self._deal_item(notification, names)
         if topic == DEFINITION_TOPIC:
             event = decode_event(
                 topic,
@@ -256,7 +223,7 @@ class FeedReader:
             return definition_item(notification.id, event)
         return None  # snapshots and anything else that is not an event of the feed
 
-    def _deal_item(self, notification: Any) -> dict[str, Any]:
+    def _deal_item(self, notification: Any, names: dict[UUID, Names]) -> dict[str, Any]:
         """A deal event as the feed shows it: its history item, with position and names."""
         originator = oid_value(notification.originator_id)
         version: int = notification.originator_version
@@ -283,7 +250,7 @@ class FeedReader:
                 "hash": raw["hash"],
                 "data": {k: v for k, v in raw.items() if k not in META_FIELDS},
             }
-        deal_id, pipeline_id = self._names_of(originator, past["type"], past["data"])
+        deal_id, pipeline_id = self._names_of(originator, past["type"], past["data"], names)
         return {
             "position": notification.id,
             "kind": "deal",
@@ -293,13 +260,16 @@ class FeedReader:
         }
 
     def _names_of(
-        self, originator: UUID, type_: str, data: dict[str, Any]
-    ) -> tuple[str | None, str | None]:
+        self, originator: UUID, type_: str, data: dict[str, Any], page: dict[UUID, Names]
+    ) -> Names:
+        """A deal opened in this page is named by its ``opened``, for the rest of the page
+        and (through the cache) for later pages."""
         if type_ == Opened.TYPE:
             names = (data.get("deal_id"), data.get("pipeline_id"))
+            page[originator] = names
             self._names.put(originator, names)
             return names
-        return self._names.get(originator) or (None, None)
+        return page.get(originator, (None, None))
 
 
 def definition_item(position: int, event: DefinitionApplied) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.utils import get_topic
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -39,7 +38,7 @@ from engine.domain.deal import (
     Won,
 )
 from engine.domain.deal_events import topics_of
-from engine.domain.definitions import PIPELINE, SEQUENCE, DefinitionApplied
+from engine.domain.definitions import DEFINITION_TOPIC, PIPELINE, SEQUENCE, DefinitionApplied
 from engine.domain.errors import DomainError
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
@@ -78,7 +77,6 @@ _WATCHED = {
     )
     for topic in topics_of(cls)
 }
-_DEFINITION_TOPIC = get_topic(DefinitionApplied)
 # A workflow id is used once, ever: a redelivered start finds the first workflow (running or
 # closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
 REUSE_POLICY = WorkflowIDReusePolicy.REJECT_DUPLICATE
@@ -169,7 +167,7 @@ class Bridge:
         start, stop = 1, self.position
         while stop and start <= stop:
             found = self.app.recorder.select_notifications(
-                start, 1000, stop=stop, topics=[_DEFINITION_TOPIC]
+                start, 1000, stop=stop, topics=[DEFINITION_TOPIC]
             )
             for notification in found:
                 self._learn(self.app.mapper.to_domain_event(notification))
@@ -278,7 +276,7 @@ class Bridge:
         batch = BridgeBatch()
         events: list[Any] = []
         for notification in notifications:
-            if notification.topic == _DEFINITION_TOPIC or notification.topic in _WATCHED:
+            if notification.topic == DEFINITION_TOPIC or notification.topic in _WATCHED:
                 events.append(self.app.mapper.to_domain_event(notification))
         # A stay that already ended within this batch needs no escalation workflow.
         left: dict[UUID, int] = {}

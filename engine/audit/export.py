@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any
-from uuid import UUID
 
 import orjson
 
 from engine.application import DealflowApp
 from engine.audit.chain import decode_row
+from engine.audit.deal_names import CACHE_SIZE, DealNames
 from engine.audit.store import (
     PAGE_SIZE,
     StoredRow,
-    first_rows,
     rows_by_originator,
     rows_by_position,
 )
@@ -47,7 +45,6 @@ COLUMNS = (
     "hash",
     "data",
 )
-CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True)
@@ -58,65 +55,44 @@ class ExportFilter:
     occurred_to: datetime | None = None  # business time, exclusive
 
 
-class _DealNames:
-    """originator -> (deal_id, pipeline_id), least recently used first out."""
-
-    def __init__(self, app: DealflowApp, size: int = CACHE_SIZE) -> None:
-        self.app = app
-        self.size = size
-        self._known: OrderedDict[UUID, tuple[str | None, str | None]] = OrderedDict()
-
-    def learn(self, rows: list[StoredRow], events: list[Any]) -> None:
-        for row, event in zip(rows, events, strict=True):
-            if isinstance(event, Opened):
-                self._put(row.originator_id, (event.deal_id, event.pipeline_id))
-        unknown = list(
-            dict.fromkeys(
-                r.originator_id
-                for r in rows
-                if r.is_deal_event and r.originator_id not in self._known
-            )
-        )
-        found = first_rows(self.app, unknown) if unknown else {}
-        for originator_id in unknown:
-            opened = decode_row(found[originator_id])[0] if originator_id in found else None
-            names = (
-                (opened.deal_id, opened.pipeline_id) if isinstance(opened, Opened) else (None, None)
-            )
-            self._put(originator_id, names)
-
-    def _put(self, originator_id: UUID, names: tuple[str | None, str | None]) -> None:
-        self._known[originator_id] = names
-        self._known.move_to_end(originator_id)
-        while len(self._known) > self.size:
-            self._known.popitem(last=False)
-
-    def get(self, originator_id: UUID) -> tuple[str | None, str | None]:
-        return self._known.get(originator_id, (None, None))
-
-
 def export_records(
-    app: DealflowApp, filters: ExportFilter, *, page: int = PAGE_SIZE
+    app: DealflowApp,
+    filters: ExportFilter,
+    *,
+    page: int = PAGE_SIZE,
+    cache_size: int = CACHE_SIZE,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Pages of export records, in log order (or version order for one deal)."""
+    """Pages of export records, in log order (or version order for one deal); ``cache_size``
+    deals' names are kept between pages."""
     if filters.deal_id is not None:
         rows: Iterator[StoredRow] = rows_by_originator(
             app, originator_id=deal_uuid(filters.deal_id), page=page
         )
     else:
         rows = rows_by_position(app, page=page)
-    names = _DealNames(app)
+    names = DealNames(app, cache_size)
     while True:
         chunk = list(islice(rows, page))
         if not chunk:
             return
         events = [decode_row(row)[0] if row.is_deal_event else None for row in chunk]
-        names.learn(chunk, events)
+        opened = {
+            row.originator_id: (event.deal_id, event.pipeline_id)
+            for row, event in zip(chunk, events, strict=True)
+            if isinstance(event, Opened)
+        }
+        for originator_id, named in opened.items():
+            names.put(originator_id, named)
+        page_names = opened | names.names_of(
+            row.originator_id
+            for row in chunk
+            if row.is_deal_event and row.originator_id not in opened
+        )
         records = []
         for row, event in zip(chunk, events, strict=True):
             if not row.is_deal_event:
                 continue
-            deal_id, pipeline_id = names.get(row.originator_id)
+            deal_id, pipeline_id = page_names[row.originator_id]
             if filters.deal_id is not None:
                 deal_id = deal_id or filters.deal_id
             record = _record(row, event, deal_id, pipeline_id)

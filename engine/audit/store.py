@@ -22,8 +22,6 @@ from engine.domain.deal_events import DEAL_TOPIC_PREFIXES
 from engine.persistence.db import Database
 
 PAGE_SIZE = 5000
-# Deal events are named by either module (see engine.domain.deal_events.DEAL_TOPIC_MODULES).
-DEFINITION_TOPIC = "engine.domain.definitions:DefinitionApplied"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from eventsourcing.utils import get_topic
+
 from engine.domain.events import DomainEvent
 
 DEFINITION_NAMESPACE = UUID("0b0e5a3c-1d2f-4f6a-8c7b-93e1d2a4b5c6")
@@ -36,6 +38,10 @@ class DefinitionApplied(DomainEvent):
         definition.body = self.body
         definition.applied_at = self.timestamp
         return definition
+
+
+# How the store names every definition event (readers filter the log by it).
+DEFINITION_TOPIC = get_topic(DefinitionApplied)
 
 
 class Definition:

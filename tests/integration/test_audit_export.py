@@ -73,12 +73,5 @@ def test_export_pages_and_forgets(app: DealflowApp) -> None:
     """Small pages and a tiny name cache give the same export (memory does not hold the log)."""
     populate(app, 150)
     whole = [r for page in export_records(app, ExportFilter()) for r in page]
-    import engine.audit.export as export_module
-
-    original = export_module.CACHE_SIZE
-    export_module.CACHE_SIZE = 2
-    try:
-        paged = [r for page in export_records(app, ExportFilter(), page=7) for r in page]
-    finally:
-        export_module.CACHE_SIZE = original
+    paged = [r for page in export_records(app, ExportFilter(), page=7, cache_size=2) for r in page]
     assert paged == whole

@@ -441,3 +441,42 @@ def test_one_deal_page_names_its_pipeline_for_a_reader_that_never_saw_the_openin
         assert [(e["type"], e["deal_id"], e["pipeline_id"]) for e in events] == [
             ("fact_recorded", "late-1", "default")
         ], pipeline_ids
+
+
+def test_a_tiny_name_cache_names_every_event_as_a_large_one_does(services: Services) -> None:
+    """Deals met on an earlier page and pushed out of the cache are named again, and a page with
+    more deals than the cache holds names all of them."""
+    app = services.app
+    app.ingest(
+        [
+            Command.from_body(
+                f"tiny-{d}",
+                {
+                    "type": "opened",
+                    "event_id": f"tiny-{d}-o",
+                    "pipeline_id": "default",
+                    "name": "T",
+                },
+                "tester",
+            )
+            for d in range(12)
+        ]
+    )
+    for e in range(3):  # one call a round, so that the deals' events interleave in the log
+        app.ingest(
+            [
+                Command.from_body(
+                    f"tiny-{d}",
+                    {"type": "activity_logged", "event_id": f"tiny-{d}-{e}", "activity": "call"},
+                    "tester",
+                )
+                for d in range(12)
+            ]
+        )
+    tiny = list(FeedReader(app, cache_size=2).iterate(0, page=7))
+    large = list(FeedReader(app).iterate(0, page=7))
+    deal_items = [item for item in tiny if item["kind"] == "deal"]
+    assert len(deal_items) == 48
+    assert all(item["deal_id"].startswith("tiny-") for item in deal_items)
+    assert all(item["pipeline_id"] == "default" for item in deal_items)
+    assert tiny == large
