@@ -24,6 +24,7 @@ from dealflow.telemetry import configure_tracing
 from engine.logs import configure_logging
 from engine.ops_server import start_from_env
 from engine.settings import Settings
+from engine.tokens import TokenStore
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -59,12 +60,17 @@ def projections_run(args: argparse.Namespace) -> int:
     """Keep the read models current until SIGTERM or Ctrl-C (a batch in flight completes or
     rolls back; either way the tracked position stays exact)."""
     from engine.application import DealflowApp
-    from engine.persistence.settings import StoreSettings
+    from engine.persistence.settings import StoreSettings, schema_lock
     from projections.runtime import ProjectionsService
 
     configure_logging(args.log_level)
     provider = configure_tracing("projections")
-    service = ProjectionsService(DealflowApp(StoreSettings.from_env()), run=True)
+    store = StoreSettings.from_env()
+    service = ProjectionsService(DealflowApp(store), run=True)
+    # The ops port's /metrics takes the API's tokens (engine.ops_server). Under the schema
+    # lock: the token table may be created here while replicas start (see schema_lock).
+    with schema_lock(store):
+        tokens = TokenStore(service.app.db, Settings.load().bootstrap_token)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -79,6 +85,7 @@ def projections_run(args: argparse.Namespace) -> int:
             f'dealflow_projection_lag{{projection="{item["name"]}"}}': float(item["lag"])
             for item in service.status()
         },
+        authenticate=tokens.authenticate,
     )
     print(f"projections running: {', '.join(service.names)}", flush=True)
     while not stopping.wait(1.0):
@@ -132,6 +139,7 @@ def worker(args: argparse.Namespace) -> int:
         ops = start_from_env(
             ready=lambda: services.app.max_position() >= 0,
             metrics=lambda: _worker_metrics(services.app, process),
+            authenticate=services.tokens.authenticate,
         )
         logging.getLogger("dealflow.worker").info(
             "worker on %s (namespace %s, task queue %s)",

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         validation_alias=_env("DEALFLOW_METRICS_PORT"),
         description="port of /healthz, /readyz and /metrics of worker and projection processes",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("DEALFLOW_METRICS_HOST"),
+        description="address that port listens on (0.0.0.0: every interface, for probes and Prometheus from outside)",
+    )
 
     # -- Temporal ----------------------------------------------------------------------------
     temporal_address: str | None = Field(
