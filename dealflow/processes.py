@@ -20,6 +20,7 @@ from dealflow.http import create_app
 from dealflow.preflight import SetupError, check_port, check_temporal, describe_store
 from dealflow.revenue import revenue_hooks
 from dealflow.runtime import build_services
+from dealflow.server import uvicorn_options
 from dealflow.telemetry import configure_tracing
 from engine.logs import configure_logging
 from engine.ops_server import start_from_env
@@ -42,7 +43,12 @@ def serve(args: argparse.Namespace) -> int:
             "401; create one (dealflow tokens create --name NAME --scopes ingest,read) or set "
             "DEALFLOW_BOOTSTRAP_TOKEN"
         )
-    app = create_app(services, on_shutdown=[provider.shutdown] if provider is not None else [])
+    settings = Settings.load()
+    app = create_app(
+        services,
+        body_timeout_s=settings.http_body_timeout,
+        on_shutdown=[provider.shutdown] if provider is not None else [],
+    )
     uvicorn.run(
         app,
         host=args.host,
@@ -51,6 +57,7 @@ def serve(args: argparse.Namespace) -> int:
         log_config=None,  # our handler (engine.logs): JSON off a terminal
         access_log=False,  # RequestLog writes one line per request, never a query string
         workers=1,
+        **uvicorn_options(settings),  # slow and idle clients are cut off (dealflow.server)
     )
     services.close()
     return 0
@@ -230,15 +237,17 @@ def dev(args: argparse.Namespace) -> int:
                 **revenue_hooks(services.app),
             )
             await process.start()
+            settings = Settings.load()
             api = _quiet_server(
                 uvicorn.Config(
-                    create_app(services),
+                    create_app(services, body_timeout_s=settings.http_body_timeout),
                     host=args.host,
                     port=args.port,
                     log_level=args.log_level,
                     log_config=None,
                     access_log=False,
                     lifespan="on",
+                    **uvicorn_options(settings),
                 )
             )
             serving = asyncio.create_task(api.serve())
