@@ -33,10 +33,17 @@ class OpsServer:
         metrics: MetricsSource,
         authenticate: TokenCheck,
         host: str = "127.0.0.1",
+        timeout: float = 10.0,
     ) -> None:
         outer = self
+        read_timeout = timeout
 
         class Handler(BaseHTTPRequestHandler):
+            # A timeout on each socket read: a client that connects and sends nothing (or
+            # stops) frees its thread instead of holding it for ever. Requests are HTTP/1.0,
+            # one per connection, so there is no keep-alive to bound.
+            timeout = read_timeout
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path == "/healthz":
                     outer._reply(self, 200, "ok\n")
@@ -146,5 +153,10 @@ def start_from_env(
     if not settings.metrics_port:
         return None
     return OpsServer(
-        int(settings.metrics_port), ready, metrics, authenticate, host=settings.metrics_host
+        int(settings.metrics_port),
+        ready,
+        metrics,
+        authenticate,
+        host=settings.metrics_host,
+        timeout=settings.http_header_timeout,
     ).start()

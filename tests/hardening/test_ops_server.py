@@ -3,6 +3,8 @@ deployment opens it, probes open, ``/metrics`` with a ``read`` token like the AP
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,5 +97,19 @@ def test_it_listens_on_loopback_unless_told(
     assert server is not None
     try:
         assert server._server.server_address[0] == "0.0.0.0"
+    finally:
+        server.stop()
+
+
+def test_a_silent_connection_is_let_go(services: Services) -> None:
+    server = OpsServer(
+        free_port(), lambda: True, dict, services.tokens.authenticate, timeout=0.5
+    ).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            started = time.monotonic()
+            assert sock.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - started < 2
+        assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
     finally:
         server.stop()
