@@ -8,9 +8,10 @@ import os
 import sys
 
 from dealflow import __version__, admin, bench, demo, processes
-from dealflow.preflight import SetupError, check_settings, check_store
+from dealflow.preflight import SetupError, check_settings, check_store, unreachable_store
 from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
+from engine.persistence.outage import StoreUnavailable, is_connection_failure
 from engine.persistence.settings import StoreSettings
 from engine.scoring import cli as scoring_cli
 from projections import cli as projections_cli
@@ -57,15 +58,32 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         from engine.domain.errors import DomainError
 
-        if not isinstance(error, DomainError):
+        if isinstance(error, DomainError):
+            print(f"error: {error.message}", file=sys.stderr)
+        elif _store_unreachable(error):
+            # The preflight passed but the database went away (restart, failover) before the
+            # process was up: the same one line as the preflight's, never a traceback. A
+            # supervisor (compose `restart:`, Kubernetes) starts the process again.
+            sub = getattr(args, f"{args.command}_command", None)
+            when = f"while `dealflow {args.command}{f' {sub}' if sub else ''}` was running"
+            print(
+                f"error: {unreachable_store(StoreSettings.from_env(), error, when)}",
+                file=sys.stderr,
+            )
+        else:
             raise
-        print(f"error: {error.message}", file=sys.stderr)
         code = 2
     sys.stdout.flush()
     sys.stderr.flush()
     # Leave without interpreter finalisation: the Temporal SDK's native threads can crash it
     # (exit 139) after a clean shutdown, which would make a successful command look failed.
     os._exit(code)
+
+
+def _store_unreachable(error: BaseException) -> bool:
+    """The store could not be reached (psycopg's or eventsourcing's connection errors, or the
+    outage gate saying it is known to be down)."""
+    return isinstance(error, StoreUnavailable) or is_connection_failure(error)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ from engine.api import routes_deals, routes_feed, routes_lists, routes_pipelines
 from engine.api.bodies import describe_hand_read_bodies
 from engine.api.edge import StorableParams
 from engine.api.errors import install_error_handlers
-from engine.api.middleware import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, RequestLog
+from engine.api.middleware import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    BodySizeLimit,
+    RequestLog,
+)
 from engine.audit.api import router as audit_router
 from engine.services import Services
 from projections.api import router as projections_router
@@ -43,6 +48,7 @@ def create_app(
     services: Services,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     on_shutdown: Sequence[Callable[[], object]] = (),
 ) -> FastAPI:
     """The HTTP app over ``services``. ``on_shutdown`` runs as the app stops (e.g. flushing
@@ -76,7 +82,7 @@ def create_app(
     for router in ROUTERS:
         api.include_router(router)
     describe_hand_read_bodies(api)
-    api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
+    api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, timeout_s=body_timeout_s)  # type: ignore[arg-type]
     api.add_middleware(StorableParams)  # type: ignore[arg-type]
     api.add_middleware(RequestLog)  # outermost: it sees every answer, 413s included
     return api

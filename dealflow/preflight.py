@@ -77,19 +77,61 @@ def check_store(settings: StoreSettings) -> None:
                 f"database {database!r} does not exist on {host}:{port}; create it "
                 f"(createdb -h {host} -p {port} {database}) or point DATABASE_URL at an existing one"
             ) from error
-        if "refused" in text or "No such file" in text:
-            raise SetupError(
-                f"nothing accepts connections at {host}:{port} (DATABASE_URL); start PostgreSQL "
-                "there or fix DATABASE_URL"
-            ) from error
-        if "timeout" in text.lower():
-            raise SetupError(
-                f"PostgreSQL at {host}:{port} did not answer within {CONNECT_TIMEOUT_S} s; "
-                "check the host, the network and DATABASE_URL"
-            ) from error
-        raise SetupError(
-            f"cannot connect to PostgreSQL at {host}:{port}: {_first_line(error)}"
-        ) from error
+        raise SetupError(unreachable_store(settings, error)) from error
+
+
+def unreachable_store(settings: StoreSettings, error: BaseException, when: str = "") -> str:
+    """One line for a PostgreSQL that cannot be reached: what is wrong and what to do.
+
+    Used by the preflight, and for the store going away later while a process is still
+    starting (after the preflight passed): the operator's next step is the same."""
+    address = "the address in DATABASE_URL"
+    if settings.is_postgres:
+        try:
+            params = conninfo_to_dict(str(settings.database_url))
+            address = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+        except (psycopg.ProgrammingError, ValueError):
+            pass
+    texts = _cause_texts(error)
+    lowered = " ".join(texts).lower()
+    prefix = f"PostgreSQL became unreachable {when}: " if when else ""
+    for state, said in (
+        ("starting up", "is starting up"),
+        ("shutting down", "is shutting down"),
+        ("recovery mode", "is in recovery"),
+        ("not yet accepting connections", "is still starting (not yet accepting connections)"),
+        ("not accepting connections", "does not accept connections (a standby?)"),
+    ):
+        if state in lowered:
+            return (
+                f"{prefix}PostgreSQL at {address} {said}; start again once it accepts "
+                "connections (a supervisor restarting this process will do)"
+            )
+    if "refused" in lowered or "no such file" in lowered:
+        return (
+            f"{prefix}nothing accepts connections at {address} (DATABASE_URL); start PostgreSQL "
+            "there or fix DATABASE_URL"
+        )
+    if "timeout" in lowered or "timed out" in lowered:
+        return (
+            f"{prefix}PostgreSQL at {address} did not answer "
+            f"{'in time' if when else f'within {CONNECT_TIMEOUT_S} s'}; "
+            "check the host, the network and DATABASE_URL"
+        )
+    detail = texts[-1].splitlines()[0] if texts else type(error).__name__
+    return f"{prefix}cannot connect to PostgreSQL at {address}: {detail}"
+
+
+def _cause_texts(error: BaseException) -> list[str]:
+    """The texts of ``error`` and its causes, outermost first: eventsourcing and the outage
+    gate wrap psycopg's error, whose text names the actual problem."""
+    texts: list[str] = []
+    cause: BaseException | None = error
+    while cause is not None and len(texts) < 10:
+        if str(cause).strip():
+            texts.append(str(cause).strip())
+        cause = cause.__cause__ or cause.__context__
+    return texts
 
 
 def check_port(host: str, port: int, command: str) -> None:

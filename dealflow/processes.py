@@ -20,10 +20,12 @@ from dealflow.http import create_app
 from dealflow.preflight import SetupError, check_port, check_temporal, describe_store
 from dealflow.revenue import revenue_hooks
 from dealflow.runtime import build_services
+from dealflow.server import uvicorn_options
 from dealflow.telemetry import configure_tracing
 from engine.logs import configure_logging
 from engine.ops_server import start_from_env
 from engine.settings import Settings
+from engine.tokens import TokenStore
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -41,7 +43,12 @@ def serve(args: argparse.Namespace) -> int:
             "401; create one (dealflow tokens create --name NAME --scopes ingest,read) or set "
             "DEALFLOW_BOOTSTRAP_TOKEN"
         )
-    app = create_app(services, on_shutdown=[provider.shutdown] if provider is not None else [])
+    settings = Settings.load()
+    app = create_app(
+        services,
+        body_timeout_s=settings.http_body_timeout,
+        on_shutdown=[provider.shutdown] if provider is not None else [],
+    )
     uvicorn.run(
         app,
         host=args.host,
@@ -50,6 +57,7 @@ def serve(args: argparse.Namespace) -> int:
         log_config=None,  # our handler (engine.logs): JSON off a terminal
         access_log=False,  # RequestLog writes one line per request, never a query string
         workers=1,
+        **uvicorn_options(settings),  # slow and idle clients are cut off (dealflow.server)
     )
     services.close()
     return 0
@@ -59,12 +67,17 @@ def projections_run(args: argparse.Namespace) -> int:
     """Keep the read models current until SIGTERM or Ctrl-C (a batch in flight completes or
     rolls back; either way the tracked position stays exact)."""
     from engine.application import DealflowApp
-    from engine.persistence.settings import StoreSettings
+    from engine.persistence.settings import StoreSettings, schema_lock
     from projections.runtime import ProjectionsService
 
     configure_logging(args.log_level)
     provider = configure_tracing("projections")
-    service = ProjectionsService(DealflowApp(StoreSettings.from_env()), run=True)
+    store = StoreSettings.from_env()
+    service = ProjectionsService(DealflowApp(store), run=True)
+    # The ops port's /metrics takes the API's tokens (engine.ops_server). Under the schema
+    # lock: the token table may be created here while replicas start (see schema_lock).
+    with schema_lock(store):
+        tokens = TokenStore(service.app.db, Settings.load().bootstrap_token)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -79,6 +92,7 @@ def projections_run(args: argparse.Namespace) -> int:
             f'dealflow_projection_lag{{projection="{item["name"]}"}}': float(item["lag"])
             for item in service.status()
         },
+        authenticate=tokens.authenticate,
     )
     print(f"projections running: {', '.join(service.names)}", flush=True)
     while not stopping.wait(1.0):
@@ -132,6 +146,7 @@ def worker(args: argparse.Namespace) -> int:
         ops = start_from_env(
             ready=lambda: services.app.max_position() >= 0,
             metrics=lambda: _worker_metrics(services.app, process),
+            authenticate=services.tokens.authenticate,
         )
         logging.getLogger("dealflow.worker").info(
             "worker on %s (namespace %s, task queue %s)",
@@ -222,15 +237,17 @@ def dev(args: argparse.Namespace) -> int:
                 **revenue_hooks(services.app),
             )
             await process.start()
+            settings = Settings.load()
             api = _quiet_server(
                 uvicorn.Config(
-                    create_app(services),
+                    create_app(services, body_timeout_s=settings.http_body_timeout),
                     host=args.host,
                     port=args.port,
                     log_level=args.log_level,
                     log_config=None,
                     access_log=False,
                     lifespan="on",
+                    **uvicorn_options(settings),
                 )
             )
             serving = asyncio.create_task(api.serve())

@@ -105,12 +105,35 @@ class Settings(BaseSettings):
         validation_alias=_env("DEALFLOW_LOG_FORMAT"),
         description="`json` or `text`; unset: text on a terminal, JSON otherwise",
     )
+    http_header_timeout: float = Field(
+        10,
+        gt=0,
+        validation_alias=_env("DEALFLOW_HTTP_HEADER_TIMEOUT"),
+        description="seconds a client has to send a whole request head, from connecting or from the first byte of the next request on a kept-alive connection; then it is closed",
+    )
+    http_body_timeout: float = Field(
+        60,
+        gt=0,
+        validation_alias=_env("DEALFLOW_HTTP_BODY_TIMEOUT"),
+        description="seconds a request's body has to arrive after its head; then 408 and the connection is closed",
+    )
+    http_keepalive_timeout: float = Field(
+        5,
+        gt=0,
+        validation_alias=_env("DEALFLOW_HTTP_KEEPALIVE_TIMEOUT"),
+        description="seconds an idle keep-alive connection stays open after a response",
+    )
     metrics_port: int | None = Field(
         None,
         ge=1,
         le=65535,
         validation_alias=_env("DEALFLOW_METRICS_PORT"),
         description="port of /healthz, /readyz and /metrics of worker and projection processes",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("DEALFLOW_METRICS_HOST"),
+        description="address that port listens on (0.0.0.0: every interface, for probes and Prometheus from outside)",
     )
 
     # -- Temporal ----------------------------------------------------------------------------

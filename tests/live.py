@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 
 from dealflow.http import create_app
+from dealflow.server import uvicorn_options
 from engine.services import Services
+from engine.settings import Settings
 from workflows.devserver import free_port
 
 __all__ = [
@@ -33,14 +35,22 @@ __all__ = [
 
 
 @contextmanager
-def served(services: Services) -> Iterator[str]:
+def served(services: Services, settings: Settings | None = None) -> Iterator[str]:
     """The whole HTTP app over ``services`` on a free port of this machine until the block
-    ends; yields its base URL."""
+    ends, served as ``dealflow serve`` serves it (connection limits from ``settings``, by
+    default the environment's); yields its base URL."""
     import uvicorn
 
+    settings = settings or Settings.load()
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(services, body_timeout_s=settings.http_body_timeout),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            **uvicorn_options(settings),
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

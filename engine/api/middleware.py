@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -15,14 +16,24 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 60.0  # engine.settings: DEALFLOW_HTTP_BODY_TIMEOUT
 
 
 class BodySizeLimit:
-    """Refuse a request body over the limit with 413, before it is read into memory."""
+    """Refuse a request body over the limit with 413, before it is read into memory; and one
+    that takes longer than ``timeout_s`` after the request's head to arrive with 408 (a client
+    sending a byte now and then would otherwise hold the connection and its task for ever).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The deadline covers the body only: once it is complete (or the request had none), later
+    ``receive`` calls -- a streaming response waiting for the client to go -- are passed on
+    untouched."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,27 +44,67 @@ class BodySizeLimit:
             await _too_large(send, self.max_bytes)
             return
         received = 0
+        complete = False
+        responded = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
 
         async def limited() -> Any:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    message = await receive()
+            except TimeoutError:
+                raise _TooSlow() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _TooLarge()
+                complete = not message.get("more_body", False)
+            else:
+                complete = True  # the client went away
             return message
 
+        async def watched(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, watched)
         except _TooLarge:
             await _too_large(send, self.max_bytes)
+        except _TooSlow:
+            if responded:
+                raise  # too late for an answer: uvicorn drops the connection
+            await send_json(
+                send,
+                408,
+                {
+                    "error": "request_timeout",
+                    "message": f"the request body did not arrive within {self.timeout_s:g} s",
+                },
+                # The rest of the body may still come: never read it as the next request.
+                headers=[(b"connection", b"close")],
+            )
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def send_json(send: Send, status: int, document: dict[str, Any]) -> None:
+class _TooSlow(Exception):
+    pass
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    document: dict[str, Any],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Answer from ASGI middleware (before FastAPI's handlers) in the contract's error shape."""
     body = json.dumps(document).encode()
     await send(
@@ -63,6 +114,7 @@ async def send_json(send: Send, status: int, document: dict[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )

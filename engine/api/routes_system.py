@@ -63,9 +63,15 @@ def _projection_status(services: Any) -> list[dict[str, Any]]:
 
 
 @router.get(
-    "/metrics", tags=["system"], summary="Prometheus metrics", response_class=PlainTextResponse
+    "/metrics",
+    tags=["system"],
+    summary="Prometheus metrics (scope read)",
+    response_class=PlainTextResponse,
 )
-async def prometheus_metrics(request: Request) -> PlainTextResponse:
+async def prometheus_metrics(request: Request, _: Principal = require("read")) -> PlainTextResponse:
+    """Behind a token like the rest of the read side: the API port faces clients, and the log
+    position, projection names and their errors are no business of an anonymous caller.
+    Prometheus scrapes with a ``read`` token (see deploy/)."""
     services = get_services(request)
     lines = [
         "# HELP dealflow_log_position Highest position in the event log.",

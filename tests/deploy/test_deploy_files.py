@@ -278,6 +278,10 @@ def test_compose_dealflow_environment(compose: dict[str, Any]) -> None:
             assert "DEALFLOW_METRICS_PORT" in env, (
                 f"{name}: needs DEALFLOW_METRICS_PORT for metrics/probes"
             )
+            # The ops port listens on loopback by default; Prometheus is another container.
+            assert env.get("DEALFLOW_METRICS_HOST") == "0.0.0.0", (
+                f"{name}: set DEALFLOW_METRICS_HOST=0.0.0.0 so Prometheus reaches the ops port"
+            )
 
 
 def test_compose_healthchecks_hit_health_endpoints(compose: dict[str, Any]) -> None:
@@ -342,6 +346,20 @@ def test_prometheus_scrapes_every_dealflow_process(compose: dict[str, Any]) -> N
             for target in sc["targets"]:
                 host = target.rsplit(":", 1)[0]
                 assert host == "localhost" or host in services, f"unknown scrape target {target}"
+    # /metrics of dealflow wants a `read` token: every dealflow job sends one, from a file
+    # mounted into the prometheus container.
+    mounted = {str(c.get("target")) for c in services["prometheus"].get("configs") or []} | {
+        str(v).split(":")[1] for v in services["prometheus"].get("volumes") or []
+    }
+    dealflow = set(dealflow_services(compose))
+    for job in prom["scrape_configs"]:
+        names = {n for sd in job.get("dns_sd_configs") or [] for n in sd["names"]}
+        if names & dealflow:
+            auth = job.get("authorization") or {}
+            assert auth.get("type", "Bearer") == "Bearer", job["job_name"]
+            assert auth.get("credentials_file") in mounted, (
+                f"job {job['job_name']}: no bearer token file mounted into prometheus"
+            )
     for name, svc in dealflow_services(compose).items():
         assert name in scraped, f"prometheus does not scrape {name}"
         expected = int(env_dict(svc).get("DEALFLOW_METRICS_PORT") or 8000)
@@ -488,6 +506,10 @@ def test_deployments(k8s_objects: list[dict[str, Any]]) -> None:
             if sub in {"worker", "projections run"}:
                 assert "DEALFLOW_METRICS_PORT" in env_keys
                 port = int(configmaps["dealflow-config"]["data"]["DEALFLOW_METRICS_PORT"])
+                # Probes come from the kubelet, scrapes from Prometheus: not loopback.
+                assert configmaps["dealflow-config"]["data"].get("DEALFLOW_METRICS_HOST") == (
+                    "0.0.0.0"
+                ), f"{name}: the ops port must listen beyond loopback"
                 assert probe_ports == {port} and metrics_port == port, (
                     f"{name}: probes/metrics must use DEALFLOW_METRICS_PORT ({port})"
                 )

@@ -190,7 +190,10 @@ CONTRACT: dict[tuple[str, str], tuple[str, Call]] = {
     ),
 }
 
-PUBLIC = ["/openapi.json", "/healthz", "/readyz", "/metrics", "/", "/docs"]
+PUBLIC = ["/openapi.json", "/healthz", "/readyz", "/", "/docs"]
+# Outside /v1 and still behind a token (issue 9: /metrics was open on the API port). The log
+# position and the projections' names, lags and errors are read-side data: scope ``read``.
+GUARDED = {("GET", "/metrics"): "read"}
 
 
 @dataclass
@@ -294,6 +297,40 @@ def test_no_v1_route_is_hidden_from_openapi(world: World) -> None:
 @pytest.mark.parametrize("path", PUBLIC)
 def test_public_paths_need_no_token(world: World, path: str) -> None:
     assert world.client.get(path).status_code == 200
+
+
+def test_every_route_outside_v1_is_public_or_guarded(world: World) -> None:
+    doc = world.client.get("/openapi.json").json()
+    outside = {
+        (method.upper(), path)
+        for path, ops in doc["paths"].items()
+        if not path.startswith("/v1")
+        for method in ops
+    }
+    public = {("GET", path) for path in PUBLIC}
+    assert outside - public - set(GUARDED) == set(), "decide: public or which scope"
+
+
+def test_metrics_needs_a_read_token(world: World) -> None:
+    anonymous = world.client.get("/metrics")
+    _assert_refused(anonymous, 401, "unauthorized")
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer "), anonymous.headers
+    assert "dealflow_log_position" not in anonymous.text
+    for headers in BAD_HEADERS.values():
+        _assert_refused(world.client.get("/metrics", headers=headers), 401, "unauthorized")
+    revoked = {"Authorization": f"Bearer {world.tokens['revoked']}"}
+    _assert_refused(world.client.get("/metrics", headers=revoked), 401, "unauthorized")
+    for scope in ("ingest", "audit", "admin"):
+        headers = {"Authorization": f"Bearer {world.tokens[scope]}"}
+        _assert_refused(world.client.get("/metrics", headers=headers), 403, "forbidden")
+    for who in ("read", "read+audit"):
+        answer = world.client.get(
+            "/metrics", headers={"Authorization": f"Bearer {world.tokens[who]}"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("text/plain"), answer.headers
+        assert "# TYPE dealflow_log_position gauge" in answer.text
+        assert f"dealflow_log_position {world.position()}" in answer.text
 
 
 # -- 401: no, malformed, unknown or revoked token ---------------------------------------------

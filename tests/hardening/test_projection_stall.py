@@ -58,7 +58,7 @@ def test_a_stuck_projection_is_visible_everywhere(pg_url: str, tmp_path: Path) -
             (deals,) = [p for p in ready["projections"] if p["name"] == "deals"]
             assert deals["failing"] and "0x00" in deals["last_error"], deals
             assert deals["lag"] >= 1
-            metrics = api.get("/metrics").text
+            metrics = api.get("/metrics", headers=AUTH).text
             assert 'dealflow_projection_failing{projection="deals"} 1' in metrics
             status = api.get("/v1/projections", headers=AUTH).json()["projections"]
             assert status[0]["failing"] and status[0]["failing_for_s"] >= 0
