@@ -142,10 +142,12 @@ class Scoring(_Strict):
 CRON = r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"
 
 
-# The longest day count a definition takes: a century. Day counts become timedeltas and 64-bit
-# microsecond integers (projections, SQL); 1e270 days used to be accepted and then overflow
-# into a 500 on every read that judged staleness (found by schemathesis, issue 9).
-MAX_DAYS = 36_500
+# The longest day count a definition takes: 100,000 days (about 270 years; "never", in
+# practice). Day counts become timedeltas added to business times, and 64-bit microsecond
+# integers (projections, SQL): even four escalation levels at this limit stay far inside both.
+# 1e270 days used to be accepted and then overflow into a 500 on every read that judged
+# staleness (found by schemathesis, issue 9).
+MAX_DAYS = 100_000
 
 
 class Review(_Strict):

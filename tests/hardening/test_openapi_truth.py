@@ -36,6 +36,23 @@ def _op(doc: dict[str, Any], method: str, path: str) -> dict[str, Any]:
 # -- the document -----------------------------------------------------------------------------
 
 
+def test_the_rewriters_tables_name_served_operations(doc: dict[str, Any]) -> None:
+    """engine.api.openapi's per-operation tables cannot drift from the routes unnoticed."""
+    from engine.api import openapi, schemas
+
+    keys = (
+        openapi.IDEMPOTENT_WRITES
+        | set(openapi.CONFLICTS)
+        | set(openapi.TIME_PARAMETERS_OF)
+        | openapi.RESOURCE_PARAMETERS
+        | openapi.PUBLIC_STORE_READS
+        | set(openapi.CONTENT)
+        | set(schemas.SUCCESS_SCHEMAS)
+    )
+    served = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert keys - served == set()
+
+
 def test_errors_are_the_contract_shape_not_fastapis(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
@@ -156,10 +173,11 @@ def test_export_refuses_an_empty_time(world: tuple[TestClient, Services], name: 
     "stage",
     [
         {"max_days_in_stage": 1e270},
+        {"max_days_in_stage": 100_001},
         {"max_days_in_stage": 10, "escalation": {"manager_after_days": 1e300}},
     ],
 )
-def test_day_counts_beyond_a_century_are_refused(
+def test_day_counts_beyond_max_days_are_refused(
     world: tuple[TestClient, Services], stage: dict[str, Any]
 ) -> None:
     """1e270 days was stored, then every staleness read (`/v1/deals?stale=true`) was a 500."""
@@ -171,7 +189,7 @@ def test_day_counts_beyond_a_century_are_refused(
     assert listed.status_code == 200, listed.text
 
 
-def test_sequence_steps_beyond_a_century_are_refused(world: tuple[TestClient, Services]) -> None:
+def test_sequence_steps_beyond_max_days_are_refused(world: tuple[TestClient, Services]) -> None:
     body = {"name": "Far", "steps": [{"after_days": 1e300, "channel": "task", "subject": "x"}]}
     response = world[0].put("/v1/sequences/far-away", json=body, headers=AUTH)
     assert response.status_code == 422, response.text
