@@ -35,7 +35,6 @@ from engine.api.schemas import (
     REVIEW_CONTENT,
     SCHEMAS,
     SUCCESS_SCHEMAS,
-    TIME,
     time_parameter,
 )
 
@@ -248,4 +247,4 @@ def describe_openapi(api: FastAPI) -> None:
     api.openapi = openapi  # type: ignore[method-assign]
 
 
-__all__ = ["TIME", "describe_openapi", "scopes_of", "truthful"]
+__all__ = ["describe_openapi", "scopes_of", "truthful"]

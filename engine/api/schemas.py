@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.commands import AMOUNT_PATTERN
+
 TIME = {"type": "string", "format": "date-time"}
 _DATE = {"type": "string", "format": "date"}
 
@@ -32,9 +34,8 @@ def time_parameter(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# An amount as a string (engine.commands.Money): a plain decimal, at most 14 digits before the
-# point and 6 after it (20 digits, 6 decimal places).
-AMOUNT: dict[str, Any] = {"type": "string", "pattern": r"^(?:0|[1-9][0-9]{0,13})(?:\.[0-9]{1,6})?$"}
+# An amount as a string (engine.commands.Money).
+AMOUNT: dict[str, Any] = {"type": "string", "pattern": AMOUNT_PATTERN}
 
 _TEXT = {"type": "string"}
 _NAME = _maybe(_TEXT)
