@@ -32,6 +32,13 @@ from workflows.subscriptions import (
 router = APIRouter(tags=["subscriptions"])
 MAX_POSITION = 2**63 - 1
 MAX_FAILING_AFTER_SECONDS = 365 * 86400
+# http(s), a host (name, IPv4 or [IPv6]), an optional port, then printable ASCII. In the
+# documented schema, so that what the document allows is what PUT accepts: "0" or "http://?"
+# matched the old schema yet were refused (schemathesis positive_data_acceptance).
+URL_PATTERN = (
+    r"^https?://(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?:[/?#][!-~]*)?$"
+)
 
 
 class SubscriptionBody(BaseModel):
@@ -40,9 +47,17 @@ class SubscriptionBody(BaseModel):
     # strict: `false` is not a number of seconds (lax mode took it as 0)
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
-    url: str = Field(min_length=1, max_length=2000, description="http(s) URL the events go to")
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        pattern=URL_PATTERN,
+        description="http(s) URL the events go to (ASCII: an international host in punycode)",
+    )
     types: list[str] = Field(
-        default_factory=list, max_length=100, description="event types (empty: all)"
+        default_factory=list,
+        max_length=100,
+        description="event types (empty: all)",
+        json_schema_extra={"items": {"type": "string", "enum": list(FEED_TYPES)}},
     )
     pipelines: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=100, description="pipeline ids (empty: all)"

@@ -37,6 +37,7 @@ from engine.api.schemas import (
     SUCCESS_SCHEMAS,
     time_parameter,
 )
+from engine.feed import FEED_TYPES
 
 SECURITY_SCHEME = "bearer"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -55,6 +56,22 @@ TIME_PARAMETERS = {"as_of", "closed_from", "closed_to", "since"}
 TIME_PARAMETERS_OF = {("get", "/v1/audit/export"): {"from", "to"}}
 # Operations whose query parameters name a resource which must exist (else 404).
 RESOURCE_PARAMETERS = {("get", "/v1/audit/verify"), ("get", "/v1/deals")}
+# Query parameters documented otherwise than FastAPI infers them. The feed's `pipeline_id` is
+# any text, repeated or comma-separated: as an array of strings, a generator's "schema-violating"
+# boolean reaches the wire as the valid string "true". Its `types` are feed types.
+PARAMETER_SCHEMAS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("get", "/v1/feed"): {
+        "pipeline_id": {
+            "type": "string",
+            "description": "only these pipelines, comma-separated (or the parameter repeated)",
+        },
+        "types": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(FEED_TYPES)},
+            "description": "only these event types (comma-separated, or repeated)",
+        },
+    }
+}
 # Public operations that touch the store (503 while it is unreachable).
 PUBLIC_STORE_READS = {("get", "/readyz")}
 # Operations that answer with more than JSON.
@@ -205,6 +222,8 @@ def _describe_parameters(key: tuple[str, str], operation: dict[str, Any]) -> Non
     for param in operation.get("parameters", []):
         if param["in"] == "query" and param["name"] in times:
             param["schema"] = time_parameter(param["schema"])
+        if param["in"] == "query" and param["name"] in PARAMETER_SCHEMAS.get(key, {}):
+            param["schema"] = PARAMETER_SCHEMAS[key][param["name"]]
         if param["in"] == "query" and param["name"] == "target":
             # projections.api.parse_target: the rule of an amount, as a string
             param["schema"] = {**AMOUNT, "description": param.get("description", "")}

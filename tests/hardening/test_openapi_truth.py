@@ -44,6 +44,7 @@ def test_the_rewriters_tables_name_served_operations(doc: dict[str, Any]) -> Non
         openapi.IDEMPOTENT_WRITES
         | set(openapi.CONFLICTS)
         | set(openapi.TIME_PARAMETERS_OF)
+        | set(openapi.PARAMETER_SCHEMAS)
         | openapi.RESOURCE_PARAMETERS
         | openapi.PUBLIC_STORE_READS
         | set(openapi.CONTENT)
@@ -223,3 +224,25 @@ def test_token_names_are_documented_as_validated(doc: dict[str, Any]) -> None:
     """An empty name matched the documented schema yet was refused: the rule is in it now."""
     body = _op(doc, "POST", "/v1/tokens")["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["name"]["pattern"].startswith("^[A-Za-z0-9]")
+
+
+@pytest.mark.parametrize("url", ["0", "http://?", "http:///hook", "http://é.example/"])
+def test_subscription_urls_the_document_refuses_are_refused(
+    world: tuple[TestClient, Services], doc: dict[str, Any], url: str
+) -> None:
+    """ "0" and "http://?" matched the documented schema yet were refused: the rule is in it."""
+    import re
+
+    body = _op(doc, "PUT", "/v1/subscriptions/{subscription_id}")["requestBody"]
+    pattern = body["content"]["application/json"]["schema"]["properties"]["url"]["pattern"]
+    assert re.search(pattern, url) is None
+    response = world[0].put("/v1/subscriptions/bad-url", json={"url": url}, headers=AUTH)
+    assert response.status_code == 422, response.text
+
+
+def test_feed_filters_are_documented_as_the_wire_carries_them(doc: dict[str, Any]) -> None:
+    """`pipeline_id` is free text (comma-separated): documented as an array, a generated
+    "schema-violating" boolean arrived as the valid text "true". `types` are feed types."""
+    params = {p["name"]: p["schema"] for p in _op(doc, "GET", "/v1/feed")["parameters"]}
+    assert params["pipeline_id"]["type"] == "string"
+    assert "won" in params["types"]["items"]["enum"]
