@@ -161,15 +161,12 @@ def _describe_errors(
     if key in IDEMPOTENT_WRITES:
         conflicts += [c for c in _DOMAIN_CODES[409] if c != "pipeline_in_use"]
     if conflicts:
-        errors["409"] = _error(
-            "conflict: "
-            + ", ".join(f"`{c}`" for c in conflicts)
-            + " (`version_conflict` carries `current_version`)"
-        )
+        note = " (`version_conflict` carries `current_version`)" * ("version_conflict" in conflicts)
+        errors["409"] = _error("conflict: " + ", ".join(f"`{c}`" for c in conflicts) + note)
     if has_body:
         errors["413"] = _error("`body_too_large`: the body is over the server's limit")
     invalid = ["validation_error"]
-    if key in IDEMPOTENT_WRITES or key == ("post", "/v1/events"):
+    if key in IDEMPOTENT_WRITES:  # a batch answers these per item, inside its 200
         invalid += [c for c in _DOMAIN_CODES[422] if c != "validation_error"]
     errors["422"] = _error(
         "invalid: " + ", ".join(f"`{c}`" for c in invalid) + " (`details` lists each problem)"
