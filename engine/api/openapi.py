@@ -58,7 +58,10 @@ TIME_PARAMETERS_OF = {("get", "/v1/audit/export"): {"from", "to"}}
 RESOURCE_PARAMETERS = {("get", "/v1/audit/verify"), ("get", "/v1/deals")}
 # Query parameters documented otherwise than FastAPI infers them. The feed's `pipeline_id` is
 # any text, repeated or comma-separated: as an array of strings, a generator's "schema-violating"
-# boolean reaches the wire as the valid string "true". Its `types` are feed types.
+# boolean reaches the wire as the valid string "true". Its `types`: each value a comma-separated
+# list of feed types, blanks around them and empty pieces ignored (engine.api.routes_feed).
+_FEED_TYPE = "(?:" + "|".join(FEED_TYPES) + ")"
+_FEED_TYPES_PATTERN = rf"^\s*{_FEED_TYPE}?\s*(?:,\s*{_FEED_TYPE}?\s*)*$"
 PARAMETER_SCHEMAS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("get", "/v1/feed"): {
         "pipeline_id": {
@@ -67,8 +70,9 @@ PARAMETER_SCHEMAS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         },
         "types": {
             "type": "array",
-            "items": {"type": "string", "enum": list(FEED_TYPES)},
-            "description": "only these event types (comma-separated, or repeated)",
+            "items": {"type": "string", "pattern": _FEED_TYPES_PATTERN},
+            "description": "only these event types, comma-separated or repeated: "
+            + ", ".join(FEED_TYPES),
         },
     }
 }
