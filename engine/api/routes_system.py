@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.api.bodies import json_schema_body, read_json_object
 from engine.api.deps import get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.tokens import TOKEN_NAME, Principal, parse_duration
+from engine.tokens import DURATION_PATTERN, TOKEN_NAME, Principal, parse_duration
 
 router = APIRouter()
 
@@ -110,7 +110,10 @@ class TokenRequest(BaseModel):
     )
     scopes: list[Literal["ingest", "read", "audit", "admin"]] = Field(min_length=1)
     expires_in: str | None = Field(
-        None, description="lifetime: 30d, 12h, 90m, 45s, 2w or seconds", examples=["30d"]
+        None,
+        description="lifetime: 30d, 12h, 90m, 45s, 2w or seconds; more than 0, at most 100 years",
+        examples=["30d"],
+        pattern=DURATION_PATTERN,
     )
     rate_limit_per_minute: int | None = Field(None, ge=1, le=1_000_000)
 

@@ -257,3 +257,14 @@ def test_feed_filters_are_documented_as_the_wire_carries_them(
     for refused in ["nope", "won,nope", "wonlost"]:
         assert not pattern.search(refused), refused
         assert client.get("/v1/feed", params={"types": refused}, headers=AUTH).status_code == 422
+
+
+@pytest.mark.parametrize("lifetime", ["99999999999999999999w", "3000000d", "0", "1y"])
+def test_token_lifetimes_beyond_a_datetime_are_refused(
+    world: tuple[TestClient, Services], lifetime: str
+) -> None:
+    """ "99999999999999999999w" was a 500 (OverflowError) instead of a 422."""
+    body = {"name": f"life-{len(lifetime)}", "scopes": ["read"], "expires_in": lifetime}
+    response = world[0].post("/v1/tokens", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["details"][0]["field"] == "expires_in"
