@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from engine.api import routes_deals, routes_feed, routes_lists, routes_pipelines, routes_system
-from engine.api.bodies import describe_hand_read_bodies
 from engine.api.edge import StorableParams
 from engine.api.errors import install_error_handlers
 from engine.api.middleware import (
@@ -19,6 +18,7 @@ from engine.api.middleware import (
     BodySizeLimit,
     RequestLog,
 )
+from engine.api.openapi import describe_openapi
 from engine.audit.api import router as audit_router
 from engine.services import Services
 from projections.api import router as projections_router
@@ -81,7 +81,7 @@ def create_app(
     install_error_handlers(api)
     for router in ROUTERS:
         api.include_router(router)
-    describe_hand_read_bodies(api)
+    describe_openapi(api)  # errors, security, replays, media types, times: engine.api.openapi
     api.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, timeout_s=body_timeout_s)  # type: ignore[arg-type]
     api.add_middleware(StorableParams)  # type: ignore[arg-type]
     api.add_middleware(RequestLog)  # outermost: it sees every answer, 413s included

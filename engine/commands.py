@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -111,10 +112,25 @@ def _strict_amount(value: Any) -> Any:
     return value
 
 
+# An amount as a string, exactly as Money takes it: a plain decimal with at most 14 digits
+# before the point and 6 after it (20 digits, 6 decimal places).
+AMOUNT_PATTERN = r"^(?:0|[1-9][0-9]{0,13})(?:\.[0-9]{1,6})?$"
+
 Money = Annotated[
     Decimal,
     BeforeValidator(_strict_amount),
     Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False),
+    # The documented schema (pydantic's own names max_digits and ge, which JSON Schema lacks).
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 10**14},
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+            ],
+            "description": "a decimal: a JSON number or a plain decimal string, >= 0, at most "
+            "14 digits before the point and 6 after it",
+        }
+    ),
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 

@@ -32,7 +32,11 @@ RESERVED_NAMES = frozenset({BOOTSTRAP_NAME, "dealflow", "system", "automation"})
 # last_used_at is written at most this often per token and process: a write per request would
 # cost more than the request.
 LAST_USED_RESOLUTION_S = 1.0
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+DURATION_PATTERN = r"^\s*([0-9]+)\s*([smhdw]?)\s*$"
+_DURATION = re.compile(DURATION_PATTERN)
+# The longest lifetime a token may be given: past it, the expiry is no time a datetime can hold
+# ("99999999999999999999w" was a 500: OverflowError; found by schemathesis, issue 9).
+MAX_LIFETIME = timedelta(days=100 * 366)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -64,7 +68,10 @@ def parse_duration(text: str) -> timedelta:
         raise ValidationFailed(
             f"{text!r} is not a duration: use e.g. 30d, 12h, 90m or 3600", field="expires_in"
         )
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_LIFETIME.total_seconds():
+        raise ValidationFailed(f"{text!r} is longer than 100 years", field="expires_in")
+    return timedelta(seconds=seconds)
 
 
 def _stamp(moment: datetime) -> str:

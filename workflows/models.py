@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.domain.pipeline import MAX_DAYS
+
 StopReason = Literal["stage_changed", "won", "lost", "reply"]
 STOP_REASONS: tuple[StopReason, ...] = ("stage_changed", "won", "lost", "reply")
 Channel = Literal["email", "task", "call", "webhook"]
@@ -44,7 +46,7 @@ class EnrollRule(_Strict):
 
 
 class Step(_Strict):
-    after_days: float = Field(ge=0, allow_inf_nan=False)
+    after_days: float = Field(ge=0, le=MAX_DAYS, allow_inf_nan=False)
     channel: Channel
     subject: str | None = Field(default=None, max_length=1000)
     body: str | None = Field(default=None, max_length=20000)

@@ -42,8 +42,8 @@ async def read_json_object(request: Request, *, per_item: str | None = None) -> 
     return body
 
 
-# Schemas that hand-read bodies refer to (``#/components/schemas/<name>``); create_app merges
-# them into the OpenAPI document's components.
+# Schemas that hand-read bodies refer to (``#/components/schemas/<name>``); engine.api.openapi
+# merges them into the OpenAPI document's components.
 COMPONENT_SCHEMAS: dict[str, Any] = {}
 
 
@@ -64,19 +64,3 @@ def json_schema_body(
     if example is not None:
         content["example"] = example
     return {"requestBody": {"required": True, "content": {"application/json": content}}}
-
-
-def describe_hand_read_bodies(api: Any) -> None:
-    """Add the schemas of bodies routes read by hand (exact decimals) to /openapi.json."""
-    build = api.openapi
-
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            document = build()
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for name, schema in COMPONENT_SCHEMAS.items():
-                schemas.setdefault(name, schema)
-            api.openapi_schema = document
-        return api.openapi_schema  # type: ignore[no-any-return]
-
-    api.openapi = openapi

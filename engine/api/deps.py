@@ -64,4 +64,5 @@ def require(*scopes: str) -> Any:
             )
         return principal
 
+    check.scopes = scopes  # type: ignore[attr-defined]  # read by engine.api.openapi
     return Depends(check)

@@ -8,8 +8,10 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from engine.domain.errors import (
     DealClosed,
@@ -91,6 +93,17 @@ def validation_error(error: ValidationError | RequestValidationError, prefix: st
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's 405 names only the first route
+    whose path matched (``/v1/directory`` said ``Allow: PUT`` though GET is served too)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        original = route.original_route
+        if isinstance(original, Route) and original.path_regex.fullmatch(request.url.path):
+            methods |= original.methods or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -121,7 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {
             404: "not_found",
             405: "method_not_allowed",
@@ -130,10 +143,13 @@ def install_error_handlers(app: FastAPI) -> None:
         }
         code = codes.get(exc.status_code, "http_error")
         # Keep the exception's headers: a 405 must say what is Allowed.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
             {"error": code, "message": str(exc.detail)},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.api.bodies import json_schema_body, read_json_object
 from engine.api.deps import get_services, require
 from engine.api.errors import ApiError, validation_error
-from engine.tokens import Principal, parse_duration
+from engine.tokens import DURATION_PATTERN, TOKEN_NAME, Principal, parse_duration
 
 router = APIRouter()
 
@@ -110,10 +110,16 @@ async def prometheus_metrics(request: Request, _: Principal = require("read")) -
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(description="1-100 of A-Z a-z 0-9 - _ . ; unique; the actor on events")
+    name: str = Field(
+        description="1-100 of A-Z a-z 0-9 - _ . ; unique; the actor on events",
+        pattern=TOKEN_NAME.pattern,
+    )
     scopes: list[Literal["ingest", "read", "audit", "admin"]] = Field(min_length=1)
     expires_in: str | None = Field(
-        None, description="lifetime: 30d, 12h, 90m, 45s, 2w or seconds", examples=["30d"]
+        None,
+        description="lifetime: 30d, 12h, 90m, 45s, 2w or seconds; more than 0, at most 100 years",
+        examples=["30d"],
+        pattern=DURATION_PATTERN,
     )
     rate_limit_per_minute: int | None = Field(None, ge=1, le=1_000_000)
 

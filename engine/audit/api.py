@@ -56,8 +56,8 @@ async def get_export(
     filters = ExportFilter(
         deal_id=deal_id,
         pipeline_id=pipeline_id,
-        occurred_from=parse_time(occurred_from, "from") if occurred_from else None,
-        occurred_to=parse_time(occurred_to, "to") if occurred_to else None,
+        occurred_from=parse_time(occurred_from, "from") if occurred_from is not None else None,
+        occurred_to=parse_time(occurred_to, "to") if occurred_to is not None else None,
     )
     app = get_services(request).app
     # A sync generator: Starlette pulls it in a worker thread, one page at a time.

@@ -142,6 +142,14 @@ class Scoring(_Strict):
 CRON = r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"
 
 
+# The longest day count a definition takes: 100,000 days (about 270 years; "never", in
+# practice). Day counts become timedeltas added to business times, and 64-bit microsecond
+# integers (projections, SQL): even four escalation levels at this limit stay far inside both.
+# 1e270 days used to be accepted and then overflow into a 500 on every read that judged
+# staleness (found by schemathesis, issue 9).
+MAX_DAYS = 100_000
+
+
 class Review(_Strict):
     """The pipeline review (issue 12): when the digest goes out and to whom."""
 
@@ -150,20 +158,21 @@ class Review(_Strict):
     channel: Literal["email", "webhook", "task"] = "email"
     # An amount, written as the contract writes money (a JSON number or a numeric string).
     monthly_target: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, strict=False)
-    near_limit_days: float = Field(default=2, ge=0)  # "near its limit": this close to it
+    # "near its limit": this close to it
+    near_limit_days: float = Field(default=2, ge=0, le=MAX_DAYS)
     top: int = Field(default=5, ge=1, le=50)  # top-scored open deals listed
 
 
 class Escalation(_Strict):
     """How a stale deal escalates, counted from the moment it exceeded ``max_days_in_stage``."""
 
-    manager_after_days: float = Field(default=2, gt=0)
-    flag_after_days: float = Field(default=4, gt=0)
+    manager_after_days: float = Field(default=2, gt=0, le=MAX_DAYS)
+    flag_after_days: float = Field(default=4, gt=0, le=MAX_DAYS)
     # When true, a logged activity restarts the stage clock for escalation purposes.
     activity_extends_limit: bool = False
     # Optional last level (issue 12): the deal is recorded lost with the reason "stale". Off
     # unless configured: closing deals is a decision a pipeline owner makes explicitly.
-    close_as_lost_after_days: float | None = Field(default=None, gt=0)
+    close_as_lost_after_days: float | None = Field(default=None, gt=0, le=MAX_DAYS)
 
     @model_validator(mode="after")
     def _ordered(self) -> Escalation:
@@ -186,7 +195,7 @@ class Stage(_Strict):
     name: str = Field(min_length=1, max_length=200)
     probability: float = Field(ge=0, le=1)
     forecast_category: ForecastCategory | None = None
-    max_days_in_stage: float | None = Field(default=None, gt=0)
+    max_days_in_stage: float | None = Field(default=None, gt=0, le=MAX_DAYS)
     exit_criteria: list[ExitCriterion] = Field(default_factory=list)
     escalation: Escalation | None = None
 
