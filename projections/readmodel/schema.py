@@ -123,6 +123,10 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: 
         # exact values inside the bucket.
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_won_dur"
         f" ON {CURRENT_TABLE} (pipeline_id, (closed_at - opened_at)) WHERE status = 'won'",
+        # Open deals failing qualification (few): counted without reading the pipeline's deals
+        # (a scan of every open deal cost 114 ms of the metrics at a million deals).
+        f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_unqualified"
+        f" ON {CURRENT_TABLE} (pipeline_id, amount_units) WHERE status = 'open' AND unqualified = 1",
         # Closed windows: the deals closed in a range of time.
         f"CREATE INDEX IF NOT EXISTS {CURRENT_TABLE}_closed ON {CURRENT_TABLE}"
         f" (pipeline_id, closed_at){closed_include} WHERE closed_at IS NOT NULL",
