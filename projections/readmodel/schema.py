@@ -109,6 +109,11 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str, closed_include: 
         # The board as of a time: open rows of a stage in board order.
         f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_board ON {HISTORY_TABLE}"
         f" (pipeline_id, stage, stage_entered_at, deal_id) WHERE status = 'open'",
+        # Open unqualified deals as of a time (few): without reading every row valid then
+        # (588 ms of the metrics as of a moment at a million deals).
+        f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_unqualified ON {HISTORY_TABLE}"
+        f" (pipeline_id, valid_from, valid_to, amount_units)"
+        f" WHERE status = 'open' AND unqualified = 1",
         # The median of the days to close won as of a time (the exact values inside a bucket).
         f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_won_dur"
         f" ON {HISTORY_TABLE} (pipeline_id, (closed_at - opened_at)) WHERE status = 'won'",
