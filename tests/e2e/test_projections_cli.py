@@ -34,13 +34,16 @@ def test_run_follows_the_log_and_stops_on_sigterm_then_rebuild(tmp_path: Path) -
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine each `status` is a new interpreter taking seconds, and
+        # the runner's own start as long (30 s was once not enough in CI).
+        deadline = time.monotonic() + 120
         status: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and runner.poll() is None:
             status = json.loads(_dealflow(home, "projections", "status", "--json").stdout)
             if status[0]["position"] == head:
                 break
             time.sleep(0.3)
+        assert runner.poll() is None, f"the runner exited early: {runner.communicate()}"
         assert status[0]["position"] == head and status[0]["lag"] == 0
     finally:
         runner.send_signal(signal.SIGTERM)
