@@ -176,7 +176,7 @@ async def run_bench(
         def flagged() -> bool:
             row = app.db.fetchone(
                 f"SELECT COUNT(*) AS n FROM {IDEMPOTENCY_TABLE} WHERE event_id LIKE %s",
-                ("escalation:bench-%:flagged",),
+                (f"escalation:bench-{run}-%:flagged",),  # this run's only: a database is reused
             )
             return int(row["n"]) >= deals
 
