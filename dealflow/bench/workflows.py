@@ -243,6 +243,8 @@ async def run_bench(
         await asyncio.to_thread(stack.close)
         if process is not None:
             await process.stop()
+        if sleeping and server is None:
+            await _terminate_sleepers(client, f"bench-{run}")
         services.close()
         if server is not None:
             server.stop()
@@ -273,6 +275,20 @@ async def _sleeping_figures(
         "dev_server_rss_mb": None if server_rss is None else round(server_rss, 1),
         "note": "the dev server keeps everything in memory; its RSS is the cluster's cost here",
     }
+
+
+async def _terminate_sleepers(client: Client, task_queue: str) -> None:
+    """On a server the bench did not start, its sleeping workflows must not outlive it."""
+    query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    handles = [
+        client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        async for execution in client.list_workflows(query)
+    ]
+    for chunk in range(0, len(handles), 200):
+        await asyncio.gather(
+            *(h.terminate("bench over") for h in handles[chunk : chunk + 200]),
+            return_exceptions=True,
+        )
 
 
 def _time(text: str) -> datetime:
