@@ -150,6 +150,24 @@ class Settings(BaseSettings):
         validation_alias=_env("DEALFLOW_TASK_QUEUE"),
         description="task queue of dealflow's workflows and activities",
     )
+    worker_max_cached_workflows: int = Field(
+        1000,
+        ge=0,
+        validation_alias=_env("DEALFLOW_WORKER_MAX_CACHED_WORKFLOWS"),
+        description="workflows a worker keeps in memory between their tasks; one beyond is replayed from its history when it wakes, so sleeping workflows cost the worker no memory",
+    )
+    worker_max_concurrent_workflow_tasks: int = Field(
+        100,
+        ge=1,
+        validation_alias=_env("DEALFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS"),
+        description="workflow tasks a worker runs at once",
+    )
+    worker_workflow_pollers: int = Field(
+        5,
+        ge=1,
+        validation_alias=_env("DEALFLOW_WORKER_WORKFLOW_POLLERS"),
+        description="concurrent polls of a worker for workflow tasks",
+    )
     workflow_id_prefix: str = Field(
         "",
         validation_alias=_env("DEALFLOW_WORKFLOW_ID_PREFIX"),

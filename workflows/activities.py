@@ -96,6 +96,11 @@ class AutomationActivities:
         self.channels = channels
         self.recorder = AutomationRecorder(app)
         self._claims: Batcher[tuple[Message, str, str], Entry] = Batcher(outbox.claim_many)
+        # Escalations falling due together read their deals (one query) and the directory
+        # (once) together: per escalation, these reads had cost more than the group commit.
+        self._escalation_reads: Batcher[EscalateInput, tuple[Deal | None, Directory | None]] = (
+            Batcher(self._read_for_escalations, max_items=512)
+        )
 
     def _deliver(self, message: Message) -> Entry:
         return deliver(self.outbox, self.channels, message, self._claims.submit)
@@ -189,9 +194,19 @@ class AutomationActivities:
         return True
 
     # -- escalation ----------------------------------------------------------------------------
+    def _read_for_escalations(
+        self, steps: list[EscalateInput]
+    ) -> list[tuple[Deal | None, Directory | None]]:
+        deals = self.app.deals_by_id(step.deal_id for step in steps)
+        messages = any(step.level in ("owner", "manager") for step in steps)
+        directory = self.directory() if messages else None
+        return [(deals.get(step.deal_id), directory) for step in steps]
+
     @activity.defn(name="escalate")
     def escalate(self, step: EscalateInput) -> EscalateResult:
-        deal = self.app.deal(step.deal_id)
+        deal, directory = self._escalation_reads.submit(step)
+        if deal is None:
+            raise NotFound(f"deal {step.deal_id!r} does not exist", deal_id=step.deal_id)
         if deal.is_closed or deal.stage_entries != step.stage_entries or deal.stage != step.stage:
             return EscalateResult(done=False, reason="superseded")
         event_id = ids.escalation_event_id(step.deal_id, step.stage_entries, step.level)
@@ -209,7 +224,7 @@ class AutomationActivities:
                 actor="dealflow:escalation",
             )
             return self._escalation_outcome(outcome)
-        directory = self.directory()
+        directory = directory or self.directory()
         owner = directory.person(deal.owner)
         person = (
             owner if step.level == "owner" else directory.person(owner.manager if owner else None)

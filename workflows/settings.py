@@ -62,3 +62,21 @@ class TemporalSettings:
             # unless the process installed a tracer provider (dealflow.telemetry).
             interceptors=[TracingInterceptor()],
         )
+
+
+@dataclass(frozen=True)
+class WorkerTuning:
+    """How much a worker holds and runs at once (DEALFLOW_WORKER_*)."""
+
+    max_cached_workflows: int = 1000
+    max_concurrent_workflow_tasks: int = 100
+    workflow_pollers: int = 5
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerTuning:
+        settings = Settings.load(environ)
+        return cls(
+            max_cached_workflows=settings.worker_max_cached_workflows,
+            max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+            workflow_pollers=settings.worker_workflow_pollers,
+        )

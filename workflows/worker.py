@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine.application import DealflowApp
@@ -24,6 +24,7 @@ from workflows.nurture import NurtureWorkflow
 from workflows.outbox import Outbox
 from workflows.revenue import PipelineReview, ScoringRetrain, ensure_schedules
 from workflows.revenue_activities import RevenueActivities, ReviewSource
+from workflows.settings import WorkerTuning
 from workflows.webhook_activities import WebhookActivities
 from workflows.webhook_supervisor import WebhookSupervisor
 from workflows.webhook_workflow import WebhookDelivery
@@ -57,7 +58,9 @@ def build_worker(
     *,
     max_concurrent_activities: int = 32,
     extra_activities: Sequence[Any] = (),
+    tuning: WorkerTuning | None = None,
 ) -> Worker:
+    tuning = tuning or WorkerTuning()
     return Worker(
         client,
         workflow_runner=SandboxedWorkflowRunner(
@@ -71,6 +74,9 @@ def build_worker(
             max_workers=max_concurrent_activities, thread_name_prefix="dealflow-activity"
         ),
         max_concurrent_activities=max_concurrent_activities,
+        max_cached_workflows=tuning.max_cached_workflows,
+        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_pollers),
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
 
@@ -87,6 +93,7 @@ class AutomationProcess:
     run_bridge: bool = True
     bridge_options: dict[str, Any] = field(default_factory=dict)
     max_concurrent_activities: int = 32
+    tuning: WorkerTuning = field(default_factory=WorkerTuning.from_env)
     # Issue 12: the review digest's source (from the read models) and the pipelines to keep
     # retrain and review schedules for ((pipeline id, review cron) pairs); both from dealflow/.
     review_source: ReviewSource | None = None
@@ -108,6 +115,7 @@ class AutomationProcess:
                 self.task_queue,
                 max_concurrent_activities=self.max_concurrent_activities,
                 extra_activities=[*WebhookActivities(self.app).all(), *revenue.all()],
+                tuning=self.tuning,
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
         prefix = str(self.bridge_options.get("workflow_id_prefix", ""))

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import resource
 import shutil
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from dealflow.bench.figures import percentile
+from dealflow.bench.workflow_fleet import extra_workers, peak_rss_mb, rss_mb
 from dealflow.runtime import build_services
 from engine.application import Command, request_hash
 from engine.commands import incoming_event
@@ -42,18 +42,8 @@ DAY = 86400.0
 STEP_SECONDS = 1.0
 MANAGER_AFTER_SECONDS = 1.0
 FLAG_AFTER_SECONDS = 2.0
-
-
-def _rss_mb() -> tuple[float, float]:
-    """Current and peak resident memory of this process (worker, bridge and store client)."""
-    current, peak = 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) / 1024
-    return current, max(peak, current)
+SLEEP_DAYS = 30.0  # --sleeping: every timer is this far out
+SLEEP_SAMPLE_SECONDS = 10.0
 
 
 def _opened(deal_id: str) -> Command:
@@ -86,14 +76,23 @@ async def _wait(check: Any, timeout: float, what: str) -> None:
 
 
 async def run_bench(
-    deals: int, *, limit_seconds: float | None = None, database_url: str | None = None
+    deals: int,
+    *,
+    limit_seconds: float | None = None,
+    database_url: str | None = None,
+    workers: int = 1,
+    sleeping: bool = False,
 ) -> dict[str, Any]:
+    """Burst mode: timers of seconds, lateness measured. ``sleeping``: timers of 30 days, and
+    the figures are the time to start them all and memory while they sleep (issue 11, item 4)."""
     home = Path(tempfile.mkdtemp(prefix="dealflow-bench-"))
     temporal = TemporalSettings.from_env()
     server: DevServer | None = None
+    address = temporal.address
     if not temporal.explicit_address:
         server = DevServer(port=free_port())
         await server.start()
+        address = server.address
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
     else:
         client = await temporal.connect()
@@ -102,8 +101,12 @@ async def run_bench(
     )
     app = services.app
     limit = limit_seconds if limit_seconds is not None else max(8.0, deals / 75)
+    step_seconds = STEP_SECONDS
+    if sleeping:
+        limit = step_seconds = SLEEP_DAYS * DAY
     run = uuid.uuid4().hex[:8]
     process: AutomationProcess | None = None
+    stack = contextlib.ExitStack()
     try:
         app.put_pipeline(
             "bench",
@@ -136,9 +139,14 @@ async def run_bench(
                 "enroll": {"pipeline_id": "bench", "on_enter_stage": "nurture"},
                 "stop_on": ["stage_changed", "won", "lost", "reply"],
                 "steps": [
-                    {"after_days": 0, "channel": "email", "subject": "Hello {name}", "body": "Hi"},
                     {
-                        "after_days": STEP_SECONDS / DAY,
+                        "after_days": step_seconds / DAY if sleeping else 0,
+                        "channel": "email",
+                        "subject": "Hello {name}",
+                        "body": "Hi",
+                    },
+                    {
+                        "after_days": step_seconds / DAY,
                         "channel": "task",
                         "subject": "Call {account}",
                     },
@@ -162,6 +170,14 @@ async def run_bench(
         await process.start()
         assert process.bridge is not None
         stats = process.bridge.stats
+        fleet = extra_workers(
+            workers - 1,
+            address=address,
+            task_queue=f"bench-{run}",
+            database_url=database_url,
+            home=home,
+        )
+        others = stack.enter_context(fleet)
         ids = [f"bench-{run}-{i:06d}" for i in range(deals)]
         started_at = time.monotonic()
         for chunk in range(0, deals, 500):
@@ -172,16 +188,19 @@ async def run_bench(
         ingest_s = time.monotonic() - started_at
         await _wait(lambda: stats.started >= 2 * deals, 60 + deals / 20, "workflow starts")
         starts_s = stats.start_times[-1] - started_at
+        if sleeping:
+            return await _sleeping_figures(deals, stats.started, starts_s, server, others)
 
         def flagged() -> bool:
             row = app.db.fetchone(
                 f"SELECT COUNT(*) AS n FROM {IDEMPOTENCY_TABLE} WHERE event_id LIKE %s",
-                ("escalation:bench-%:flagged",),
+                (f"escalation:bench-{run}-%:flagged",),  # this run's only: a database is reused
             )
             return int(row["n"]) >= deals
 
         await _wait(flagged, limit + FLAG_AFTER_SECONDS + 60 + deals / 20, "escalations")
-        rss, peak = _rss_mb()
+        rss, peak = rss_mb(), peak_rss_mb()
+        others_rss = [round(rss_mb(p.pid), 1) for p in others]
         lateness: list[float] = []
         touches = 0
         offsets = {"owner": 0.0, "manager": MANAGER_AFTER_SECONDS, "flagged": FLAG_AFTER_SECONDS}
@@ -216,15 +235,60 @@ async def run_bench(
             "duplicate_messages": len(messages) - len({m["id"] for m in messages}),
             "worker_rss_mb": round(rss, 1),
             "worker_peak_rss_mb": round(peak, 1),
+            "workers": workers,
+            "other_workers_rss_mb": others_rss,
             "note": "worker, bridge and store client share this one process; RSS is the process's",
         }
     finally:
+        await asyncio.to_thread(stack.close)
         if process is not None:
             await process.stop()
+        if sleeping and server is None:
+            await _terminate_sleepers(client, f"bench-{run}")
         services.close()
         if server is not None:
             server.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def _sleeping_figures(
+    deals: int, started: int, starts_s: float, server: DevServer | None, others: list[Any]
+) -> dict[str, Any]:
+    """Memory while every workflow sleeps: sampled for SLEEP_SAMPLE_SECONDS after the starts."""
+    samples: list[float] = []
+    for _ in range(int(SLEEP_SAMPLE_SECONDS / 0.5)):
+        samples.append(rss_mb())
+        await asyncio.sleep(0.5)
+    server_rss = rss_mb(server.process.pid) if server and server.process else None
+    return {
+        "sleeping_deals": deals,
+        "workflow_starts": started,
+        "time_to_start_all_s": round(starts_s, 3),
+        "workflow_starts_per_s": round(started / starts_s, 1),
+        "worker_rss_mb_while_sleeping": {
+            "first": round(samples[0], 1),
+            "last": round(samples[-1], 1),
+            "max": round(max(samples), 1),
+        },
+        "worker_peak_rss_mb": round(peak_rss_mb(), 1),
+        "other_workers_rss_mb": [round(rss_mb(p.pid), 1) for p in others],
+        "dev_server_rss_mb": None if server_rss is None else round(server_rss, 1),
+        "note": "the dev server keeps everything in memory; its RSS is the cluster's cost here",
+    }
+
+
+async def _terminate_sleepers(client: Client, task_queue: str) -> None:
+    """On a server the bench did not start, its sleeping workflows must not outlive it."""
+    query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    handles = [
+        client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        async for execution in client.list_workflows(query)
+    ]
+    for chunk in range(0, len(handles), 200):
+        await asyncio.gather(
+            *(h.terminate("bench over") for h in handles[chunk : chunk + 200]),
+            return_exceptions=True,
+        )
 
 
 def _time(text: str) -> datetime:
@@ -233,7 +297,13 @@ def _time(text: str) -> datetime:
 
 def _bench(args: argparse.Namespace) -> int:
     figures = asyncio.run(
-        run_bench(args.deals, limit_seconds=args.limit_seconds, database_url=args.database_url)
+        run_bench(
+            args.sleeping or args.deals,
+            limit_seconds=args.limit_seconds,
+            database_url=args.database_url,
+            workers=args.workers,
+            sleeping=bool(args.sleeping),
+        )
     )
     text = json.dumps(figures, indent=2)
     print(text)
@@ -259,5 +329,18 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--database-url",
         default=None,
         help="PostgreSQL for the bench (default: a temporary SQLite)",
+    )
+    workflows.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the task queue (the bench's own + N-1 `dealflow worker`)",
+    )
+    workflows.add_argument(
+        "--sleeping",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: open N deals whose timers sleep 30 days; time to start, memory asleep",
     )
     workflows.set_defaults(func=_bench)

@@ -147,6 +147,14 @@ class DealLoading(DefinitionStore):
             )
         return deal
 
+    def deals_by_id(self, deal_ids: Iterable[str]) -> dict[str, Deal | None]:
+        """Several deals at once: recently written ones from memory, the rest in one query
+        (a burst of automation reads its deals like a batch, not one query per deal)."""
+        by_uuid = {deal_uuid(deal_id): deal_id for deal_id in deal_ids}
+        work = Work()
+        self._load_deals(work, set(by_uuid))
+        return {deal_id: work.deals.get(aggregate_id) for aggregate_id, deal_id in by_uuid.items()}
+
     def deal_events(self, deal_id: str) -> list[DealEvent]:
         events = list(self.events.get(deal_uuid(deal_id)))
         if not events:
