@@ -15,6 +15,7 @@ from :func:`uvicorn_options`, so the limits hold wherever the API runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -107,6 +108,26 @@ def _request_timeout(limit: float) -> bytes:
 def bounded_protocol(header_timeout: float) -> type[BoundedH11Protocol]:
     """The protocol class with this head timeout (uvicorn instantiates it per connection)."""
     return type("BoundedH11Protocol", (BoundedH11Protocol,), {"header_timeout": header_timeout})
+
+
+class SettingsH11Protocol(BoundedH11Protocol):
+    """:class:`BoundedH11Protocol` with the head timeout of this process's environment, for
+    ``dealflow serve --workers N``: uvicorn pickles its options into each worker process, and
+    only a class importable by name survives that (``bounded_protocol``'s classes do not)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = _environment_header_timeout()
+
+
+@functools.cache
+def _environment_header_timeout() -> float:
+    return Settings.load().http_header_timeout
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """:func:`uvicorn_options` for worker processes (the same limits, from the environment)."""
+    return {**uvicorn_options(settings), "http": SettingsH11Protocol}
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
