@@ -29,6 +29,7 @@ from engine.persistence.settings import StoreSettings
 from engine.settings import Settings
 
 WORKER_HEADER = "X-Dealflow-Worker"
+WORKER_HEALTHCHECK_S = 30
 
 
 def check_workers(workers: int, store: StoreSettings) -> None:
@@ -96,6 +97,10 @@ def serve_workers(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=None,
         access_log=False,
+        # A spawned worker answers the supervisor's ping only once its imports are done; on a
+        # busy machine that takes longer than uvicorn's 5 s, which would kill and respawn it
+        # for ever. Longer than that, it is hung.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         **worker_options(settings),
     )
     sock = config.bind_socket()
