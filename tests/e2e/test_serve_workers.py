@@ -80,6 +80,14 @@ def test_two_workers_share_the_port_write_once_and_stop_on_sigterm(
                 assert status == 200, body
             status, body, _ = await a.request("GET", "/v1/deals/w-1")
             assert status == 200 and json.loads(body)["version"] == 21
+            # TCP_NODELAY on the workers' connections (dealflow.server.SettingsH11Protocol):
+            # without it every answer waits ~40 ms for the client's delayed ACK.
+            times = []
+            for _ in range(21):
+                started = time.perf_counter()
+                await b.request("GET", "/healthz")
+                times.append(time.perf_counter() - started)
+            assert sorted(times)[10] < 0.035, times
             return conns
 
         conns = asyncio.run(drive())
