@@ -66,16 +66,29 @@ def api_worker() -> FastAPI:
         body_timeout_s=Settings.load().http_body_timeout,
         on_shutdown=[services.close, *([provider.shutdown] if provider is not None else [])],
     )
-    pid = str(os.getpid())
-
-    @app.middleware("http")
-    async def worker_header(request: Any, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.url.path == "/healthz":
-            response.headers[WORKER_HEADER] = pid
-        return response
-
+    app.add_middleware(WorkerHeader)  # type: ignore[arg-type]
     return app
+
+
+class WorkerHeader:
+    """Names this worker (its process id) in /healthz answers: plain ASGI, so that every
+    other request passes straight through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.header = (WORKER_HEADER.lower().encode(), str(os.getpid()).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/healthz":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 def serve_workers(args: argparse.Namespace) -> int:

@@ -308,7 +308,7 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
     parser.add_argument(
         "--find-max", action="store_true", help="step an offered single-event rate up instead"
     )
-    parser.add_argument("--rate", type=float, default=100.0, help="--find-max: first rate")
+    parser.add_argument("--rate", type=float, default=50.0, help="--find-max: first rate")
     parser.add_argument("--rate-factor", type=float, default=1.25, help="--find-max: step")
     parser.add_argument("--steps", type=int, default=12, help="--find-max: at most")
     parser.add_argument("--step-seconds", type=float, default=5.0, help="--find-max: per step")
