@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -251,27 +252,37 @@ def _bench(args: argparse.Namespace) -> int:
     counts = sorted({1, args.workers})
     result: dict[str, Any] = {"clients": args.clients, "batch": args.batch, "runs": {}}
     mode = "single events" if args.batch == 1 else f"batches of {args.batch}"
-    for workers in counts:
-        with scratch_database(database_url, False) as url, serving(url, workers, token) as port:
-            if args.find_max:
-                steps, best = _find_max(port, token, args)
-                result["runs"][workers] = {"steps": steps, "max_rate": best}
-                print(
-                    f"workers {workers}: max sustained {best:,.0f} events/s with p99 <= "
-                    f"{args.max_p99_ms:g} ms",
-                    flush=True,
-                )
-            else:
-                figures = asyncio.run(
-                    closed_loop(port, token, args.clients, args.seconds, args.batch)
-                )
-                result["runs"][workers] = figures
-                print(_line(f"workers {workers} ({mode})", figures), flush=True)
+    key = "max_rate" if args.find_max else "events_per_s"
+    # Rounds alternate the worker counts, so that a burst of other load on the shared
+    # machine falls on both sides of the ratio; the figures are each side's median.
+    for round_ in range(args.repeat):
+        for workers in counts:
+            label = f"workers {workers}" + (f" round {round_ + 1}" if args.repeat > 1 else "")
+            with scratch_database(database_url, False) as url, serving(url, workers, token) as port:
+                if args.find_max:
+                    steps, best = _find_max(port, token, args)
+                    figures = {"steps": steps, "max_rate": best}
+                    print(
+                        f"{label}: max sustained {best:,.0f} events/s with p99 <= "
+                        f"{args.max_p99_ms:g} ms",
+                        flush=True,
+                    )
+                else:
+                    figures = asyncio.run(
+                        closed_loop(port, token, args.clients, args.seconds, args.batch)
+                    )
+                    print(_line(f"{label} ({mode})", figures), flush=True)
+            result["runs"].setdefault(workers, []).append(figures)
+    medians = {w: statistics.median(r[key] for r in runs) for w, runs in result["runs"].items()}
+    result["median_" + key] = medians
     if len(counts) > 1:
-        key = "max_rate" if args.find_max else "events_per_s"
-        base, scaled = result["runs"][1][key], result["runs"][args.workers][key]
+        base, scaled = medians[1], medians[args.workers]
         result["ratio_vs_1_worker"] = scaled / base if base else float("nan")
-        print(f"ratio workers {args.workers} / 1: {result['ratio_vs_1_worker']:.2f}")
+        print(
+            f"median {key}: "
+            + ", ".join(f"workers {w} {v:,.0f}" for w, v in medians.items())
+            + f"; ratio workers {args.workers} / 1: {result['ratio_vs_1_worker']:.2f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
@@ -280,7 +291,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _find_max(port: int, token: str, args: argparse.Namespace) -> tuple[list[Any], float]:
     """Step the offered rate up by ``--rate-factor`` until p99 or the achieved rate fails."""
     steps: list[dict[str, Any]] = []
-    best, rate, sent = 0.0, float(args.rate), 0
+    best, rate, sent, failures = 0.0, float(args.rate), 0, 0
     for _ in range(args.steps):
         offered = int(rate * args.step_seconds)
         f = asyncio.run(open_loop(port, token, rate, args.step_seconds, sent))
@@ -291,7 +302,10 @@ def _find_max(port: int, token: str, args: argparse.Namespace) -> tuple[list[Any
         steps.append(f | {"ok": ok})
         print(_line(f"  offered {rate:,.0f}/s {'ok' if ok else 'FAIL'}", f), flush=True)
         if not ok:
-            break
+            failures += 1
+            if failures > args.retries:
+                break
+            continue  # the same rate again: one burst of other load is not the limit
         best, rate = rate, rate * args.rate_factor
     return steps, best
 
@@ -313,5 +327,11 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
     parser.add_argument("--steps", type=int, default=12, help="--find-max: at most")
     parser.add_argument("--step-seconds", type=float, default=5.0, help="--find-max: per step")
     parser.add_argument("--max-p99-ms", type=float, default=50.0, help="--find-max: p99 limit")
+    parser.add_argument(
+        "--retries", type=int, default=1, help="--find-max: failed steps tried again (in all)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds, worker counts alternating (medians)"
+    )
     parser.add_argument("--json", help="write the figures to this file")
     parser.set_defaults(func=_bench)

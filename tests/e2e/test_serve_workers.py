@@ -124,7 +124,8 @@ def test_bench_http_prints_figures(pg_url: str, tmp_path: Path, args: tuple[str,
     figures = json.loads(figures_file.read_text())
     if "--find-max" in args:
         assert "max sustained" in done.stdout
-        assert [s["offered_per_s"] for s in figures["runs"]["1"]["steps"]][:1] == [20.0]
+        assert [s["offered_per_s"] for s in figures["runs"]["1"][0]["steps"]][:1] == [20.0]
     else:
         assert set(figures["runs"]) == {"1", "2"} and "ratio" in done.stdout
-        assert all(r["events"] > 0 and r["p99_ms"] > 0 for r in figures["runs"].values())
+        assert all(r["events"] > 0 and r["p99_ms"] > 0 for [r] in figures["runs"].values())
+        assert figures["ratio_vs_1_worker"] > 0
