@@ -34,6 +34,7 @@ from engine.settings import Settings
 from workflows.devserver import free_port
 
 DEALS_PER_CLIENT = 20
+WARMUP_S = 2.0
 
 
 @contextmanager
@@ -292,6 +293,10 @@ def _find_max(port: int, token: str, args: argparse.Namespace) -> tuple[list[Any
     """Step the offered rate up by ``--rate-factor`` until p99 or the achieved rate fails."""
     steps: list[dict[str, Any]] = []
     best, rate, sent, failures = 0.0, float(args.rate), 0, 0
+    # Warm up unmeasured: each worker's first requests open its pool's connections and load
+    # what it loads lazily, which would otherwise fail the first step.
+    asyncio.run(open_loop(port, token, rate, WARMUP_S, sent))
+    sent += int(rate * WARMUP_S)
     for _ in range(args.steps):
         offered = int(rate * args.step_seconds)
         f = asyncio.run(open_loop(port, token, rate, args.step_seconds, sent))
