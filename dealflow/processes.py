@@ -17,13 +17,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from dealflow.http import create_app
-from dealflow.preflight import SetupError, check_port, check_temporal, describe_store
+from dealflow.preflight import SetupError, check_port, check_temporal
 from dealflow.revenue import revenue_hooks
 from dealflow.runtime import build_services
 from dealflow.server import uvicorn_options
 from dealflow.telemetry import configure_tracing
+from dealflow.workers import announce, check_workers, serve_workers
 from engine.logs import configure_logging
 from engine.ops_server import start_from_env
+from engine.persistence.settings import StoreSettings
 from engine.settings import Settings
 from engine.tokens import TokenStore
 
@@ -32,17 +34,13 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     check_port(args.host, args.port, "serve")
+    check_workers(args.workers, StoreSettings.from_env())
     configure_logging(args.log_level)
+    if args.workers > 1:
+        return serve_workers(args)  # dealflow.workers: uvicorn's supervisor and N workers
     provider = configure_tracing("api")
     services = build_services(run_projections=not args.no_projections)
-    log = logging.getLogger("dealflow.serve")
-    log.info("dealflow serve: store %s", describe_store(services.settings))
-    if services.tokens.active_count() == 0 and not Settings.load().bootstrap_token:
-        log.warning(
-            "no API token in this store and no DEALFLOW_BOOTSTRAP_TOKEN: every request will get "
-            "401; create one (dealflow tokens create --name NAME --scopes ingest,read) or set "
-            "DEALFLOW_BOOTSTRAP_TOKEN"
-        )
+    announce(services)
     settings = Settings.load()
     app = create_app(
         services,
@@ -67,7 +65,7 @@ def projections_run(args: argparse.Namespace) -> int:
     """Keep the read models current until SIGTERM or Ctrl-C (a batch in flight completes or
     rolls back; either way the tracked position stays exact)."""
     from engine.application import DealflowApp
-    from engine.persistence.settings import StoreSettings, schema_lock
+    from engine.persistence.settings import schema_lock
     from projections.runtime import ProjectionsService
 
     configure_logging(args.log_level)
@@ -199,7 +197,6 @@ def dev(args: argparse.Namespace) -> int:
     async def work(stop: asyncio.Event) -> None:
         import uvicorn
 
-        from engine.persistence.settings import StoreSettings
         from workflows.devserver import DevServer, port_free
         from workflows.settings import TemporalSettings
         from workflows.worker import AutomationProcess
@@ -309,6 +306,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--no-projections",
         action="store_true",
         help="leave read models to `dealflow projections run`",
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the port (PostgreSQL only; projections stay in one process)",
     )
     serve_cmd.add_argument("--log-level", default="info")
     serve_cmd.set_defaults(func=serve)

@@ -15,7 +15,9 @@ from :func:`uvicorn_options`, so the limits hold wherever the API runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import socket
 from typing import Any
 
 import h11
@@ -107,6 +109,36 @@ def _request_timeout(limit: float) -> bytes:
 def bounded_protocol(header_timeout: float) -> type[BoundedH11Protocol]:
     """The protocol class with this head timeout (uvicorn instantiates it per connection)."""
     return type("BoundedH11Protocol", (BoundedH11Protocol,), {"header_timeout": header_timeout})
+
+
+class SettingsH11Protocol(BoundedH11Protocol):
+    """:class:`BoundedH11Protocol` with the head timeout of this process's environment, for
+    ``dealflow serve --workers N``: uvicorn pickles its options into each worker process, and
+    only a class importable by name survives that (``bounded_protocol``'s classes do not)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = _environment_header_timeout()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # The supervisor's socket is made with protocol number 0, so asyncio, which sets
+        # TCP_NODELAY only on sockets that say IPPROTO_TCP, leaves Nagle on for every accepted
+        # connection: a response written in two parts then waits for the client's delayed ACK
+        # (~40 ms a request). Set it here, as a single `serve` gets it from asyncio.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
+@functools.cache
+def _environment_header_timeout() -> float:
+    return Settings.load().http_header_timeout
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """:func:`uvicorn_options` for worker processes (the same limits, from the environment)."""
+    return {**uvicorn_options(settings), "http": SettingsH11Protocol}
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

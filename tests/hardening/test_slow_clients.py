@@ -196,19 +196,28 @@ def test_long_answers_and_streams_are_not_cut(address: tuple[str, int]) -> None:
                 assert sock.recv(65536) != b"", "the stream was closed"
 
 
-def test_dealflow_serve_takes_the_limits_from_its_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_dealflow_serve_takes_the_limits_from_its_environment(
+    tmp_path: Path, request: pytest.FixtureRequest, workers: str
+) -> None:
+    """`serve` and each of `serve --workers 2`'s processes (PostgreSQL) cut slow clients off."""
     env = dealflow_env(
         tmp_path,
+        request.getfixturevalue("pg_url") if workers != "1" else None,
         DEALFLOW_BOOTSTRAP_TOKEN=TEST_TOKEN,
         DEALFLOW_HTTP_HEADER_TIMEOUT=str(HEADER_S),
         DEALFLOW_HTTP_BODY_TIMEOUT=str(BODY_S),
     )
-    with serve_process(env, tmp_path, "--no-projections") as url:
+    with serve_process(env, tmp_path, "--no-projections", "--workers", workers) as url:
         host, port = url.removeprefix("http://").split(":")
+        for _ in range(int(workers) * 2):  # connections land on either worker
+            with _connect((host, int(port))) as sock:
+                started = time.monotonic()
+                assert _read_until_closed(sock) == b""
+                assert time.monotonic() - started <= HEADER_S + SLACK_S
         with _connect((host, int(port))) as sock:
-            started = time.monotonic()
-            assert _read_until_closed(sock) == b""
-            assert time.monotonic() - started <= HEADER_S + SLACK_S
+            took, said = _dribble(sock, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" * 20)
+        assert took <= HEADER_S + SLACK_S and _response(said)[0] == 408, said
         with _connect((host, int(port))) as sock:
             sock.sendall(
                 b"POST /v1/deals/d/events HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n"
