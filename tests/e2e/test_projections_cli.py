@@ -38,13 +38,18 @@ def test_run_follows_the_log_and_stops_on_sigterm_then_rebuild(tmp_path: Path) -
         # the runner's own start as long (30 s was once not enough in CI).
         deadline = time.monotonic() + 120
         status: list[dict[str, object]] = []
+        failures: list[str] = []  # a `status` that failed is reported, not a JSON error
         while time.monotonic() < deadline and runner.poll() is None:
-            status = json.loads(_dealflow(home, "projections", "status", "--json").stdout)
-            if status[0]["position"] == head:
-                break
+            answer = _dealflow(home, "projections", "status", "--json")
+            if answer.returncode != 0 or not answer.stdout.strip():
+                failures.append(f"exit {answer.returncode}: {answer.stderr[-500:]}")
+            else:
+                status = json.loads(answer.stdout)
+                if status[0]["position"] == head:
+                    break
             time.sleep(0.3)
         assert runner.poll() is None, f"the runner exited early: {runner.communicate()}"
-        assert status[0]["position"] == head and status[0]["lag"] == 0
+        assert status and status[0]["position"] == head and status[0]["lag"] == 0, failures
     finally:
         runner.send_signal(signal.SIGTERM)
         out, err = runner.communicate(timeout=30)
