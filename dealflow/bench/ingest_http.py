@@ -3,56 +3,23 @@ steady rate, with p50/p99 latency."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from workflows.devserver import free_port
+from dealflow.bench.figures import percentile
+from dealflow.bench.served import serving
 
 
 def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -> dict[str, Any]:
     import httpx
 
     token = f"bench-{uuid.uuid4().hex}"
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "DEALFLOW_BOOTSTRAP_TOKEN": token}
-    exe = Path(sys.executable).with_name("dealflow")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dealflow"]
-    process = subprocess.Popen(
-        [
-            *cmd,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-projections",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("dealflow serve did not start")
-            time.sleep(0.1)
+    with serving(database_url, 1, token) as port:
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {token}"}
         client = httpx.Client(
             base_url=base, headers=headers, timeout=30, limits=httpx.Limits(max_connections=64)
         )
@@ -118,7 +85,7 @@ def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -
         ordered = sorted(latencies)
 
         def pct(p: float) -> float:
-            return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+            return percentile(ordered, p / 100)
 
         return {
             "http_rate": rate,
@@ -131,12 +98,6 @@ def run_http(database_url: str, rate: float, seconds: float, deals: int = 200) -
             "http_max_ms": ordered[-1],
             "http_mean_ms": statistics.fmean(ordered),
         }
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 # -- command -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dealflow.bench.http_scale import Conn
+from dealflow.bench.served import Conn
 from tests.live import dealflow_command, dealflow_env, free_port, run_dealflow, wait_healthy
 
 TOKEN = "e2e-workers-secret"
