@@ -19,6 +19,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from engine.application.definitions import DefinitionStore
 from engine.application.messages import Command
+from engine.commands import OpenedIn
 from engine.domain.deal import Deal, DealEvent, PipelineRef, deal_uuid
 from engine.domain.errors import DomainError, NotFound, ValidationFailed
 from engine.domain.events import iso
@@ -97,16 +98,27 @@ class DealLoading(DefinitionStore):
             event = cast(DealEvent, self.mapper.to_domain_event(record))
             work.deals[event.originator_id] = event.mutate(work.deals[event.originator_id])
 
-    def _load_followups(self, work: Work, wins: list[Command]) -> None:
+    def _load_followups(self, work: Work, fresh: list[Command]) -> None:
         """Load, in one go, the post-purchase deals that winning these deals would open, so that
-        deciding whether one already exists costs no query per won deal."""
+        deciding whether one already exists costs no query per won deal. A deal opened and won
+        in the same batch (an importer's replay) is not stored yet: its pipeline comes from its
+        ``opened`` command, else each of its wins would check for its follow-up on its own."""
+        opened_in = {
+            deal_uuid(c.deal_id): c.payload.pipeline_id
+            for c in fresh
+            if isinstance(c.payload, OpenedIn)
+        }
         candidates: set[UUID] = set()
-        for command in wins:
-            deal = work.deals.get(deal_uuid(command.deal_id))
-            if deal is None:
+        for command in fresh:
+            if command.type != "won":
+                continue
+            aggregate_id = deal_uuid(command.deal_id)
+            deal = work.deals.get(aggregate_id)
+            pipeline_id = deal.pipeline_id if deal is not None else opened_in.get(aggregate_id)
+            if pipeline_id is None:
                 continue
             try:
-                target = self._pipeline(work, deal.pipeline_id).definition.after_won
+                target = self._pipeline(work, pipeline_id).definition.after_won
             except DomainError:
                 continue
             if target:

@@ -157,7 +157,7 @@ class WritePath(DealReads):
         work = Work()
         fresh = [c for c in commands if c.event_id not in known]
         self._load_deals(work, {deal_uuid(c.deal_id) for c in fresh})
-        self._load_followups(work, [c for c in fresh if c.type == "won"])
+        self._load_followups(work, fresh)
         outcomes: list[Outcome] = []
         keys: list[IdempotencyRecord] = []
         now = utcnow()

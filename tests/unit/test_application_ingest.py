@@ -293,3 +293,41 @@ def test_a_won_refused_in_a_batch_is_not_recorded(app: DealflowApp) -> None:
     assert outcomes[1].status == "recorded"
     assert [t for _, t, _ in _events(app, "x")] == ["opened"]
     assert app.deal("x").status == "open"
+
+
+def _opened_and_won(deal_id: str) -> list[Command]:
+    return [
+        command(deal_id, {**OPEN, "stage": "contract"}),
+        command(deal_id, {"type": "fact_recorded", "fact": "contract_signed", "value": True}),
+        command(deal_id, {"type": "won", "amount": "100"}),
+    ]
+
+
+def test_deals_opened_and_won_in_one_batch_find_their_follow_ups_in_one_load(
+    app: DealflowApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An importer's replay opens and wins deals in one batch: whether each follow-up already
+    exists is read with the batch's other deals, not with one query per won deal."""
+    checked: list[Any] = []
+    monkeypatch.setattr(app, "_exists", lambda aggregate_id: checked.append(aggregate_id))
+    deals = [f"batch-{i}" for i in range(6)]
+    outcomes = app.ingest([c for deal_id in deals for c in _opened_and_won(deal_id)])
+    assert {o.status for o in outcomes} == {"recorded"}
+    assert checked == []
+    for deal_id in deals:
+        follow = app.deal(f"{deal_id}:post-purchase")
+        assert (follow.pipeline_id, follow.attributes) == ("post-purchase", {"won_deal_id": deal_id})
+
+
+def test_a_follow_up_the_sender_opened_itself_is_not_opened_again_in_a_batch(
+    app: DealflowApp,
+) -> None:
+    send(
+        app,
+        "d9:post-purchase",
+        {"type": "opened", "pipeline_id": "post-purchase", "name": "Own follow-up"},
+    )
+    outcomes = app.ingest(_opened_and_won("d9"))
+    assert [o.status for o in outcomes] == ["recorded", "recorded", "recorded"]
+    follow = app.deal("d9:post-purchase")
+    assert (follow.name, follow.version) == ("Own follow-up", 1)
