@@ -148,6 +148,8 @@ def parallel_rebuild(
     processes. The projection must not be running meanwhile."""
     if not supports(app):
         raise ValueError("the parallel rebuild reads stored JSON: no cipher or compressor")
+    if workers < 1:
+        raise ValueError(f"the parallel rebuild needs at least one worker, not {workers}")
     url = str(app.settings.database_url)
     table = app.recorder.events_table_name
     until = app.max_position()
@@ -156,9 +158,12 @@ def parallel_rebuild(
     view.reset(bulk=True)
     try:
         jobs = [(url, table, ranges[w::workers], until) for w in range(workers)]
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers) as pool:
-            results = pool.map(_work, jobs)
+        if workers == 1:  # one worker: this process (no child to spawn; the tests use it)
+            results = [_work(jobs[0])]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(workers) as pool:
+                results = pool.map(_work, jobs)
         events = sum(n for n, _ in results)
         deals = sum(d for _, d in results)
         fold_s = time.perf_counter() - started
