@@ -53,62 +53,57 @@ def _day(column: str) -> str:
     return f"(({column} - ((({column} % {DAY_US}) + {DAY_US}) % {DAY_US})) / {DAY_US})"
 
 
-_OPEN = "(status = 'open')::int"
-_WON = "(status = 'won')::int"
-_LOST = "(status NOT IN ('open', 'won'))::int"  # the fold's "else" branch
-_UNITS = "COALESCE(amount_units, 0)"
-_WON_MS = "((closed_at - opened_at) / 1000)"
+# Each counter as an aggregate over a group of deal rows (current or history rows).
+_OPEN = "status = 'open'"
+_WON = "status = 'won'"
+_LOST = "status NOT IN ('open', 'won')"  # the fold's "else" branch
+_STATS_AGGS = [
+    ("deals", "COUNT(*)"),
+    ("open_n", f"COUNT(*) FILTER (WHERE {_OPEN})"),
+    ("open_units", f"SUM(COALESCE(amount_units, 0)) FILTER (WHERE {_OPEN})"),
+    ("open_ms", f"SUM(opened_at / 1000) FILTER (WHERE {_OPEN})"),
+    ("open_us", f"SUM(opened_at % 1000) FILTER (WHERE {_OPEN})"),
+    ("open_flagged", f"SUM(flagged_stale) FILTER (WHERE {_OPEN})"),
+    ("won_n", f"COUNT(*) FILTER (WHERE {_WON})"),
+    ("won_units", f"SUM(COALESCE(amount_units, 0)) FILTER (WHERE {_WON})"),
+    ("won_ms", f"SUM((closed_at - opened_at) / 1000) FILTER (WHERE {_WON})"),
+    ("lost_n", f"COUNT(*) FILTER (WHERE {_LOST})"),
+    ("entered", "0"),  # the stays' four counters come from the stays
+    ("advanced", "0"),
+    ("completed", "0"),
+    ("stay_ms", "0"),
+]
+_KEYS_AGGS = [
+    ("deals", "COUNT(*)"),
+    ("open_n", f"COUNT(*) FILTER (WHERE {_OPEN})"),
+    ("won_n", f"COUNT(*) FILTER (WHERE {_WON})"),
+    ("lost_n", f"COUNT(*) FILTER (WHERE {_LOST})"),
+    ("won_units", f"SUM(COALESCE(amount_units, 0)) FILTER (WHERE {_WON})"),
+    ("won_ms", f"SUM((closed_at - opened_at) / 1000) FILTER (WHERE {_WON})"),
+]
+_STAYS_AGGS = [
+    ("entered", "SUM(first_in_stage)"),
+    ("advanced", "SUM(first_advance)"),
+    ("completed", "COUNT(left_at)"),
+    ("stay_ms", "SUM((left_at - entered_at) / 1000)"),
+]
+assert [n for n, _ in _STATS_AGGS] == list(STATS_COUNTERS)
+assert [n for n, _ in _KEYS_AGGS] == list(KEYS_COUNTERS)
+
+# The history rows with the days their validity began and ended (and a won deal's whole days
+# from open to close, the won buckets' key).
+_HISTORY_DAYS = (
+    f"(SELECT *, {_day('valid_from')} AS day_from, {_day('valid_to')} AS day_to,"
+    f" {_day('(closed_at - opened_at)')} AS dur_bucket FROM {HISTORY_TABLE}) h"
+)
+_STAY_DAYS = (
+    f"(SELECT *, {_day('entered_at')} AS day_in, {_day('left_at')} AS day_out FROM {STAYS_TABLE}) s"
+)
+_LEVELS = ", ".join(f"({lvl}, {shift})" for lvl, shift in enumerate(LEVELS))
 
 
-def _stats_exprs(sign: str) -> list[str]:
-    """The 14 stats counters of one deal row (a current or history row) times ``sign``;
-    the stays' four are zero here (they come from the stays)."""
-    return [
-        f"{sign}",
-        f"{sign} * {_OPEN}",
-        f"{sign} * {_OPEN} * {_UNITS}",
-        f"{sign} * {_OPEN} * (opened_at / 1000)",
-        f"{sign} * {_OPEN} * (opened_at % 1000)",
-        f"{sign} * {_OPEN} * flagged_stale",
-        f"{sign} * {_WON}",
-        f"{sign} * {_WON} * {_UNITS}",
-        f"{sign} * {_WON} * COALESCE({_WON_MS}, 0)",
-        f"{sign} * {_LOST}",
-        "0",
-        "0",
-        "0",
-        "0",
-    ]
-
-
-def _keys_exprs(sign: str) -> list[str]:
-    return [
-        f"{sign}",
-        f"{sign} * {_OPEN}",
-        f"{sign} * {_WON}",
-        f"{sign} * {_LOST}",
-        f"{sign} * {_WON} * {_UNITS}",
-        f"{sign} * {_WON} * COALESCE({_WON_MS}, 0)",
-    ]
-
-
-def _stay_exprs(at_enter: bool, left: bool) -> list[str]:
-    """The stats counters a stay adds: when it is entered and/or when it is left."""
-    zeros = ["0"] * 10
-    entered = "first_in_stage" if at_enter else "0"
-    if left:
-        return [
-            *zeros,
-            entered,
-            "first_advance",
-            "1",
-            "((left_at - entered_at) / 1000)",
-        ]
-    return [*zeros, entered, "0", "0", "0"]
-
-
-def _select(names: list[str], exprs: list[str]) -> str:
-    return ", ".join(f"{e} AS {n}" for e, n in zip(exprs, names, strict=True))
+def _names(aggs: list[tuple[str, str]]) -> list[str]:
+    return [n for n, _ in aggs]
 
 
 def _sums(names: tuple[str, ...] | list[str]) -> str:
@@ -119,63 +114,120 @@ def _nonzero(names: tuple[str, ...] | list[str]) -> str:
     return " OR ".join(f"SUM({n}) <> 0" for n in names)
 
 
-def _signed_history(join: str = "") -> str:
-    """History rows as signed contributions (``e.s``, ``e.day``): +row on the day it began,
-    -row on the day it ended; ``join`` adds another lateral join before the WHERE."""
-    return (
-        f"{HISTORY_TABLE} h CROSS JOIN LATERAL"
-        f" (VALUES (1, {_day('h.valid_from')}), (-1, {_day('h.valid_to')})) AS e(s, day)"
-        f"{join} WHERE e.day IS NOT NULL"
+def _signed_days(
+    keys: list[str],
+    aggs: list[tuple[str, str]],
+    source: str = _HISTORY_DAYS,
+    days: tuple[str, str] = ("day_from", "day_to"),
+    dims: tuple[str, ...] = (),
+    where: str = "",
+) -> str:
+    """Per-day changes: ``aggs`` over the rows grouped by ``keys`` and the first of ``days``
+    (added), and by ``keys`` and the second (taken away), in one pass (grouping sets). With
+    ``dims``, one attribute at a time joins the keys: the result has ``dim`` and ``v`` (the
+    attribute's value) after ``keys``. Columns: keys, [dim, v,] day, counters."""
+    plus, minus = days
+    sets = [
+        f"({', '.join([*keys, *([d] if d else []), day])})" for d in (dims or ("",)) for day in days
+    ]
+    picked = ""
+    if dims:
+        # The attribute of the row's grouping set (its own value may be NULL: a deal without it).
+        which = " ".join(f"WHEN GROUPING({d}) = 0 THEN '{d}'" for d in dims)
+        value = " ".join(f"WHEN GROUPING({d}) = 0 THEN {d}" for d in dims)
+        picked = f"CASE {which} END AS dim, CASE {value} END AS v, "
+    inner = (
+        f"SELECT {', '.join(keys)}, {picked}GROUPING({plus}) AS g, {plus}, {minus}, "
+        + ", ".join(f"{e} AS {n}" for n, e in aggs)
+        + f" FROM {source}{where} GROUP BY GROUPING SETS ({', '.join(sets)})"
     )
-
-
-_LEVELS = ", ".join(f"({lvl}, {shift})" for lvl, shift in enumerate(LEVELS))
+    day = f"CASE WHEN g = 0 THEN {plus} ELSE {minus} END"
+    return (
+        f"SELECT {', '.join(keys)}, {'dim, v, ' if dims else ''}{day} AS day, "
+        + ", ".join(
+            f"CASE WHEN g = 0 THEN 1 ELSE -1 END * COALESCE({n}, 0) AS {n}" for n, _ in aggs
+        )
+        + f" FROM ({inner}) x WHERE {day} IS NOT NULL"
+    )
 
 
 def _levels(table: str, head: str, tail: str, counters: tuple[str, ...], per_day: str) -> str:
     """INSERT the per-day changes of ``per_day`` (columns: head, day, tail, counters) summed
-    into the three bucket levels, keys whose counters add up to zero left out."""
-    keys = f"{head}, lvl, bucket, {tail}" if tail else f"{head}, lvl, bucket"
-    tail_sel = f", d.{tail.replace(', ', ', d.')}" if tail else ""
-    heads = ", ".join(f"d.{c.strip()}" for c in head.split(","))
-    group = len(head.split(",")) + 2 + (len(tail.split(",")) if tail else 0)
+    into the three bucket levels, keys whose counters add up to zero left out. The days are
+    summed first, so the levels multiply the (few) days' keys, not the rows."""
+    keys = [c.strip() for c in head.split(",")] + ["day"]
+    keys += [c.strip() for c in tail.split(",")] if tail else []
+    by_day = ", ".join(keys)
+    out = ", ".join(f"d.{k}" if k != "day" else "l.lvl, d.day >> l.shift" for k in keys)
+    columns = ", ".join(k if k != "day" else "lvl, bucket" for k in keys)
+    day_sums = ", ".join(f"SUM({c}) AS {c}" for c in counters)
     return (
-        f"INSERT INTO {table} ({keys}, {', '.join(counters)})"
-        f" SELECT {heads}, l.lvl, d.day >> l.shift{tail_sel}, {_sums(counters)}"
-        f" FROM ({per_day}) d CROSS JOIN (VALUES {_LEVELS}) AS l(lvl, shift)"
-        f" GROUP BY {', '.join(str(i) for i in range(1, group + 1))}"
+        f"INSERT INTO {table} ({columns}, {', '.join(counters)})"
+        f" SELECT {out}, {_sums(counters)}"
+        f" FROM (SELECT {by_day}, {day_sums} FROM ({per_day}) p GROUP BY {by_day}) d"
+        f" CROSS JOIN (VALUES {_LEVELS}) AS l(lvl, shift)"
+        f" GROUP BY {', '.join(str(i) for i in range(1, len(keys) + 2))}"
         f" HAVING {_nonzero(counters)}"
+    )
+
+
+def _stays_part(days: bool) -> str:
+    """The stays' four stats counters (the other ten zero): per (pipeline, stage), or per
+    day with ``days`` (entered on the day it was entered; the rest on the day it was left)."""
+    zeros = ", ".join(f"0 AS {n}" for n, _ in _STATS_AGGS[:10])
+    if not days:
+        return (
+            f"SELECT pipeline_id, stage, {zeros}, "
+            + ", ".join(f"COALESCE({e}, 0) AS {n}" for n, e in _STAYS_AGGS)
+            + f" FROM {STAYS_TABLE} GROUP BY pipeline_id, stage"
+        )
+    inner = (
+        "SELECT pipeline_id, stage, GROUPING(day_in) AS g, day_in, day_out, "
+        + ", ".join(f"{e} AS {n}" for n, e in _STAYS_AGGS)
+        + f" FROM {_STAY_DAYS} GROUP BY GROUPING SETS"
+        " ((pipeline_id, stage, day_in), (pipeline_id, stage, day_out))"
+    )
+    day = "CASE WHEN g = 0 THEN day_in ELSE day_out END"
+    return (
+        f"SELECT pipeline_id, stage, {day} AS day, {zeros},"
+        " CASE WHEN g = 0 THEN entered ELSE 0 END AS entered,"
+        " CASE WHEN g = 0 THEN 0 ELSE COALESCE(advanced, 0) END AS advanced,"
+        " CASE WHEN g = 0 THEN 0 ELSE completed END AS completed,"
+        " CASE WHEN g = 0 THEN 0 ELSE COALESCE(stay_ms, 0) END AS stay_ms"
+        f" FROM ({inner}) x WHERE {day} IS NOT NULL"
     )
 
 
 def _stats_sql() -> str:
     names = list(STATS_COUNTERS)
-    rows = " UNION ALL ".join(
-        [
-            f"SELECT pipeline_id, stage, {_select(names, _stats_exprs('1'))} FROM {CURRENT_TABLE}",
-            f"SELECT pipeline_id, stage, {_select(names, _stay_exprs(True, False))}"
-            f" FROM {STAYS_TABLE} WHERE left_at IS NULL",
-            f"SELECT pipeline_id, stage, {_select(names, _stay_exprs(True, True))}"
-            f" FROM {STAYS_TABLE} WHERE left_at IS NOT NULL",
-        ]
+    deals = (
+        "SELECT pipeline_id, stage, "
+        + ", ".join(f"COALESCE({e}, 0) AS {n}" for n, e in _STATS_AGGS)
+        + f" FROM {CURRENT_TABLE} GROUP BY pipeline_id, stage"
     )
     return (
         f"INSERT INTO {STATS_TABLE} (pipeline_id, stage, {', '.join(names)})"
-        f" SELECT pipeline_id, stage, {_sums(names)} FROM ({rows}) r"
+        f" SELECT pipeline_id, stage, {_sums(names)}"
+        f" FROM ({deals} UNION ALL {_stays_part(False)}) r"
         f" GROUP BY 1, 2 HAVING {_nonzero(names)}"
     )
 
 
 def _keys_sql() -> str:
     names = list(KEYS_COUNTERS)
-    dims = ", ".join(f"('{d}', {d})" for d in BREAKDOWN_KEYS)
+    sets = ", ".join(f"(pipeline_id, {d})" for d in BREAKDOWN_KEYS)
+    which = " ".join(f"WHEN GROUPING({d}) = 0 THEN '{d}'" for d in BREAKDOWN_KEYS)
+    value = " ".join(f"WHEN GROUPING({d}) = 0 THEN {d}" for d in BREAKDOWN_KEYS)
+    inner = (
+        f"SELECT pipeline_id, CASE {which} END AS dim, CASE {value} END AS v, "
+        + ", ".join(f"COALESCE({e}, 0) AS {n}" for n, e in _KEYS_AGGS)
+        + f" FROM {CURRENT_TABLE} GROUP BY GROUPING SETS ({sets})"
+    )
+    nonzero = " OR ".join(f"{n} <> 0" for n in names)
     return (
         f"INSERT INTO {KEYS_TABLE} (pipeline_id, dim, key_null, key, {', '.join(names)})"
-        f" SELECT pipeline_id, k.dim, (k.v IS NULL)::int, COALESCE(k.v, ''), {_sums(names)}"
-        f" FROM (SELECT pipeline_id, industry, lead_source, decision_maker_role, owner, account,"
-        f" {_select(names, _keys_exprs('1'))} FROM {CURRENT_TABLE}) r"
-        f" CROSS JOIN LATERAL (VALUES {dims}) AS k(dim, v)"
-        f" GROUP BY 1, 2, 3, 4 HAVING {_nonzero(names)}"
+        f" SELECT pipeline_id, dim, (v IS NULL)::int, COALESCE(v, ''), {', '.join(names)}"
+        f" FROM ({inner}) x WHERE {nonzero}"
     )
 
 
@@ -198,36 +250,19 @@ def _current_small_sql() -> list[str]:
 
 
 def _t_stats_sql() -> str:
-    names = list(STATS_COUNTERS)
-    per_day = " UNION ALL ".join(
-        [
-            f"SELECT h.pipeline_id, e.day, h.stage, {_select(names, _stats_exprs('e.s'))}"
-            f" FROM {_signed_history()}",
-            f"SELECT pipeline_id, {_day('entered_at')} AS day, stage,"
-            f" {_select(names, _stay_exprs(True, False))} FROM {STAYS_TABLE}",
-            f"SELECT pipeline_id, {_day('left_at')} AS day, stage,"
-            f" {_select(names, _stay_exprs(False, True))} FROM {STAYS_TABLE}"
-            " WHERE left_at IS NOT NULL",
-        ]
-    )
-    return _levels(T_STATS_TABLE, "pipeline_id", "stage", STATS_COUNTERS, per_day)
+    history = _signed_days(["pipeline_id", "stage"], _STATS_AGGS)
+    per_day = f"{history} UNION ALL {_stays_part(True)}"
+    return _levels(T_STATS_TABLE, "pipeline_id, stage", "", STATS_COUNTERS, per_day)
 
 
 def _t_keys_sql() -> str:
-    names = list(KEYS_COUNTERS)
-    dims = ", ".join(f"('{d}', h.{d})" for d in TIMELINE_KEYS)
-    per_day = (
-        f"SELECT h.pipeline_id, k.dim, e.day, (k.v IS NULL)::int AS key_null,"
-        f" COALESCE(k.v, '') AS key, {_select(names, _keys_exprs('e.s'))}"
-        f" FROM {_signed_history(f' CROSS JOIN LATERAL (VALUES {dims}) AS k(dim, v)')}"
+    per_day = _signed_days(["pipeline_id"], _KEYS_AGGS, dims=TIMELINE_KEYS)
+    keyed = (
+        "SELECT pipeline_id, dim, day, (v IS NULL)::int AS key_null, COALESCE(v, '') AS key, "
+        + ", ".join(KEYS_COUNTERS)
+        + f" FROM ({per_day}) k"
     )
-    return (
-        f"INSERT INTO {T_KEYS_TABLE} (pipeline_id, dim, lvl, bucket, key_null, key,"
-        f" {', '.join(names)})"
-        f" SELECT d.pipeline_id, d.dim, l.lvl, d.day >> l.shift, d.key_null, d.key, {_sums(names)}"
-        f" FROM ({per_day}) d CROSS JOIN (VALUES {_LEVELS}) AS l(lvl, shift)"
-        f" GROUP BY 1, 2, 3, 4, 5, 6 HAVING {_nonzero(names)}"
-    )
+    return _levels(T_KEYS_TABLE, "pipeline_id, dim", "key_null, key", KEYS_COUNTERS, keyed)
 
 
 def _t_small_sql() -> list[str]:
@@ -237,15 +272,16 @@ def _t_small_sql() -> list[str]:
             "pipeline_id",
             "visited, ever_won",
             ("n",),
-            f"SELECT h.pipeline_id, e.day, h.visited, h.ever_won, e.s AS n FROM {_signed_history()}",
+            _signed_days(["pipeline_id", "visited", "ever_won"], [("n", "COUNT(*)")]),
         ),
         _levels(
             T_WON_TABLE,
             "pipeline_id",
             "dur_bucket",
             ("n",),
-            f"SELECT h.pipeline_id, e.day, {_day('(h.closed_at - h.opened_at)')} AS dur_bucket,"
-            f" e.s AS n FROM {_signed_history()} AND h.status = 'won'",
+            _signed_days(
+                ["pipeline_id", "dur_bucket"], [("n", "COUNT(*)")], where=" WHERE status = 'won'"
+            ),
         ),
         f"INSERT INTO {PIPELINES_TABLE} (pipeline_id, last_event_at)"
         f" SELECT pipeline_id, MAX(valid_from) FROM {HISTORY_TABLE} GROUP BY 1",
