@@ -40,9 +40,14 @@ from projections.readmodel.bulk_sums import summary_jobs
 from projections.readmodel.copying import copy_new_rows
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import DEAL_TOPICS, EventRecord, to_us
-from projections.readmodel.schema import secondary_indexes
+from projections.readmodel.schema import HISTORY_TABLE, STAYS_TABLE, secondary_indexes
 
 RANGE_EVENTS = 40_000  # events per range of deal ids (what a worker holds at once)
+
+
+def _size_order(index: str) -> int:
+    """The indexes of the biggest table first (history, then stays, then current deals)."""
+    return 0 if index.startswith(HISTORY_TABLE) else 1 if index.startswith(STAYS_TABLE) else 2
 
 
 @dataclass
@@ -175,7 +180,10 @@ def parallel_rebuild(
         fold_s = time.perf_counter() - started
         # The summaries and the indexes only read the row tables: all at once, the biggest
         # jobs first so that the small ones fill the gaps.
-        set_jobs = [*summary_jobs(), *([s] for _, s in secondary_indexes(view.ddl))]
+        summaries = summary_jobs()
+        indexes = sorted(secondary_indexes(view.ddl), key=lambda i: _size_order(i[0]))
+        set_jobs = [*summaries[:-1], *([s] for _, s in indexes)]
+        set_jobs.append(summaries[-1])  # the current tables' sums: the smallest
         with ThreadPoolExecutor(max(1, workers)) as threads:
             for done in [threads.submit(_run_statements, url, job) for job in set_jobs]:
                 done.result()
