@@ -131,14 +131,16 @@ def bench_project(events: int, json_path: str | None, workers: int = 2) -> int:
         stats = parallel_rebuild(app, service.view, workers=workers)
         rebuild_s = time.perf_counter() - started
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         detail = {
             "workers": workers,
             "ranges": stats.ranges,
             "deals": stats.deals,
-            "fold_s": stats.fold_s,
-            "summary_s": stats.summary_s,
+            "fold_s": stats.fold_s,  # worker processes: read, fold and COPY the rows
+            "summary_s": stats.summary_s,  # PostgreSQL: summary tables and indexes
             "index_s": stats.index_s,
             "worker_peak_rss_mib": round(children, 1),
+            "parent_peak_rss_mib": round(parent, 1),
         }
     else:
         service.view.reset(bulk=True)

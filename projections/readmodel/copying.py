@@ -17,7 +17,6 @@ from projections.readmodel.schema import (
     KEYS_COUNTERS,
     KEYS_TABLE,
     OPEN_ENTERED_TABLE,
-    PIPELINES_TABLE,
     STATS_COUNTERS,
     STATS_TABLE,
     STAYS_TABLE,
@@ -149,6 +148,11 @@ def upsert_sql(table: str, keys: list[str], counters: list[str], values: str) ->
     )
 
 
+def zero_test(table: str, counters: list[str]) -> str:
+    """A SQL condition: every counter of ``table``'s row is zero (the key means nothing)."""
+    return "(" + " AND ".join(f"{table}.{c} = 0" for c in counters) + ")"
+
+
 def copy_new_rows(curs: Any, changes: ChangeSet) -> None:
     """COPY a batch's new rows: every current row (the caller deleted the ones it replaces),
     the new history rows and the new stays (a bulk rebuild: every deal whole)."""
@@ -166,28 +170,5 @@ def copy_new_rows(curs: Any, changes: ChangeSet) -> None:
             continue
         with curs.copy(f"COPY {table} ({cols(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
-            for values in rows:
-                copy.write_row(values)
-
-
-def copy_summaries(curs: Any, changes: ChangeSet) -> None:
-    """COPY the summary rows, the pipelines and the versions into empty tables (a bulk
-    rebuild writes each key once, already summed; upserts would cost many times more)."""
-    names = sorted(changes.pipeline_times)
-    tables: list[tuple[str, list[str], list[Any]]] = [
-        (
-            PIPELINES_TABLE,
-            ["pipeline_id", "last_event_at"],
-            [(n, changes.pipeline_times[n]) for n in names],
-        ),
-        (
-            VERSIONS_TABLE,
-            ["pipeline_id", "version", "first_at"],
-            [(*k, v) for k, v in sorted(changes.versions.items())],
-        ),
-    ]
-    tables += [(t, [*keys, *counters], rows) for t, keys, counters, rows in summary_rows(changes)]
-    for table, columns, rows in tables:
-        with curs.copy(f"COPY {table} ({cols(columns)}) FROM STDIN") as copy:
             for values in rows:
                 copy.write_row(values)

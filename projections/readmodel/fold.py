@@ -46,9 +46,14 @@ TRACKED_FIELDS = frozenset(DEAL_FIELDS) - {"attributes"}
 
 
 class DealFold:
-    """Applies events to deal rows; ``stored`` are the current rows already in the database."""
+    """Applies events to deal rows; ``stored`` are the current rows already in the database.
 
-    def __init__(self, stored: dict[UUID, DealRow]) -> None:
+    ``summaries=False`` folds the rows only (current, history, stays) and leaves every summary
+    delta empty: the bulk rebuild computes the summary tables from the rows in SQL instead
+    (``bulk_sums.py``), which costs a fraction of adding each event's contribution here."""
+
+    def __init__(self, stored: dict[UUID, DealRow], *, summaries: bool = True) -> None:
+        self.summaries = summaries
         self.changes = ChangeSet()
         self._stored = stored
         self._stored_version = {k: row.version for k, row in stored.items()}
@@ -60,7 +65,8 @@ class DealFold:
     def apply_all(self, records: Iterable[EventRecord]) -> ChangeSet:
         for record in records:
             self.apply(record)
-        self._summarise()
+        if self.summaries:
+            self._summarise()
         return self.changes
 
     # -- summary tables -----------------------------------------------------------------------
@@ -182,7 +188,7 @@ class DealFold:
                 return  # already folded (a deal is opened once)
             row = self._open(event)
             before: tuple[Any, ...] | None = None
-            changing = True
+            changing = self.summaries
         else:
             found = changes.current.get(event.deal) or self._stored.get(event.deal)
             if found is None or event.version <= found.version:
@@ -192,7 +198,7 @@ class DealFold:
             row = found
             handler = _HANDLERS.get(event.type)
             # Events without a handler (facts, activities) change no counter.
-            changing = handler is not None
+            changing = handler is not None and self.summaries
             before = _contribution(row) if changing else None
             if handler is not None:
                 handler(self, row, event)
@@ -243,6 +249,8 @@ class DealFold:
         )
         row.visited.add(stage)
         self.changes.stays[(row.deal_uuid, row.stay_seq)] = stay
+        if not self.summaries:
+            return
         self._stat(row.pipeline_id, stage)[_S["entered"]] += stay.first_in_stage
         self._t_stat(row.pipeline_id, at, stage)[_S["entered"]] += stay.first_in_stage
 
@@ -251,14 +259,15 @@ class DealFold:
         if how in ("forward", "won") and row.stage not in row.advanced:
             row.advanced.add(row.stage)
             first_advance = 1
-        stay_ms = _trunc_ms(at - row.stage_entered_at)
-        for stat in (
-            self._stat(row.pipeline_id, row.stage),
-            self._t_stat(row.pipeline_id, at, row.stage),
-        ):
-            stat[_S["advanced"]] += first_advance
-            stat[_S["completed"]] += 1
-            stat[_S["stay_ms"]] += stay_ms
+        if self.summaries:
+            stay_ms = _trunc_ms(at - row.stage_entered_at)
+            for stat in (
+                self._stat(row.pipeline_id, row.stage),
+                self._t_stat(row.pipeline_id, at, row.stage),
+            ):
+                stat[_S["advanced"]] += first_advance
+                stat[_S["completed"]] += 1
+                stat[_S["stay_ms"]] += stay_ms
         stay = self.changes.stays.get((row.deal_uuid, row.stay_seq))
         if stay is not None:
             stay.left_at, stay.exit, stay.first_advance = at, how, first_advance

@@ -23,6 +23,7 @@ from projections.readmodel.copying import (
     copy_new_rows,
     summary_rows,
     upsert_sql,
+    zero_test,
 )
 from projections.readmodel.fold import DealFold
 from projections.readmodel.records import EventRecord
@@ -241,9 +242,20 @@ class PostgresDealsView(DealsViewMixin, PostgresTrackingRecorder):
             columns = [*keys, *counters]
             casts = ", ".join(f"%s::{_PG_TYPES.get(c, 'bigint')}[]" for c in columns)
             curs.execute(
-                upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})"),
+                upsert_sql(table, keys, counters, f"SELECT * FROM unnest({casts})")
+                + f" RETURNING {cols(keys)}, {zero_test(table, counters)} AS zero",
                 [list(column) for column in zip(*rows, strict=True)],
             )
+            # A key whose counters came back to zero is deleted: the table then holds the same
+            # rows as a rebuild, which never writes a zero key.
+            zeros = [[r[k] for k in keys] for r in curs.fetchall() if r["zero"]]
+            if zeros:
+                key_casts = ", ".join(f"%s::{_PG_TYPES.get(k, 'bigint')}[]" for k in keys)
+                curs.execute(
+                    f"DELETE FROM {table} WHERE ({cols(keys)}) IN"
+                    f" (SELECT * FROM unnest({key_casts}))",
+                    [list(column) for column in zip(*zeros, strict=True)],
+                )
 
     def analyze(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -348,6 +360,12 @@ class SQLiteDealsView(DealsViewMixin, SQLiteTrackingRecorder):
             if rows:
                 values = f"VALUES ({marks(len(keys) + len(counters))})"
                 curs.executemany(upsert_sql(table, keys, counters, values), rows)
+                # Keys back to zero are deleted, as on PostgreSQL (the rebuild never writes one).
+                match = " AND ".join(f"{k} = ?" for k in keys)
+                curs.executemany(
+                    f"DELETE FROM {table} WHERE {match} AND {zero_test(table, counters)}",
+                    [r[: len(keys)] for r in rows],
+                )
 
     def _clear(self, curs: Any) -> None:
         for table in VIEW_TABLES:

@@ -23,6 +23,7 @@ from projections.readmodel.schema import (
     STATS_COUNTERS,
     STATS_TABLE,
     STAYS_TABLE,
+    T_KEYS_TABLE,
     VISITS_TABLE,
     WON_TABLE,
 )
@@ -45,15 +46,13 @@ SUMMARIES = {
 
 
 def summaries(app: DealflowApp) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]]]:
-    """The summary tables' rows that are not all zero (a key whose deals all moved away keeps
-    a row of zeros in a live table, and has none after a rebuild)."""
+    """The summary tables' rows, every one (neither a live table nor a rebuild keeps a key
+    whose counters are all zero)."""
     out: dict[str, dict[tuple[Any, ...], tuple[int, ...]]] = {}
     for table, (keys, counters) in SUMMARIES.items():
         rows = app.db.fetchall(f"SELECT {', '.join(keys + counters)} FROM {table}")
         out[table] = {
-            tuple(row[k] for k in keys): values
-            for row in rows
-            if any(values := tuple(int(row[c]) for c in counters))
+            tuple(row[k] for k in keys): tuple(int(row[c]) for c in counters) for row in rows
         }
     return out
 
@@ -182,6 +181,28 @@ def test_live_runner_equals_a_rebuild(app: DealflowApp) -> None:
     assert len(live[CURRENT_TABLE]) == 60
     service.rebuild()
     assert dump(app) == live
+
+
+def test_a_summary_key_back_at_zero_is_deleted(app: DealflowApp) -> None:
+    """A deal moves from one owner to another in a later batch: the first owner's breakdown
+    keys (now and in business time, both changes on one day) come back to all zeros and are
+    deleted, as a rebuild would never have written them."""
+    service = ProjectionsService(app, run=False)
+    opened = {"type": "opened", "pipeline_id": BENCH_PIPELINE_ID, "name": "Z", "owner": "ann"}
+    app.ingest([to_command("zero-1", {**opened, "event_id": "z1", "occurred_at": _DAY + "10Z"})])
+    service.catch_up()
+
+    def owners(table: str) -> set[str]:
+        return {r["key"] for r in app.db.fetchall(f"SELECT key FROM {table} WHERE dim = 'owner'")}
+
+    assert owners(KEYS_TABLE) == owners(T_KEYS_TABLE) == {"ann"}
+    changed = {"type": "updated", "owner": "bob", "event_id": "z2", "occurred_at": _DAY + "11Z"}
+    app.ingest([to_command("zero-1", changed)])
+    service.catch_up()
+    assert owners(KEYS_TABLE) == owners(T_KEYS_TABLE) == {"bob"}
+
+
+_DAY = "2026-01-05T"  # a past day (+ hour and zone)
 
 
 def test_a_crash_mid_batch_and_a_restart_count_nothing_twice(
