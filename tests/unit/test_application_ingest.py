@@ -316,7 +316,10 @@ def test_deals_opened_and_won_in_one_batch_find_their_follow_ups_in_one_load(
     assert checked == []
     for deal_id in deals:
         follow = app.deal(f"{deal_id}:post-purchase")
-        assert (follow.pipeline_id, follow.attributes) == ("post-purchase", {"won_deal_id": deal_id})
+        assert (follow.pipeline_id, follow.attributes) == (
+            "post-purchase",
+            {"won_deal_id": deal_id},
+        )
 
 
 def test_a_follow_up_the_sender_opened_itself_is_not_opened_again_in_a_batch(
