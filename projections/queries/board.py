@@ -36,7 +36,7 @@ def board(
     """Deals in a column are listed longest-in-stage first; ``stage`` + ``cursor`` page one column."""
     after = decode_cursor(cursor) if cursor else None
     version, definition = definition_at(app, pipeline_id, moment, fast=fast)
-    with snapshot(app) as cur:
+    with snapshot(app, bounded=fast) as cur:
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
         by_stage, _ = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
