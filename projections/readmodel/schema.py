@@ -111,9 +111,13 @@ def _ddl(uuid: str, text: str, int_: str, big: str, small: str, covering: bool) 
         f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_asof ON {HISTORY_TABLE} (pipeline_id, valid_from)",
         # The rows a day's partial "as of" sum subtracts (their validity ended that day).
         f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_ends ON {HISTORY_TABLE} (pipeline_id, valid_to)",
-        # The board as of a time: open rows of a stage in board order.
-        f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_board ON {HISTORY_TABLE}"
-        f" (pipeline_id, stage, stage_entered_at, deal_id) WHERE status = 'open'",
+        # The board as of a time: open rows of a stage in board order. Covering the validity
+        # and the key, so the rows no longer (or not yet) valid at the moment are skipped in the
+        # index (thousands before a page, fetched from the heap one by one before) and only
+        # the page's rows are read from the table.
+        f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_board_cover ON {HISTORY_TABLE}"
+        f" (pipeline_id, stage, stage_entered_at, deal_id)"
+        f"{include('valid_from, valid_to, deal_uuid, version')} WHERE status = 'open'",
         # Open unqualified deals as of a time (few): without reading every row valid then
         # (588 ms of the metrics as of a moment at a million deals).
         f"CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_unqualified ON {HISTORY_TABLE}"
@@ -199,4 +203,4 @@ SQLITE_DDL = _ddl("TEXT", "TEXT", "INTEGER", "INTEGER", "INTEGER", False)
 # Indexes an earlier schema built that a newer index replaces: dropped when the views start.
 # Indexes change without a SCHEMA_VERSION bump (that would rebuild every table from the log,
 # minutes at a million deals): the new ones are built by CREATE INDEX IF NOT EXISTS.
-RETIRED_INDEXES = (f"{CURRENT_TABLE}_won_dur", f"{HISTORY_TABLE}_won_dur")
+RETIRED_INDEXES = (f"{CURRENT_TABLE}_won_dur", f"{HISTORY_TABLE}_won_dur", f"{HISTORY_TABLE}_board")
