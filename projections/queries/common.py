@@ -145,9 +145,11 @@ def snapshot(app: Any, *, bounded: bool = False) -> Iterator[Any]:
     with app.db.reading() as cur:
         if app.db.is_postgres:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            if bounded:
-                cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-                cur.execute("SET LOCAL jit = off")
+            if bounded:  # SET LOCAL, both in one round trip
+                cur.execute(
+                    "SELECT set_config('max_parallel_workers_per_gather', '0', true),"
+                    " set_config('jit', 'off', true)"
+                )
         yield cur
 
 

@@ -18,7 +18,7 @@ from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence import db as db_module
 from engine.persistence.settings import StoreSettings
-from projections.queries.common import Moment
+from projections.queries.common import Moment, snapshot
 from projections.queries.metrics import metrics
 from projections.readmodel.records import to_us
 from projections.readmodel.schema import CURRENT_TABLE, HISTORY_TABLE, RETIRED_INDEXES
@@ -137,3 +137,31 @@ def test_a_retired_index_is_dropped_and_the_rows_are_kept(
     }
     assert not names.intersection(RETIRED_INDEXES)
     assert {f"{CURRENT_TABLE}_won_dur_cover", f"{HISTORY_TABLE}_won_dur_cover"} <= names
+
+
+def test_a_bounded_snapshot_plans_serially_and_leaks_nothing(
+    loaded: tuple[DealflowApp, str],
+) -> None:
+    app, url = loaded
+    with psycopg.connect(url) as conn:
+        defaults = [
+            conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in ("max_parallel_workers_per_gather", "jit")
+        ]
+    assert defaults != ["0", "off"]  # otherwise this test shows nothing
+    for _ in range(3):  # the pool hands the same connections back
+        with snapshot(app, bounded=True) as cur:
+            assert (
+                cur.execute("SHOW max_parallel_workers_per_gather").fetchone()[
+                    "max_parallel_workers_per_gather"
+                ]
+                == "0"
+            )
+            assert cur.execute("SHOW jit").fetchone()["jit"] == "off"
+        with snapshot(app) as cur:  # the scans (the oracle) keep the server's settings
+            assert [
+                cur.execute("SHOW max_parallel_workers_per_gather").fetchone()[
+                    "max_parallel_workers_per_gather"
+                ],
+                cur.execute("SHOW jit").fetchone()["jit"],
+            ] == defaults
