@@ -21,6 +21,10 @@ from projections.queries.common import (
     weighted,
 )
 from projections.queries.summary import stage_totals
+from projections.readmodel.schema import HISTORY_TABLE
+
+# The card columns of a history row ``h`` (qualified: the page's keys are joined back by version).
+_H_ITEM_COLUMNS = ", ".join(f"h.{c.strip()}" for c in ITEM_COLUMNS.split(","))
 
 
 def board(
@@ -36,7 +40,7 @@ def board(
     """Deals in a column are listed longest-in-stage first; ``stage`` + ``cursor`` page one column."""
     after = decode_cursor(cursor) if cursor else None
     version, definition = definition_at(app, pipeline_id, moment, fast=fast)
-    with snapshot(app) as cur:
+    with snapshot(app, bounded=fast) as cur:
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
         by_stage, _ = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
@@ -52,11 +56,23 @@ def board(
                     " AND (d.stage_entered_at > %s OR (d.stage_entered_at = %s AND d.deal_id > %s))"
                 )
                 keyset_params = [after[0], after[0], after[1]]
-            rows = cur.execute(
-                f"SELECT {ITEM_COLUMNS} FROM {sql} WHERE d.status = 'open' AND d.stage = %s{keyset}"
-                " ORDER BY d.stage_entered_at, d.deal_id LIMIT %s",
-                [*params, column.id, *keyset_params, limit + 1],
-            ).fetchall()
+            if fast and moment.historical:
+                # The page's keys from the covering index alone (the rows not valid at the
+                # moment are skipped there), then only those rows from the table.
+                rows = cur.execute(
+                    f"SELECT {_H_ITEM_COLUMNS} FROM {HISTORY_TABLE} h JOIN (SELECT deal_uuid, version"
+                    f" FROM {sql} WHERE d.status = 'open' AND d.stage = %s{keyset}"
+                    " ORDER BY d.stage_entered_at, d.deal_id LIMIT %s) k"
+                    " ON h.deal_uuid = k.deal_uuid AND h.version = k.version"
+                    " ORDER BY h.stage_entered_at, h.deal_id",
+                    [*params, column.id, *keyset_params, limit + 1],
+                ).fetchall()
+            else:
+                rows = cur.execute(
+                    f"SELECT {ITEM_COLUMNS} FROM {sql} WHERE d.status = 'open' AND d.stage = %s{keyset}"
+                    " ORDER BY d.stage_entered_at, d.deal_id LIMIT %s",
+                    [*params, column.id, *keyset_params, limit + 1],
+                ).fetchall()
             page = rows[:limit]
             items = [deal_item(r, definition, moment.at) for r in page]
             cards += items

@@ -106,7 +106,9 @@ def metrics(
     original implementation, kept as the oracle the summary paths are tested against)."""
     windowed = closed_from is not None or closed_to is not None
     version, definition = definition_at(app, pipeline_id, moment, fast=fast)
-    with snapshot(app) as cur:
+    # A closed window as of a time still filters the history rows valid then (not bounded).
+    bounded = fast and not (windowed and moment.historical)
+    with snapshot(app, bounded=bounded) as cur:
         position = tracked_position(app, cur)
         source = deal_source(moment, pipeline_id)
         by_stage, summary = stage_totals(cur, pipeline_id, definition, moment, fast=fast)
@@ -253,9 +255,11 @@ def breakdown(
     won_w = f"d.status = 'won' AND {window}"
     lost_w = f"d.status = 'lost' AND {window}"
     version, _ = definition_at(app, pipeline_id, moment, fast=fast)  # 404 for an unknown pipeline
-    with snapshot(app) as cur:
+    unwindowed = closed_from is None and closed_to is None
+    # The summary rows (now) or the business-time buckets (as of) answer; otherwise a scan.
+    bounded = fast and unwindowed and (not moment.historical or by in TIMELINE_KEYS)
+    with snapshot(app, bounded=bounded) as cur:
         position = tracked_position(app, cur)
-        unwindowed = closed_from is None and closed_to is None
         if fast and unwindowed and moment.historical and by in TIMELINE_KEYS:
             rows = [
                 {

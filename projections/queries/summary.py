@@ -171,23 +171,37 @@ def _median_from_buckets(
             " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)",
             [at, at],
         )
+
+    def walk(bucket: int, n: int, first: int, count: int) -> list[int]:
+        """The ``count`` durations from the ``first``-th (0-based) of the ``n`` in ``bucket``,
+        walked from the nearer end of the bucket (an OFFSET costs one index entry per row it
+        skips: at a million deals a day bucket holds ~10k won deals)."""
+        lo = bucket * DAY_US
+        from_top = n - (first + count)  # rows after the wanted ones
+        backwards = from_top < first
+        found = cur.execute(
+            f"SELECT closed_at - opened_at AS dur FROM {table}"
+            " WHERE pipeline_id = %s AND status = 'won'"
+            f" AND closed_at - opened_at >= %s AND closed_at - opened_at < %s{valid}"
+            f" ORDER BY closed_at - opened_at{' DESC' if backwards else ''} LIMIT %s OFFSET %s",
+            (pipeline_id, lo, lo + DAY_US, *valid_params, count, from_top if backwards else first),
+        ).fetchall()
+        values = [int(r["dur"]) for r in found]
+        return values[::-1] if backwards else values
+
+    # The middle rank (odd count) or the two middle ranks (even): both in one walk when they
+    # share a bucket, else the last of one bucket and the first of the next.
     wanted = [(won - 1) // 2] if won % 2 else [(won - 1) // 2, won // 2]
     values: list[int] = []
-    for rank in wanted:
-        seen = 0
-        for bucket, n in rows:
-            if rank < seen + n:
-                lo = bucket * DAY_US
-                found = cur.execute(
-                    f"SELECT closed_at - opened_at AS dur FROM {table}"
-                    " WHERE pipeline_id = %s AND status = 'won'"
-                    f" AND closed_at - opened_at >= %s AND closed_at - opened_at < %s{valid}"
-                    " ORDER BY closed_at - opened_at LIMIT 1 OFFSET %s",
-                    (pipeline_id, lo, lo + DAY_US, *valid_params, rank - seen),
-                ).fetchone()
-                values.append(int(found["dur"]))
+    seen = 0
+    for bucket, n in rows:
+        inside = [rank - seen for rank in wanted if seen <= rank < seen + n]
+        if inside:
+            values += walk(bucket, n, inside[0], len(inside))
+            wanted = wanted[len(inside) :]
+            if not wanted:
                 break
-            seen += n
+        seen += n
     middle = values[0] if won % 2 else (values[0] + values[1]) / 2
     return round(middle / 1000 / MS_PER_DAY, 6)
 

@@ -8,7 +8,9 @@ than one day of history rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from projections.readmodel.schema import (
     CURRENT_TABLE,
@@ -69,6 +71,61 @@ def _sums(columns: dict[str, str]) -> str:
     return ", ".join(f"COALESCE(SUM(d.sg * ({e})), 0) AS {c}" for c, e in columns.items())
 
 
+@dataclass(frozen=True)
+class DayChanges:
+    """What the history rows of a moment's own day change, summed three ways: the state
+    counters per stage, deals per (stages visited, ever won), won deals per days-to-won."""
+
+    stages: dict[str, dict[str, int]]
+    visits: dict[tuple[str, int], int]
+    won: dict[int, int]
+
+
+# Per read cursor (one snapshot): the day's changes, read once for the stage counters, the
+# visit sets and the won buckets an "as of" answer needs (three passes over the same rows
+# before). Weak keys: an entry goes with its cursor.
+_DAY_MEMO: WeakKeyDictionary[Any, dict[tuple[str, int], DayChanges]] = WeakKeyDictionary()
+# The columns of a history row the three sums read.
+_DAY_COLUMNS = "stage, status, amount_units, opened_at, closed_at, flagged_stale, visited, ever_won"
+
+
+def day_changes(cur: Any, pipeline_id: str, at: int) -> DayChanges:
+    """The changes inside ``at``'s day up to ``at`` (see :func:`_day_changes`), in one
+    statement: the day's rows are read once (a CTE) and grouped three ways."""
+    memo = _DAY_MEMO.setdefault(cur, {})
+    found = memo.get((pipeline_id, at))
+    if found is not None:
+        return found
+    start = day_of(at) * DAY_US
+    zeros = ", ".join(f"0 AS {c}" for c in STATE_COUNTERS)
+    won_days = f"(d.closed_at - d.opened_at) / {DAY_US}"
+    rows = cur.execute(
+        f"WITH d AS (SELECT 1 AS sg, {_DAY_COLUMNS} FROM {HISTORY_TABLE} WHERE pipeline_id = %s"
+        " AND valid_from >= %s AND valid_from <= %s"
+        f" UNION ALL SELECT -1 AS sg, {_DAY_COLUMNS} FROM {HISTORY_TABLE} WHERE pipeline_id = %s"
+        " AND valid_to >= %s AND valid_to <= %s)"
+        f" SELECT 's' AS part, d.stage AS k1, 0 AS k2, 0 AS n, {_sums(_STATE_SQL)} FROM d"
+        " GROUP BY d.stage"
+        f" UNION ALL SELECT 'v', d.visited, d.ever_won, SUM(d.sg), {zeros} FROM d"
+        " GROUP BY d.visited, d.ever_won"
+        f" UNION ALL SELECT 'w', '', {won_days}, SUM(d.sg), {zeros} FROM d WHERE {_WON}"
+        f" GROUP BY {won_days}",
+        [pipeline_id, start, at, pipeline_id, start, at],
+    ).fetchall()
+    stages: dict[str, dict[str, int]] = {}
+    visits: dict[tuple[str, int], int] = {}
+    won: dict[int, int] = {}
+    for row in rows:
+        if row["part"] == "s":
+            stages[row["k1"]] = {c: int(row[c] or 0) for c in STATE_COUNTERS}
+        elif row["part"] == "v":
+            visits[(row["k1"], int(row["k2"]))] = int(row["n"])
+        else:
+            won[int(row["k2"])] = int(row["n"])
+    found = memo[(pipeline_id, at)] = DayChanges(stages, visits, won)
+    return found
+
+
 def stats_at(
     cur: Any, pipeline_id: str, at: int, *, states: bool = True
 ) -> dict[str, dict[str, int]]:
@@ -102,11 +159,8 @@ def stats_at(
     ).fetchall():
         add(row["stage"], row, STAY_COUNTERS)
     if states:
-        sql, changes = _day_changes(pipeline_id, at)
-        for row in cur.execute(
-            f"SELECT d.stage AS stage, {_sums(_STATE_SQL)} FROM {sql} GROUP BY d.stage", changes
-        ).fetchall():
-            add(row["stage"], row, STATE_COUNTERS)
+        for stage, changed in day_changes(cur, pipeline_id, at).stages.items():
+            add(stage, changed, STATE_COUNTERS)
     return out
 
 
@@ -146,14 +200,8 @@ def visits_at(cur: Any, pipeline_id: str, at: int) -> dict[tuple[str, int], int]
         [pipeline_id, *params],
     ).fetchall():
         totals[(row["visited"], int(row["ever_won"]))] = int(row["n"])
-    sql, changes = _day_changes(pipeline_id, at)
-    for row in cur.execute(
-        f"SELECT d.visited AS visited, d.ever_won AS ever_won, SUM(d.sg) AS n FROM {sql}"
-        " GROUP BY d.visited, d.ever_won",
-        changes,
-    ).fetchall():
-        key = (row["visited"], int(row["ever_won"]))
-        totals[key] = totals.get(key, 0) + int(row["n"])
+    for key, n in day_changes(cur, pipeline_id, at).visits.items():
+        totals[key] = totals.get(key, 0) + n
     return totals
 
 
@@ -167,14 +215,8 @@ def won_buckets_at(cur: Any, pipeline_id: str, at: int) -> list[tuple[int, int]]
         [pipeline_id, *params],
     ).fetchall():
         totals[int(row["dur_bucket"])] = int(row["n"])
-    sql, changes = _day_changes(pipeline_id, at)
-    for row in cur.execute(
-        f"SELECT (d.closed_at - d.opened_at) / {DAY_US} AS b, SUM(d.sg) AS n FROM {sql}"
-        f" WHERE {_WON} GROUP BY (d.closed_at - d.opened_at) / {DAY_US}",
-        changes,
-    ).fetchall():
-        b = int(row["b"])
-        totals[b] = totals.get(b, 0) + int(row["n"])
+    for b, n in day_changes(cur, pipeline_id, at).won.items():
+        totals[b] = totals.get(b, 0) + n
     return sorted((b, n) for b, n in totals.items() if n)
 
 

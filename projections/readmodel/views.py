@@ -40,6 +40,7 @@ from projections.readmodel.schema import (
     META_TABLE,
     PIPELINES_TABLE,
     POSTGRES_DDL,
+    RETIRED_INDEXES,
     SCHEMA_VERSION,
     SQLITE_DDL,
     STAYS_TABLE,
@@ -107,6 +108,8 @@ class DealsViewMixin:
                     for table in (*VIEW_TABLES, META_TABLE):
                         curs.execute(f"DROP TABLE IF EXISTS {table}")
                     self._forget_position(curs)
+                for index in RETIRED_INDEXES:
+                    curs.execute(f"DROP INDEX IF EXISTS {index}")
         self.create_table()  # type: ignore[attr-defined]
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(f"DELETE FROM {META_TABLE}")
