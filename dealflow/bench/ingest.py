@@ -95,23 +95,38 @@ def _deal_events(deal_id: str, rng: random.Random, start_day: int) -> list[dict[
     return events
 
 
-def generate(count: int, batch: int, seed: int = 7) -> list[dict[str, Any]]:
+def generate(count: int, batch: int, seed: int = 7, prefix: str = "bench") -> list[dict[str, Any]]:
     """``count`` events; deals interleaved so that most deals span two consecutive batches."""
+    return [event for chunk in batches(count, batch, seed, prefix) for event in chunk]
+
+
+def batches(
+    count: int, batch: int, seed: int = 7, prefix: str = "bench"
+) -> Iterator[list[dict[str, Any]]]:
+    """The events of :func:`generate` in batches of ``batch``, built as they are consumed (a
+    preload of millions of events never holds them all). ``prefix`` names the deals, so a
+    preload and the measured events never share a deal."""
     rng = random.Random(seed)
     group = max(batch // 12, 1)  # deals in flight at once
-    events: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    produced = 0
     serial = 0
-    while len(events) < count:
+    while produced < count:
         histories = []
         for _ in range(group):
             serial += 1
-            histories.append(_deal_events(f"bench-{serial}", rng, start_day=rng.randint(0, 200)))
+            histories.append(_deal_events(f"{prefix}-{serial}", rng, start_day=rng.randint(0, 200)))
         longest = max(len(h) for h in histories)
         for step in range(longest):
             for history in histories:
-                if step < len(history):
-                    events.append(history[step])
-    return events[:count]
+                if step < len(history) and produced < count:
+                    pending.append(history[step])
+                    produced += 1
+        while len(pending) >= batch:
+            yield pending[:batch]
+            pending = pending[batch:]
+    if pending:
+        yield pending
 
 
 # -- PostgreSQL scratch database ---------------------------------------------------------------
@@ -283,6 +298,14 @@ def _bench(args: argparse.Namespace) -> int:
     if not database_url:
         print("dealflow bench ingest needs DATABASE_URL (PostgreSQL)", file=sys.stderr)
         return 2
+    if args.preload:
+        from dealflow.bench.ingest_growth import run_growth
+
+        with scratch_database(database_url, args.keep) as url:
+            growth = run_growth(url, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(growth, indent=2) + "\n", encoding="utf-8")
+        return 0
     events = generate(args.events, args.batch)
     result: dict[str, Any] = {"events": len(events), "batch": args.batch}
     with scratch_database(database_url, args.keep) as url:
@@ -363,6 +386,13 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--profile", help="cProfile the ingest loop into this file and print the top entries"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="write this many events first, then measure --events into the grown store with the"
+        " projections running (bare / in-process / own process), beside the empty-store figures",
+    )
     parser.add_argument(
         "--writers",
         type=int,
