@@ -2,7 +2,7 @@
 the projections running as ``serve`` runs them, against the empty-store figures of the same run.
 
 In one scratch database, the same event mix (``--events`` events, the generator of
-:mod:`dealflow.bench.ingest`, new deals each time) is ingested through ``DealflowApp.ingest``
+:mod:`dealflow.bench.ingest_mix`, new deals each time) is ingested through ``DealflowApp.ingest``
 in three conditions, first into the empty store, then after the preload:
 
 - ``bare``: no projection running (the writer alone);
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dealflow.bench.ingest import batches
+from dealflow.bench.ingest_mix import batches
 
 CONDITIONS = ("bare", "in-process", "own-process")
 PRELOAD_BATCH = 5000
