@@ -111,9 +111,14 @@ def _measure(
         service.runner.start()
     elif condition == "own-process":
         child = _projections_process(url)
-    # Whatever runs the projection starts at the head: only this run's events are behind.
-    if condition != "bare" and _wait_for(service, app.max_position(), 120) is None:
-        raise RuntimeError(f"the projection did not reach the head before the {label} run")
+    # Whatever runs the projection starts at the head: only this run's events are behind. On
+    # a grown store that may take minutes: the previous run's events, and the first audit
+    # checkpoint over the preload (the projections process writes one every 10,000 events).
+    if condition != "bare":
+        waited = _wait_for(service, app.max_position(), 1800)
+        if waited is None:
+            raise RuntimeError(f"the projection did not reach the head before the {label} run")
+        print(f"  ({condition}: the projection reached the head in {waited:.0f} s)", flush=True)
     timers.reset()
     recorded, seconds, cpu = _ingest(app, args.events, args.batch, prefix=f"{label}-{condition}")
     head = app.max_position()
