@@ -233,9 +233,10 @@ def _seal(event: DealEvent, previous_hash: str) -> bytes:
     """
     if event.occurred_at.tzinfo is not UTC or event.timestamp.tzinfo is not UTC:
         return _seal_dumped(event, previous_hash)
-    data = event.drop_late(event.model_dump(mode="json", exclude=META_FIELDS))  # type: ignore[arg-type]
-    data_json = canonical_json(data)
-    occurred_at, recorded_at = iso(event.occurred_at), iso(event.timestamp)
+    data = event.model_dump(mode="json", exclude=_NOT_DATA_BUT_TIMES)
+    # pydantic spells a UTC time exactly as iso() does, and it just did the work.
+    occurred_at, recorded_at = data.pop("occurred_at"), data.pop("timestamp")
+    data_json = canonical_json(event.drop_late(data))
     content = hash_content_json(
         type_=event.TYPE,
         version=event.originator_version,
@@ -278,6 +279,7 @@ def _seal_dumped(event: DealEvent, previous_hash: str) -> bytes:
 
 
 _ENVELOPE = {"originator_id", "originator_version"}
+_NOT_DATA_BUT_TIMES = set(META_FIELDS - {"occurred_at", "timestamp"})
 
 
 # -- snapshots ------------------------------------------------------------------------------------
