@@ -8,6 +8,7 @@ import os
 import sys
 
 from dealflow import __version__, admin, bench, demo, processes
+from dealflow.collector import tune_gc
 from dealflow.preflight import SetupError, check_settings, check_store, unreachable_store
 from engine.audit import cli as audit_cli
 from engine.importers import cli as importers_cli
@@ -45,6 +46,7 @@ OWN_STORE = {"bench", "demo"}
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    tune_gc()
     try:
         check_settings()
         if args.command not in OWN_STORE:

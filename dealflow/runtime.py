@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dealflow.collector import tune_gc
 from engine.application import DealflowApp
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
@@ -19,6 +20,7 @@ def build_services(
 ) -> Services:
     """Wire one process. ``run_projections`` decides whether this process also keeps the read
     models up to date (``dealflow serve`` does by default; API replicas in production do not)."""
+    tune_gc()
     settings = settings or StoreSettings.from_env()
     app = DealflowApp(settings)
     token = bootstrap_token if bootstrap_token is not None else Settings.load().bootstrap_token

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from engine.limits import limits
-from engine.storable import NotStorable, json_size
+from engine.storable import NotStorable, json_size_over
 
 DEAL_ID_PATTERN = r"^[A-Za-z0-9\-_.:]{1,200}$"
 # Characters an identifier may not hold: C0 and C1 controls, DEL, and the invisible
@@ -189,8 +189,8 @@ class _DealFields(BaseModel):
             raise ValueError(f"attributes nested deeper than {MAX_ATTRIBUTE_DEPTH} levels")
         if value is not None:
             most = limits().max_attributes_bytes
-            size = json_size(value)
-            if size > most:
+            size = json_size_over(value, most)
+            if size is not None:
                 raise ValueError(
                     f"attributes are {size} bytes of JSON; at most {most}"
                     " (DEALFLOW_MAX_ATTRIBUTES_BYTES)"
@@ -261,12 +261,12 @@ class ReopenedIn(_Event):
 def _storable_event(value: Any) -> Any:
     """Refuse, before anything else, an event the stores cannot hold or that is too large."""
     if isinstance(value, dict):
+        most = limits().max_event_bytes
         try:
-            size = json_size(value)
+            size = json_size_over(value, most)
         except NotStorable as error:
             raise ValueError(str(error)) from error
-        most = limits().max_event_bytes
-        if size > most:
+        if size is not None:
             raise ValueError(
                 f"the event is {size} bytes of JSON; at most {most} (DEALFLOW_MAX_EVENT_BYTES)"
             )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 MIN_INT = -(2**63)
 MAX_INT = 2**63 - 1
 
@@ -49,6 +51,40 @@ def json_size(value: Any, where: str = "") -> int:
     except _Refused:
         _locate(value, where)  # raises NotStorable naming the place
         raise AssertionError("unreachable") from None
+
+
+def json_size_over(value: Any, most: int, where: str = "") -> int | None:
+    """None when ``value`` is storable and its :func:`json_size` is at most ``most``; else that
+    size (> ``most``). Raises :class:`NotStorable` exactly where :func:`json_size` would.
+
+    Every incoming event is checked, so the common case is left to orjson's encoder (C): it
+    refuses lone surrogates, and with ``OPT_STRICT_INTEGER`` any integer beyond 53 bits, and it
+    spells NUL as ``\\u0000``. Whenever it refuses, or ``\\u0000`` appears (NUL, or only the
+    text backslash-u0000), or the value is large, the Python walk decides, so the answer is
+    always the walk's. "Large": :func:`json_size` is never more than twice the compact JSON
+    length (a string counts its bytes plus quotes, at most its JSON; ``true`` and ``null`` count
+    5 for 4; a float's ``str`` is at most 2 longer than orjson's at least 3; an object adds
+    1 byte over its JSON), so a value whose JSON is at most half the limit is within it.
+    """
+    try:
+        encoded = orjson.dumps(value, default=_decimal_text, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:  # orjson.JSONEncodeError included
+        encoded = None
+    if encoded is not None and b"\\u0000" not in encoded and 2 * len(encoded) <= most:
+        return None
+    size = json_size(value, where)
+    return size if size > most else None
+
+
+def check_storable(value: Any, where: str = "") -> None:
+    """Raise :class:`NotStorable` at the first value a store cannot hold (any size)."""
+    json_size_over(value, MAX_INT, where)
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError
 
 
 class _Refused(Exception):

@@ -31,88 +31,9 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from dealflow.bench.ingest_http import run_http
+from dealflow.bench.ingest_mix import batches as batches
+from dealflow.bench.ingest_mix import generate
 from engine.settings import Settings
-
-STEPS_WON: list[dict[str, Any]] = [
-    {"type": "fact_recorded", "fact": "contact_made", "value": True},
-    {"type": "activity_logged", "activity": "call", "summary": "intro call"},
-    {"type": "stage_changed", "to_stage": "qualification"},
-    {"type": "fact_recorded", "fact": "need", "value": True, "note": "pain confirmed"},
-    {"type": "fact_recorded", "fact": "budget", "value": True},
-    {"type": "fact_recorded", "fact": "authority", "value": True},
-    {"type": "fact_recorded", "fact": "timeline", "value": True},
-    {"type": "stage_changed", "to_stage": "meeting"},
-    {"type": "activity_logged", "activity": "demo", "summary": "product demo"},
-    {"type": "stage_changed", "to_stage": "proposal"},
-    {"type": "updated", "amount": "48250.50", "expected_close": "2024-09-30"},
-    {"type": "activity_logged", "activity": "proposal"},
-    {"type": "stage_changed", "to_stage": "negotiation"},
-    {"type": "activity_logged", "activity": "email", "summary": "redlines"},
-    {"type": "fact_recorded", "fact": "verbal_commit", "value": True},
-    {"type": "stage_changed", "to_stage": "contract"},
-    {"type": "fact_recorded", "fact": "contract_signed", "value": True},
-    {"type": "won", "amount": "47900"},
-]
-INDUSTRIES = ["software", "retail", "finance", "health", "manufacturing"]
-SOURCES = ["webinar", "referral", "outbound", "inbound", "partner"]
-
-
-def _deal_events(deal_id: str, rng: random.Random, start_day: int) -> list[dict[str, Any]]:
-    """One deal's history: won (~40%), lost somewhere on the way (~60%)."""
-    opened = {
-        "type": "opened",
-        "pipeline_id": "default",
-        "name": f"Deal {deal_id}",
-        "amount": f"{rng.randint(1000, 90000)}.{rng.randint(0, 99):02d}",
-        "owner": rng.choice(["Moses Frase", "Ann Lee", "Raj Patel", "Eva Novak"]),
-        "account": f"Account {rng.randint(1, 5000)}",
-        "industry": rng.choice(INDUSTRIES),
-        "lead_source": rng.choice(SOURCES),
-        "decision_maker_role": rng.choice(["CFO", "CTO", "VP Sales"]),
-        "attributes": {
-            "region": rng.choice(["emea", "amer", "apac"]),
-            "seats": rng.randint(5, 500),
-        },
-    }
-    steps = list(STEPS_WON)
-    if rng.random() < 0.6:
-        cut = rng.randint(1, len(steps) - 2)
-        steps = [
-            *steps[:cut],
-            {"type": "lost", "reason": rng.choice(["price", "timing", "competitor"])},
-        ]
-    events = []
-    for n, body in enumerate([opened, *steps]):
-        day, hour = divmod(start_day * 24 + n * 7, 24)
-        events.append(
-            {
-                **body,
-                "deal_id": deal_id,
-                "event_id": f"{deal_id}-{n}",
-                "occurred_at": f"2024-{1 + day // 28 % 12:02d}-{1 + day % 28:02d}T{hour:02d}:00:00Z",
-            }
-        )
-    return events
-
-
-def generate(count: int, batch: int, seed: int = 7) -> list[dict[str, Any]]:
-    """``count`` events; deals interleaved so that most deals span two consecutive batches."""
-    rng = random.Random(seed)
-    group = max(batch // 12, 1)  # deals in flight at once
-    events: list[dict[str, Any]] = []
-    serial = 0
-    while len(events) < count:
-        histories = []
-        for _ in range(group):
-            serial += 1
-            histories.append(_deal_events(f"bench-{serial}", rng, start_day=rng.randint(0, 200)))
-        longest = max(len(h) for h in histories)
-        for step in range(longest):
-            for history in histories:
-                if step < len(history):
-                    events.append(history[step])
-    return events[:count]
-
 
 # -- PostgreSQL scratch database ---------------------------------------------------------------
 
@@ -154,7 +75,9 @@ def run_ingest(
     app.pipeline_ref("post-purchase")
     counts = {"recorded": 0, "duplicate": 0, "rejected": 0}
     invalid = 0
-    profiler = cProfile.Profile() if profile else None
+    # CPU time of this thread, not wall time: on a shared machine a wall-clock profile charges
+    # every preemption to whatever function happened to be running.
+    profiler = cProfile.Profile(time.thread_time) if profile else None
     started = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -283,6 +206,14 @@ def _bench(args: argparse.Namespace) -> int:
     if not database_url:
         print("dealflow bench ingest needs DATABASE_URL (PostgreSQL)", file=sys.stderr)
         return 2
+    if args.preload:
+        from dealflow.bench.ingest_growth import run_growth
+
+        with scratch_database(database_url, args.keep) as url:
+            growth = run_growth(url, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(growth, indent=2) + "\n", encoding="utf-8")
+        return 0
     events = generate(args.events, args.batch)
     result: dict[str, Any] = {"events": len(events), "batch": args.batch}
     with scratch_database(database_url, args.keep) as url:
@@ -363,6 +294,13 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--profile", help="cProfile the ingest loop into this file and print the top entries"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="write this many events first, then measure --events into the grown store with the"
+        " projections running (bare / in-process / own process), beside the empty-store figures",
+    )
     parser.add_argument(
         "--writers",
         type=int,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 
 from engine.api.errors import ApiError
-from engine.storable import NotStorable, json_size
+from engine.storable import NotStorable, check_storable
 
 
 def _not_json(name: str) -> Any:
@@ -31,7 +31,7 @@ async def read_json_object(request: Request, *, per_item: str | None = None) -> 
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
     try:
-        json_size({k: v for k, v in body.items() if k != per_item})
+        check_storable({k: v for k, v in body.items() if k != per_item})
     except NotStorable as error:
         raise ApiError(
             422,

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import ProcessingEvent
@@ -85,12 +85,13 @@ class WritePath(DealReads):
                     return self._after_lost_races(commands, outcomes)
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
                 continue
-            last = {deal.id: deal for deal in deals}
+            # Keyed by the sender's deal id: a str caches its hash, a UUID computes it in Python
+            # on every lookup (several per event on this path).
+            last = {deal.deal_id: deal for deal in deals}
             for outcome in outcomes:
                 if outcome.status == "recorded":
-                    aggregate_id = deal_uuid(outcome.deal_id)
-                    outcome.position = positions.get((aggregate_id, outcome.version or 0))
-                    deal = last.get(aggregate_id)
+                    outcome.position = positions.get((outcome.deal_id, outcome.version or 0))
+                    deal = last.get(outcome.deal_id)
                     if deal is not None and deal.version == outcome.version:
                         outcome.deal = deal
             return outcomes
@@ -125,7 +126,7 @@ class WritePath(DealReads):
 
     def _save_batch(
         self, deals: list[Deal], keys: list[IdempotencyRecord]
-    ) -> dict[tuple[UUID, int], int]:
+    ) -> dict[tuple[str, int], int]:
         """Store the batch's events with their idempotency keys in one transaction.
 
         Bypasses ``Application.save``: deal events come with the JSON they were sealed with
@@ -134,6 +135,7 @@ class WritePath(DealReads):
         """
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         stored: list[StoredEvent] = []
+        stored_keys: list[tuple[str, int]] = []
         for deal in deals:
             for event, state in deal.collect_sealed():
                 stored.append(
@@ -141,14 +143,12 @@ class WritePath(DealReads):
                         event.originator_id, event.originator_version, _topic(type(event)), state
                     )
                 )
+                stored_keys.append((deal.deal_id, event.originator_version))
                 processing_event.events.append(event)  # type: ignore[arg-type]
             processing_event.aggregates[deal.id] = deal  # type: ignore[assignment]
         ids = self.recorder.insert_events(stored, idempotency=keys) or []
         self._take_snapshots(processing_event)
-        return {
-            (cast(UUID, s.originator_id), s.originator_version): i
-            for s, i in zip(stored, ids, strict=True)
-        }
+        return dict(zip(stored_keys, ids, strict=True))
 
     def _decide(
         self, commands: Sequence[Command], allow_automation: bool

@@ -49,7 +49,15 @@ from engine.domain.deal_events import Updated as Updated
 from engine.domain.deal_events import Won as Won
 from engine.domain.deal_rules import DealRules, qualification_verdict
 from engine.domain.errors import InvalidTransition, ValidationFailed
-from engine.domain.events import GENESIS_HASH, META_FIELDS, DomainEvent, iso
+from engine.domain.events import (
+    GENESIS_HASH,
+    META_FIELDS,
+    DomainEvent,
+    canonical_json,
+    chain_hash_json,
+    hash_content_json,
+    iso,
+)
 from engine.domain.values import check_amount
 
 
@@ -215,19 +223,54 @@ def _construct(event_class: type[DealEvent], values: dict[str, Any]) -> DealEven
 
 
 def _seal(event: DealEvent, previous_hash: str) -> bytes:
-    """Set a just-built event's chain hash, and keep its stored JSON.
+    """Set a just-built event's chain hash, and return its stored JSON.
 
     The event is frozen, but nobody has seen it yet; copying a whole pydantic model per event
-    only to change one field, and serialising it twice (hash, then store), are measurable costs
-    on the batch path.
+    only to change one field is a measurable cost on the batch path. Its data is encoded once,
+    as canonical JSON (sorted keys): the hash is taken over those bytes and the stored state
+    is the envelope followed by the very same bytes. Readers parse the state, so its key order
+    is free; audit re-derives the hash from the parsed event (``content_hash``).
     """
+    if event.occurred_at.tzinfo is not UTC or event.timestamp.tzinfo is not UTC:
+        return _seal_dumped(event, previous_hash)
+    data = event.model_dump(mode="json", exclude=_NOT_DATA_BUT_TIMES)
+    # pydantic spells a UTC time exactly as iso() does, and it just did the work.
+    occurred_at, recorded_at = data.pop("occurred_at"), data.pop("timestamp")
+    data_json = canonical_json(event.drop_late(data))
+    content = hash_content_json(
+        type_=event.TYPE,
+        version=event.originator_version,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        actor=event.actor,
+        event_id=event.event_id,
+        pipeline_version=event.pipeline_version,
+        data_json=data_json,
+    )
+    digest = chain_hash_json(previous_hash, content)
+    object.__setattr__(event, "hash", digest)
+    envelope: dict[str, Any] = {
+        "timestamp": recorded_at,
+        "occurred_at": occurred_at,
+        "event_id": event.event_id,
+        "actor": event.actor,
+        "pipeline_version": event.pipeline_version,
+        "hash": digest,
+    }
+    if event.class_version > 1:
+        envelope["class_version"] = event.class_version
+    head = orjson.dumps(envelope)
+    if data_json == b"{}":
+        return head
+    return b"".join((head[:-1], b",", data_json[1:]))
+
+
+def _seal_dumped(event: DealEvent, previous_hash: str) -> bytes:
+    """:func:`_seal` for times not in UTC (pydantic keeps their offset in the stored JSON,
+    while the hash spells them in UTC): the event dumped whole, its data hashed apart."""
     state = event.drop_late(event.model_dump(mode="json", exclude=_ENVELOPE))
     data = {key: value for key, value in state.items() if key not in META_FIELDS}
-    times = None
-    if event.occurred_at.tzinfo is UTC and event.timestamp.tzinfo is UTC:
-        # pydantic spells a UTC time exactly as iso() does, and it just did the work.
-        times = (state["occurred_at"], state["timestamp"])
-    digest = event.content_hash(previous_hash, data, times)
+    digest = event.content_hash(previous_hash, data)
     object.__setattr__(event, "hash", digest)
     state["hash"] = digest
     if event.class_version > 1:
@@ -236,6 +279,7 @@ def _seal(event: DealEvent, previous_hash: str) -> bytes:
 
 
 _ENVELOPE = {"originator_id", "originator_version"}
+_NOT_DATA_BUT_TIMES = set(META_FIELDS - {"occurred_at", "timestamp"})
 
 
 # -- snapshots ------------------------------------------------------------------------------------

@@ -90,6 +90,42 @@ def hash_content(
     }
 
 
+def hash_content_json(
+    *,
+    type_: str,
+    version: int,
+    occurred_at: str,
+    recorded_at: str,
+    actor: str,
+    event_id: str,
+    pipeline_version: int | None,
+    data_json: bytes,
+) -> bytes:
+    """``canonical_json(hash_content(...))``, byte for byte, around a ``data_json`` that is
+    already canonical (``canonical_json(data)``): the write path encodes an event's data once
+    and stores those very bytes, so the hash is taken over them instead of a second encoding.
+    Sorted keys put ``actor`` before ``data`` and every other field after it."""
+    rest = orjson.dumps(
+        {
+            "event_id": event_id,
+            "occurred_at": occurred_at,
+            "pipeline_version": pipeline_version,
+            "recorded_at": recorded_at,
+            "type": type_,
+            "version": version,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return b"".join((b'{"actor":', orjson.dumps(actor), b',"data":', data_json, b",", rest[1:]))
+
+
+def chain_hash_json(previous_hash: str, content_json: bytes) -> str:
+    """:func:`chain_hash` over content that is already canonical JSON."""
+    digest = hashlib.sha256(previous_hash.encode("ascii"))
+    digest.update(content_json)
+    return digest.hexdigest()
+
+
 def iso(moment: datetime) -> str:
     """One spelling of a time everywhere (hash, history, export): UTC with a Z."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

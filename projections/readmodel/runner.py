@@ -4,8 +4,8 @@ How events arrive is the only thing that differs between backends:
 
 - catching up (any backend, and any time the projection is far behind): pages of stored events
   read with ``select_notifications`` and decoded straight from JSON, thousands per transaction;
-- live on PostgreSQL: eventsourcing's ``ApplicationSubscription`` (LISTEN/NOTIFY), drained into
-  batches of whatever has arrived;
+- live on PostgreSQL: the recorder's subscription (LISTEN/NOTIFY), drained into batches of
+  whatever has arrived and decoded straight from JSON as well;
 - live on SQLite (no ``subscribe()``): polling ``select_notifications`` every ``poll`` seconds.
 
 Every batch goes through ``DealsProjection.process_batch``: one transaction with its tracking
@@ -23,14 +23,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.projection import ApplicationSubscription
 from opentelemetry import trace
 
 from projections.readmodel import health
 from projections.readmodel.projection import DealsProjection
-from projections.readmodel.records import EventRecord, from_domain_event, from_notification
+from projections.readmodel.records import EventRecord, from_notification
 from projections.readmodel.views import PositionMoved
 
 log = logging.getLogger("dealflow.projections")
@@ -187,8 +186,13 @@ class BatchRunner:
     def _follow_subscription(self, position: int) -> None:
         """Live tail on PostgreSQL: drain the subscription into batches until stopped, or until
         it falls far behind (then pages are faster) or the position moves under us."""
-        inbox: queue.Queue[tuple[Any, Tracking] | None] = queue.Queue(maxsize=self.page * 2)
-        subscription = ApplicationSubscription(self.app, gt=position)
+        inbox: queue.Queue[Notification | None] = queue.Queue(maxsize=self.page * 2)
+        # The recorder's own subscription, not eventsourcing's ApplicationSubscription: that one
+        # validates every stored event into its pydantic model, which the fold then dumped back
+        # to JSON (a full round trip per event that decides nothing, and the projection's CPU
+        # competes with the writers'). Records come straight from the stored JSON instead, as
+        # when catching up.
+        subscription = self.app.recorder.subscribe(gt=position)
 
         def feed() -> None:
             try:
@@ -218,12 +222,11 @@ class BatchRunner:
                     if more is None:
                         break
                     items.append(more)
+                mapper = self.app.mapper
                 records = [
-                    r
-                    for r in (from_domain_event(e, t.notification_id) for e, t in items)
-                    if r is not None
+                    r for r in (from_notification(note, mapper) for note in items) if r is not None
                 ]
-                last = items[-1][1].notification_id
+                last = items[-1].id
                 new_position = self._process(records, last, position)
                 if new_position != last:
                     return  # moved under us: start over from the stored position
