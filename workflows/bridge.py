@@ -51,13 +51,14 @@ from workflows.bridge_state import (
     RunIndex,
     create_tables,
 )
-from workflows.escalation import StaleDealEscalation
+from workflows.escalation_window import EscalationWindow
 from workflows.models import (
     ActivitySignal,
     DealSignal,
     EscalationInput,
     NurtureInput,
     SequenceDefinition,
+    StayBatch,
 )
 from workflows.nurture import NurtureWorkflow
 
@@ -81,6 +82,9 @@ _WATCHED = {
 # closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
 REUSE_POLICY = WorkflowIDReusePolicy.REJECT_DUPLICATE
 CONFLICT_POLICY = WorkflowIDConflictPolicy.FAIL
+# Stays per signal to an EscalationWindow (a window holds at most
+# ids.ESCALATION_WINDOW_POSITIONS): keeps each signal's payload well under Temporal's limits.
+STAYS_PER_SIGNAL = 250
 
 
 class Bridge:
@@ -250,7 +254,32 @@ class Bridge:
                 for effect in effects:
                     await effect()
 
-        await asyncio.gather(*(one_deal(effects) for effects in batch.effects.values()))
+        await asyncio.gather(
+            *(one_deal(effects) for effects in batch.effects.values()),
+            *(
+                self._hand_over(window_id, stays[first : first + STAYS_PER_SIGNAL], gate)
+                for window_id, stays in batch.stays.items()
+                for first in range(0, len(stays), STAYS_PER_SIGNAL)
+            ),
+        )
+
+    async def _hand_over(
+        self, window_id: str, stays: list[EscalationInput], gate: asyncio.Semaphore
+    ) -> None:
+        """Stays to their window: one signal-with-start (a new run if the window already
+        completed: its stays are idempotent). A redelivered stay is ignored by a running window."""
+        async with gate:
+            await self.client.start_workflow(
+                EscalationWindow.run,
+                StayBatch(),
+                id=window_id,
+                task_queue=self.task_queue,
+                start_signal="stays",
+                start_signal_args=[StayBatch(stays=stays)],
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        self.stats.stays += len(stays)
+        self.stats.handoff_times.append(time.monotonic())
 
     def _commit(self, batch: BridgeBatch, position: int) -> None:
         with self.app.db.transaction() as cur:
@@ -274,17 +303,17 @@ class Bridge:
     # -- decisions (in a thread: they read the store) ----------------------------------------------
     def _decide(self, notifications: Sequence[Any]) -> BridgeBatch:
         batch = BridgeBatch()
-        events: list[Any] = []
+        events: list[tuple[int, Any]] = []
         for notification in notifications:
             if notification.topic == DEFINITION_TOPIC or notification.topic in _WATCHED:
-                events.append(self.app.mapper.to_domain_event(notification))
-        # A stay that already ended within this batch needs no escalation workflow.
+                events.append((notification.id, self.app.mapper.to_domain_event(notification)))
+        # A stay that already ended within this batch needs no escalation.
         left: dict[UUID, int] = {}
-        for event in events:
+        for _, event in events:
             if isinstance(event, (StageChanged, Reopened, Won, Lost)):
                 left[event.originator_id] = event.originator_version
         runs = RunIndex(self.app)
-        for event in events:
+        for position, event in events:
             if isinstance(event, DefinitionApplied):
                 self._learn(event)
             elif (
@@ -294,11 +323,16 @@ class Bridge:
             ):
                 continue
             else:
-                self._decide_one(event, batch, runs, left)
+                self._decide_one(event, position, batch, runs, left)
         return batch
 
     def _decide_one(
-        self, event: DealEvent, batch: BridgeBatch, runs: RunIndex, left: dict[UUID, int]
+        self,
+        event: DealEvent,
+        position: int,
+        batch: BridgeBatch,
+        runs: RunIndex,
+        left: dict[UUID, int],
     ) -> None:
         deal = (
             _opened_state(event)
@@ -309,6 +343,8 @@ class Bridge:
         effects = batch.effects[deal_id]
         if isinstance(event, (Opened, StageChanged, Reopened)):
             if isinstance(event, (StageChanged, Reopened)):
+                # Cancels and activity signals go to per-stay workflows started by earlier
+                # releases (a missing one is ignored); an EscalationWindow needs neither.
                 effects.append(
                     self._cancel(
                         self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries - 1)
@@ -320,7 +356,7 @@ class Bridge:
                     )
             self._enroll_by_rule(event, deal, batch)
             if left.get(event.originator_id, 0) <= event.originator_version:
-                self._escalate(event, deal, effects)
+                self._escalate(event, position, deal, batch)
         elif isinstance(event, (Won, Lost)):
             effects.append(
                 self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries))
@@ -381,9 +417,7 @@ class Bridge:
                 )
             )
 
-    def _escalate(
-        self, event: DealEvent, deal: Deal, effects: list[Callable[[], Awaitable[None]]]
-    ) -> None:
+    def _escalate(self, event: DealEvent, position: int, deal: Deal, batch: BridgeBatch) -> None:
         stage = self._stage(deal, event.pipeline_version)
         if stage is None or not stage.max_days_in_stage:
             return
@@ -399,13 +433,7 @@ class Bridge:
             activity_extends_limit=settings.activity_extends_limit,
             close_as_lost_after_days=settings.close_as_lost_after_days,
         )
-        effects.append(
-            self._start(
-                StaleDealEscalation.run,
-                stay,
-                self.prefix + ids.escalation_workflow_id(deal.deal_id, deal.stage_entries),
-            )
-        )
+        batch.stays[self.prefix + ids.escalation_window_id(position)].append(stay)
 
     def _stage(self, deal: Deal, pipeline_version: int | None) -> Any:
         definition: PipelineDefinition = self.app.pipeline_ref(
@@ -439,6 +467,7 @@ class Bridge:
                 return
             self.stats.started += 1
             self.stats.start_times.append(time.monotonic())
+            self.stats.handoff_times.append(time.monotonic())
 
         return start
 

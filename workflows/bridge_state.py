@@ -11,6 +11,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine.application import Command, DealflowApp
+from workflows.models import EscalationInput
 
 TRACKING = "dealflow_bridge_tracking"
 RUNS = "dealflow_nurture_runs"
@@ -37,6 +38,9 @@ class BridgeStats:
     cancels: int = 0
     enrollments: int = 0
     start_times: list[float] = field(default_factory=list)  # monotonic time of each new start
+    stays: int = 0  # stays handed to escalation windows
+    # monotonic time of each start and of each batch of stays handed over
+    handoff_times: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +53,8 @@ class BridgeBatch:
     )
     new_runs: list[tuple[str, str, str]] = field(default_factory=list)
     ended_runs: list[str] = field(default_factory=list)
+    # Stays to hand to each escalation window (workflow id → stays).
+    stays: dict[str, list[EscalationInput]] = field(default_factory=lambda: defaultdict(list))
 
 
 class RunIndex:

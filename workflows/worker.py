@@ -20,6 +20,7 @@ from workflows.activities import AutomationActivities
 from workflows.bridge import Bridge
 from workflows.channels import Channels
 from workflows.escalation import StaleDealEscalation
+from workflows.escalation_window import EscalationWindow
 from workflows.nurture import NurtureWorkflow
 from workflows.outbox import Outbox
 from workflows.revenue import PipelineReview, ScoringRetrain, ensure_schedules
@@ -33,7 +34,8 @@ log = logging.getLogger("dealflow.worker")
 
 WORKFLOWS: list[type] = [
     NurtureWorkflow,
-    StaleDealEscalation,
+    EscalationWindow,
+    StaleDealEscalation,  # started by earlier releases: kept so that running ones complete
     WebhookDelivery,
     ScoringRetrain,
     PipelineReview,

@@ -13,7 +13,6 @@ from tests.workflows.conftest import (
     stack_services,
     wait_for,
 )
-from workflows import ids
 from workflows.bridge import Bridge
 from workflows.bridge_state import TRACKING, workflow_status
 
@@ -119,10 +118,7 @@ async def test_bridge_on_postgres(stack: Stack, pg_url: str, tmp_path: object) -
         kinds = [t for t, _ in pg.automation("d1")]
         assert kinds.count("nurture_touch_sent") == 2 and kinds.count("escalated") == 2
         assert len(services.automation.outbox.list(deal_id="d1")) == 4
-        assert (
-            await workflow_status(pg.client, pg.prefix + ids.escalation_workflow_id("d1", 1))
-            is not None
-        )
+        assert await workflow_status(pg.client, pg.escalation_window("d1", 1)) is not None
     finally:
         await pg.stop_all()
         services.close()

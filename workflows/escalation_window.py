@@ -1,0 +1,130 @@
+"""EscalationWindow: the stale-deal escalations of every stay entered in one stretch of the log.
+
+The bridge hands each stay in a stage with ``max_days_in_stage`` to the window of the log
+position that opened the stay (``ids.escalation_window_id``), with one signal-with-start per
+window and bridge batch. The window sleeps until the earliest level due among its stays; when it
+wakes, *every* level due by then goes to one ``escalate_due`` activity, which reads the deals
+in one query and records the escalations in one ingest call. A thousand deals falling due
+together are a handful of workflow tasks and activities, not three thousand (issue 11).
+
+Each level fires at most once per stay: the activity re-reads the deal, answers ``superseded``
+for a stay that is over (the deal moved, was won or lost), ``extended`` when activity logged in
+the stay pushed the level's due time past now (stages with ``activity_extends_limit``; the
+window then sleeps until the new due time), and records with the level's deterministic event id,
+so a repeated activity or a redelivered stay is an idempotent replay. Nothing is cancelled when a
+deal leaves its stage: at due time the activity finds the stay over and drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.escalation import ESCALATE_RETRY
+    from workflows.ids import stay_key
+    from workflows.models import (
+        DueEscalation,
+        DueEscalations,
+        DueResults,
+        EscalationInput,
+        Level,
+        StayBatch,
+    )
+    from workflows.schedule import counted_from, escalation_due, escalation_levels
+
+# Levels per activity: one ingest call each (the deals' reads are one query per call).
+STEPS_PER_ACTIVITY = 500
+
+
+@workflow.defn(name="EscalationWindow")
+class EscalationWindow:
+    def __init__(self) -> None:
+        self.stays: dict[str, EscalationInput] = {}  # pending, in arrival order
+        self.finished: set[str] = set()  # stays over: a redelivered one is not taken again
+        self.arrived = False
+
+    @workflow.signal(name="stays")
+    def add(self, batch: StayBatch) -> None:
+        self.finished.update(batch.finished)
+        for stay in batch.stays:
+            key = stay_key(stay.deal_id, stay.stage_entries)
+            if key not in self.finished and key not in self.stays:
+                self.stays[key] = stay
+                self.arrived = True
+
+    @workflow.query(name="pending")
+    def pending(self) -> dict[str, list[str]]:
+        """Each pending stay with the levels it has fired."""
+        return {key: list(stay.done) for key, stay in self.stays.items()}
+
+    @workflow.run
+    async def run(self, carried: StayBatch) -> int:
+        self.add(carried)
+        while self.stays:
+            now = workflow.now()
+            due = [step for step in map(self._next_step, self.stays.values()) if step.due <= now]
+            if due:
+                for first in range(0, len(due), STEPS_PER_ACTIVITY):
+                    await self._escalate(due[first : first + STEPS_PER_ACTIVITY])
+                continue
+            wake = min(step.due for step in map(self._next_step, self.stays.values()))
+            self.arrived = False
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self.arrived, timeout=wake - now)
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    StayBatch(stays=list(self.stays.values()), finished=sorted(self.finished))
+                )
+        return len(self.finished)
+
+    def _next_step(self, stay: EscalationInput) -> DueEscalation:
+        level, offset = next((lv, o) for lv, o in escalation_levels(stay) if lv not in stay.done)
+        return DueEscalation(
+            deal_id=stay.deal_id,
+            stage=stay.stage,
+            stage_entries=stay.stage_entries,
+            level=level,
+            due=escalation_due(stay, offset, stay.last_activity_at),
+            counted_from=(
+                counted_from(stay, stay.last_activity_at) if stay.activity_extends_limit else None
+            ),
+        )
+
+    async def _escalate(self, steps: list[DueEscalation]) -> None:
+        outcome = await workflow.execute_local_activity(
+            "escalate_due",
+            DueEscalations(steps=steps),
+            result_type=DueResults,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=ESCALATE_RETRY,
+            local_retry_threshold=timedelta(seconds=10),
+        )
+        for step, result in zip(steps, outcome.results, strict=True):
+            key = stay_key(step.deal_id, step.stage_entries)
+            stay = self.stays.get(key)
+            if stay is None:
+                continue
+            if result.done:
+                stay.done.append(step.level)
+                if _last(stay) == step.level:
+                    self._finish(key)
+            elif result.reason == "extended" and result.last_activity_at is not None:
+                stay.last_activity_at = _later(stay.last_activity_at, result.last_activity_at)
+            else:
+                self._finish(key)  # superseded: the deal left the stay
+
+    def _finish(self, key: str) -> None:
+        del self.stays[key]
+        self.finished.add(key)
+
+
+def _last(stay: EscalationInput) -> Level:
+    return escalation_levels(stay)[-1][0]
+
+
+def _later(known: datetime | None, found: datetime) -> datetime:
+    return found if known is None or found > known else known
