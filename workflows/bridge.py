@@ -273,7 +273,7 @@ class Bridge:
                 EscalationWindow.run,
                 StayBatch(),
                 id=window_id,
-                task_queue=self.task_queue,
+                task_queue=ids.escalation_task_queue(self.task_queue),
                 start_signal="stays",
                 start_signal_args=[StayBatch(stays=stays)],
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -29,6 +29,12 @@ def escalation_window_id(position: int) -> str:
     return f"escalations:{first}-{first + ESCALATION_WINDOW_POSITIONS - 1}"
 
 
+def escalation_task_queue(task_queue: str) -> str:
+    """The task queue of the escalation windows, beside the automation's own: a burst of nurture
+    workflow tasks must not queue in front of the few tasks that keep escalations on time."""
+    return f"{task_queue}-escalations"
+
+
 def stay_key(deal_id: str, stage_entries: int) -> str:
     return f"{deal_id}:{stage_entries}"
 

@@ -38,6 +38,7 @@ from engine.persistence.recorders import IDEMPOTENCY_TABLE
 from engine.persistence.settings import StoreSettings
 from workflows.channels import Channels
 from workflows.devserver import DevServer, free_port
+from workflows.ids import escalation_task_queue
 from workflows.settings import TemporalSettings
 from workflows.worker import AutomationProcess
 
@@ -284,7 +285,8 @@ async def _sleeping_figures(
 
 async def _terminate_sleepers(client: Client, task_queue: str) -> None:
     """On a server the bench did not start, its sleeping workflows must not outlive it."""
-    query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    queues = f'"{task_queue}", "{escalation_task_queue(task_queue)}"'
+    query = f"TaskQueue IN ({queues}) AND ExecutionStatus = 'Running'"
     handles = [
         client.get_workflow_handle(execution.id, run_id=execution.run_id)
         async for execution in client.list_workflows(query)
