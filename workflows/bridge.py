@@ -313,32 +313,51 @@ class Bridge:
             if isinstance(event, (StageChanged, Reopened, Won, Lost)):
                 left[event.originator_id] = event.originator_version
         runs = RunIndex(self.app)
+        # The deals of the batch's events in one read (and their nurture runs in another),
+        # not one query per event: a burst of enrolments had kept the bridge reading for
+        # seconds before its first start.
+        current = self.app.deals_by_uuid(
+            event.originator_id
+            for _, event in events
+            if isinstance(event, DealEvent) and not isinstance(event, Opened)
+        )
+        runs.preload(deal.deal_id for deal in current.values() if deal is not None)
         for position, event in events:
             if isinstance(event, DefinitionApplied):
                 self._learn(event)
-            elif (
+                continue
+            if (
                 isinstance(event, ActivityLogged)
                 and event.activity != "reply"
                 and not self._activity_extends
             ):
                 continue
-            else:
-                self._decide_one(event, position, batch, runs, left)
+            self._decide_one(event, position, self._deal_at(event, current), batch, runs, left)
         return batch
+
+    def _deal_at(self, event: DealEvent, current: dict[UUID, Deal | None]) -> Deal:
+        """The deal as it was right after ``event``: its current state when that is still it
+        (or when only the deal id is needed: enrolments, unenrolments), else read at that
+        version."""
+        if isinstance(event, Opened):
+            return _opened_state(event)
+        deal = current.get(event.originator_id)
+        if deal is not None and (
+            deal.version == event.originator_version
+            or isinstance(event, (NurtureEnrolled, NurtureStopped))
+        ):
+            return deal
+        return self.app.repository.get(event.originator_id, version=event.originator_version)  # type: ignore[no-any-return]
 
     def _decide_one(
         self,
         event: DealEvent,
         position: int,
+        deal: Deal,
         batch: BridgeBatch,
         runs: RunIndex,
         left: dict[UUID, int],
     ) -> None:
-        deal = (
-            _opened_state(event)
-            if isinstance(event, Opened)
-            else self.app.repository.get(event.originator_id, version=event.originator_version)
-        )
         deal_id = deal.deal_id
         effects = batch.effects[deal_id]
         if isinstance(event, (Opened, StageChanged, Reopened)):

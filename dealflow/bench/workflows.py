@@ -28,7 +28,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from dealflow.bench.figures import percentile
-from dealflow.bench.workflow_fleet import extra_workers, peak_rss_mb, rss_mb
+from dealflow.bench.workflow_fleet import cpu_seconds, extra_workers, peak_rss_mb, rss_mb
 from dealflow.runtime import build_services
 from engine.application import Command, request_hash
 from engine.commands import incoming_event
@@ -183,6 +183,7 @@ async def run_bench(
         )
         others = stack.enter_context(fleet)
         ids = [f"bench-{run}-{i:06d}" for i in range(deals)]
+        cpu_before = cpu_seconds()
         started_at = time.monotonic()
         for chunk in range(0, deals, 500):
             outcomes = await asyncio.to_thread(
@@ -205,6 +206,7 @@ async def run_bench(
 
         await _wait(flagged, limit + FLAG_AFTER_SECONDS + 60 + deals / 20, "escalations")
         rss, peak = rss_mb(), peak_rss_mb()
+        cpu = cpu_seconds() - cpu_before
         others_rss = [round(rss_mb(p.pid), 1) for p in others]
         lateness: list[float] = []
         touches = 0
@@ -241,6 +243,9 @@ async def run_bench(
             "duplicate_messages": len(messages) - len({m["id"] for m in messages}),
             "worker_rss_mb": round(rss, 1),
             "worker_peak_rss_mb": round(peak, 1),
+            # CPU of this process (worker, bridge, the bench's ingest) from the first write to
+            # the last escalation: steadier than wall time on a shared machine
+            "worker_cpu_s": round(cpu, 1),
             "workers": workers,
             "other_workers_rss_mb": others_rss,
             "note": "worker, bridge and store client share this one process; RSS is the process's",

@@ -151,9 +151,14 @@ class DealLoading(DefinitionStore):
         """Several deals at once: recently written ones from memory, the rest in one query
         (a burst of automation reads its deals like a batch, not one query per deal)."""
         by_uuid = {deal_uuid(deal_id): deal_id for deal_id in deal_ids}
+        found = self.deals_by_uuid(by_uuid)
+        return {deal_id: found.get(aggregate_id) for aggregate_id, deal_id in by_uuid.items()}
+
+    def deals_by_uuid(self, ids: Iterable[UUID]) -> dict[UUID, Deal | None]:
+        """:meth:`deals_by_id` by aggregate id (the bridge knows events, not deal ids)."""
         work = Work()
-        self._load_deals(work, set(by_uuid))
-        return {deal_id: work.deals.get(aggregate_id) for aggregate_id, deal_id in by_uuid.items()}
+        self._load_deals(work, set(ids))
+        return work.deals
 
     def deal_events(self, deal_id: str) -> list[DealEvent]:
         events = list(self.events.get(deal_uuid(deal_id)))
