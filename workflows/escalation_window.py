@@ -2,10 +2,13 @@
 
 The bridge hands each stay in a stage with ``max_days_in_stage`` to the window of the log
 position that opened the stay (``ids.escalation_window_id``), with one signal-with-start per
-window and bridge batch. The window sleeps until the earliest level due among its stays; when it
-wakes, *every* level due by then goes to one ``escalate_due`` activity, which reads the deals
-in one query and records the escalations in one ingest call. A thousand deals falling due
-together are a handful of workflow tasks and activities, not three thousand (issue 11).
+window and bridge batch, on a task queue of their own (``ids.escalation_task_queue``). The window
+sleeps until ``LEAD`` before the earliest level due among its stays; when it wakes, *every* level
+due within ``HORIZON`` goes to one ``escalate_due`` activity, which waits for each due time on the
+wall clock and then, for all the levels due by then, reads the deals in one query and records
+the escalations in one ingest call. A thousand deals falling due together are a handful of
+workflow tasks and activities, not three thousand, and the latency of a timer and a workflow
+task on a loaded cluster (seconds, measured) is spent before the due time, not after (issue 11).
 
 Each level fires at most once per stay: the activity re-reads the deal, answers ``superseded``
 for a stay that is over (the deal moved, was won or lost), ``extended`` when activity logged in
@@ -17,6 +20,7 @@ deal leaves its stage: at due time the activity finds the stay over and drops it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import datetime, timedelta
 
@@ -35,8 +39,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.schedule import counted_from, escalation_due, escalation_levels
 
-# Levels per activity: one ingest call each (the deals' reads are one query per call).
-STEPS_PER_ACTIVITY = 500
+# Levels per activity (a window holds at most ids.ESCALATION_WINDOW_POSITIONS stays).
+STEPS_PER_ACTIVITY = 1000
+# How long before a level is due the window wakes and hands it to the activity, which waits out
+# the rest on the wall clock (it never records before the due time); the levels due within
+# HORIZON go along, so that levels close together (owner, manager, flag) are one activity.
+LEAD = timedelta(seconds=5)
+HORIZON = 2 * LEAD
 
 
 @workflow.defn(name="EscalationWindow")
@@ -65,12 +74,16 @@ class EscalationWindow:
         self.add(carried)
         while self.stays:
             now = workflow.now()
-            due = [step for step in map(self._next_step, self.stays.values()) if step.due <= now]
-            if due:
-                for first in range(0, len(due), STEPS_PER_ACTIVITY):
-                    await self._escalate(due[first : first + STEPS_PER_ACTIVITY])
+            chunks: list[list[DueEscalation]] = [[]]
+            for stay in self.stays.values():
+                steps = [step for step in self._steps(stay) if step.due <= now + HORIZON]
+                if len(chunks[-1]) + len(steps) > STEPS_PER_ACTIVITY:
+                    chunks.append([])
+                chunks[-1].extend(steps)  # a stay's levels stay together, in order
+            if chunks[0]:
+                await asyncio.gather(*(self._escalate(chunk) for chunk in chunks if chunk))
                 continue
-            wake = min(step.due for step in map(self._next_step, self.stays.values()))
+            wake = min(self._steps(stay)[0].due for stay in self.stays.values()) - LEAD
             self.arrived = False
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self.arrived, timeout=wake - now)
@@ -81,25 +94,35 @@ class EscalationWindow:
                 )
         return len(self.finished)
 
-    def _next_step(self, stay: EscalationInput) -> DueEscalation:
-        level, offset = next((lv, o) for lv, o in escalation_levels(stay) if lv not in stay.done)
-        return DueEscalation(
-            deal_id=stay.deal_id,
-            stage=stay.stage,
-            stage_entries=stay.stage_entries,
-            level=level,
-            due=escalation_due(stay, offset, stay.last_activity_at),
-            counted_from=(
-                counted_from(stay, stay.last_activity_at) if stay.activity_extends_limit else None
-            ),
-        )
+    def _steps(self, stay: EscalationInput) -> list[DueEscalation]:
+        """The stay's levels still to fire, in order; a level is never due before the one
+        before it (levels fire in order, as the per-stay workflow fired them)."""
+        start = counted_from(stay, stay.last_activity_at) if stay.activity_extends_limit else None
+        steps: list[DueEscalation] = []
+        for level, offset in escalation_levels(stay):
+            if level in stay.done:
+                continue
+            due = escalation_due(stay, offset, stay.last_activity_at)
+            if steps and steps[-1].due > due:
+                due = steps[-1].due
+            steps.append(
+                DueEscalation(
+                    deal_id=stay.deal_id,
+                    stage=stay.stage,
+                    stage_entries=stay.stage_entries,
+                    level=level,
+                    due=due,
+                    counted_from=start,
+                )
+            )
+        return steps
 
     async def _escalate(self, steps: list[DueEscalation]) -> None:
         outcome = await workflow.execute_local_activity(
             "escalate_due",
             DueEscalations(steps=steps),
             result_type=DueResults,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(seconds=60) + HORIZON,
             retry_policy=ESCALATE_RETRY,
             local_retry_threshold=timedelta(seconds=10),
         )
@@ -109,7 +132,8 @@ class EscalationWindow:
             if stay is None:
                 continue
             if result.done:
-                stay.done.append(step.level)
+                if step.level not in stay.done:
+                    stay.done.append(step.level)
                 if _last(stay) == step.level:
                     self._finish(key)
             elif result.reason == "extended" and result.last_activity_at is not None:

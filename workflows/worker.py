@@ -33,8 +33,9 @@ from workflows.webhook_workflow import WebhookDelivery
 
 log = logging.getLogger("dealflow.worker")
 
-# Escalation batches (escalate_due) one worker runs at once: each is one ingest call already.
-ESCALATION_ACTIVITIES = 4
+# escalate_due calls one worker runs at once: each is a window's batch, mostly waiting for its
+# due time (up to the window's lead), so a burst of windows must not queue for threads.
+ESCALATION_ACTIVITIES = 32
 
 WORKFLOWS: list[type] = [
     NurtureWorkflow,
