@@ -52,9 +52,9 @@ from workflows.outbox import Entry, Message, Outbox
 from workflows.schedule import render
 
 STALE_REASON = "stale"  # the reason a deal closed by escalation is recorded lost with
-# The longest escalate_due waits for a level on the wall clock: the window's horizon (10 s) and
+# The longest escalate_due waits for a level on the wall clock: the window's horizon (20 s) and
 # a margin; a level due later than that by this clock was judged due by another clock.
-MAX_WAIT_S = 11.0
+MAX_WAIT_S = 21.0
 
 
 def enrollment_end(

@@ -254,13 +254,15 @@ class Bridge:
                 for effect in effects:
                     await effect()
 
+        # The stays first (the gate is FIFO): a few signals that escalations wait for, which
+        # must not queue behind a burst of nurture starts.
         await asyncio.gather(
-            *(one_deal(effects) for effects in batch.effects.values()),
             *(
                 self._hand_over(window_id, stays[first : first + STAYS_PER_SIGNAL], gate)
                 for window_id, stays in batch.stays.items()
                 for first in range(0, len(stays), STAYS_PER_SIGNAL)
             ),
+            *(one_deal(effects) for effects in batch.effects.values()),
         )
 
     async def _hand_over(

@@ -44,7 +44,7 @@ STEPS_PER_ACTIVITY = 1000
 # How long before a level is due the window wakes and hands it to the activity, which waits out
 # the rest on the wall clock (it never records before the due time); the levels due within
 # HORIZON go along, so that levels close together (owner, manager, flag) are one activity.
-LEAD = timedelta(seconds=5)
+LEAD = timedelta(seconds=10)
 HORIZON = 2 * LEAD
 
 
@@ -53,7 +53,9 @@ class EscalationWindow:
     def __init__(self) -> None:
         self.stays: dict[str, EscalationInput] = {}  # pending, in arrival order
         self.finished: set[str] = set()  # stays over: a redelivered one is not taken again
-        self.arrived = False
+        self.busy: set[str] = set()  # stays whose levels an activity is handling
+        self.changed = False  # stays arrived or an activity ended: look again
+        self.failure: BaseException | None = None  # a bug in handling results: fail the task
 
     @workflow.signal(name="stays")
     def add(self, batch: StayBatch) -> None:
@@ -62,7 +64,7 @@ class EscalationWindow:
             key = stay_key(stay.deal_id, stay.stage_entries)
             if key not in self.finished and key not in self.stays:
                 self.stays[key] = stay
-                self.arrived = True
+                self.changed = True
 
     @workflow.query(name="pending")
     def pending(self) -> dict[str, list[str]]:
@@ -72,22 +74,43 @@ class EscalationWindow:
     @workflow.run
     async def run(self, carried: StayBatch) -> int:
         self.add(carried)
+        tasks: set[asyncio.Task[None]] = set()
         while self.stays:
             now = workflow.now()
+            # Levels due soon go to activities, which run while the window takes new stays
+            # (a stay arriving during a long wait must not wait for it).
             chunks: list[list[DueEscalation]] = [[]]
-            for stay in self.stays.values():
+            for key, stay in self.stays.items():
+                if key in self.busy:
+                    continue
                 steps = [step for step in self._steps(stay) if step.due <= now + HORIZON]
                 if len(chunks[-1]) + len(steps) > STEPS_PER_ACTIVITY:
                     chunks.append([])
                 chunks[-1].extend(steps)  # a stay's levels stay together, in order
-            if chunks[0]:
-                await asyncio.gather(*(self._escalate(chunk) for chunk in chunks if chunk))
-                continue
-            wake = min(self._steps(stay)[0].due for stay in self.stays.values()) - LEAD
-            self.arrived = False
+            for chunk in chunks:
+                if chunk:
+                    self.busy.update(stay_key(step.deal_id, step.stage_entries) for step in chunk)
+                    task = asyncio.create_task(self._escalate(chunk))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            # The earliest level not in an activity is due later than HORIZON: wake LEAD before.
+            wake = min(
+                (
+                    steps[0].due
+                    for key, stay in self.stays.items()
+                    if key not in self.busy and (steps := self._steps(stay))
+                ),
+                default=None,
+            )
+            self.changed = False
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self.arrived, timeout=wake - now)
-            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(
+                    lambda: self.changed,
+                    timeout=None if wake is None else max(wake - LEAD - now, timedelta(seconds=1)),
+                )
+            if self.failure is not None:
+                raise self.failure
+            if not self.busy and workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     StayBatch(stays=list(self.stays.values()), finished=sorted(self.finished))
@@ -118,6 +141,15 @@ class EscalationWindow:
         return steps
 
     async def _escalate(self, steps: list[DueEscalation]) -> None:
+        try:
+            await self._escalate_steps(steps)
+        except BaseException as error:  # noqa: BLE001 - re-raised by run(): the task fails
+            self.failure = error
+        finally:
+            self.busy.difference_update(stay_key(s.deal_id, s.stage_entries) for s in steps)
+            self.changed = True
+
+    async def _escalate_steps(self, steps: list[DueEscalation]) -> None:
         outcome = await workflow.execute_local_activity(
             "escalate_due",
             DueEscalations(steps=steps),

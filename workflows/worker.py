@@ -35,7 +35,7 @@ log = logging.getLogger("dealflow.worker")
 
 # escalate_due calls one worker runs at once: each is a window's batch, mostly waiting for its
 # due time (up to the window's lead), so a burst of windows must not queue for threads.
-ESCALATION_ACTIVITIES = 32
+ESCALATION_ACTIVITIES = 64
 
 WORKFLOWS: list[type] = [
     NurtureWorkflow,
@@ -82,7 +82,7 @@ def build_escalation_worker(
         max_concurrent_activities=ESCALATION_ACTIVITIES,
         max_concurrent_local_activities=ESCALATION_ACTIVITIES,
         max_cached_workflows=200,
-        max_concurrent_workflow_tasks=ESCALATION_ACTIVITIES * 2,
+        max_concurrent_workflow_tasks=32,
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(2),
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
