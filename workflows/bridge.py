@@ -20,9 +20,6 @@ from typing import Any
 from uuid import UUID
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from engine.application import Command, DealflowApp, automation_command
 from engine.domain.deal import (
@@ -43,6 +40,7 @@ from engine.domain.errors import DomainError
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
 from workflows import ids
+from workflows.bridge_effects import BridgeEffects
 from workflows.bridge_state import (
     RUNS,
     TRACKING,
@@ -51,14 +49,12 @@ from workflows.bridge_state import (
     RunIndex,
     create_tables,
 )
-from workflows.escalation_window import EscalationWindow
 from workflows.models import (
     ActivitySignal,
     DealSignal,
     EscalationInput,
     NurtureInput,
     SequenceDefinition,
-    StayBatch,
 )
 from workflows.nurture import NurtureWorkflow
 
@@ -78,16 +74,9 @@ _WATCHED = {
     )
     for topic in topics_of(cls)
 }
-# A workflow id is used once, ever: a redelivered start finds the first workflow (running or
-# closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
-REUSE_POLICY = WorkflowIDReusePolicy.REJECT_DUPLICATE
-CONFLICT_POLICY = WorkflowIDConflictPolicy.FAIL
-# Stays per signal to an EscalationWindow (a window holds at most
-# ids.ESCALATION_WINDOW_POSITIONS): keeps each signal's payload well under Temporal's limits.
-STAYS_PER_SIGNAL = 250
 
 
-class Bridge:
+class Bridge(BridgeEffects):
     def __init__(
         self,
         app: DealflowApp,
@@ -244,44 +233,6 @@ class Bridge:
         latest = self.app.deal(deal_id).last_occurred_at
         now = utcnow()
         return now if latest is None else max(now, latest)
-
-    async def _run_effects(self, batch: BridgeBatch) -> None:
-        """Each deal's effects in log order; different deals concurrently."""
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one_deal(effects: list[Callable[[], Awaitable[None]]]) -> None:
-            async with gate:
-                for effect in effects:
-                    await effect()
-
-        # The stays first (the gate is FIFO): a few signals that escalations wait for, which
-        # must not queue behind a burst of nurture starts.
-        await asyncio.gather(
-            *(
-                self._hand_over(window_id, stays[first : first + STAYS_PER_SIGNAL], gate)
-                for window_id, stays in batch.stays.items()
-                for first in range(0, len(stays), STAYS_PER_SIGNAL)
-            ),
-            *(one_deal(effects) for effects in batch.effects.values()),
-        )
-
-    async def _hand_over(
-        self, window_id: str, stays: list[EscalationInput], gate: asyncio.Semaphore
-    ) -> None:
-        """Stays to their window: one signal-with-start (a new run if the window already
-        completed: its stays are idempotent). A redelivered stay is ignored by a running window."""
-        async with gate:
-            await self.client.start_workflow(
-                EscalationWindow.run,
-                StayBatch(),
-                id=window_id,
-                task_queue=ids.escalation_task_queue(self.task_queue),
-                start_signal="stays",
-                start_signal_args=[StayBatch(stays=stays)],
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            )
-        self.stats.stays += len(stays)
-        self.stats.handoff_times.append(time.monotonic())
 
     def _commit(self, batch: BridgeBatch, position: int) -> None:
         with self.app.db.transaction() as cur:
@@ -470,49 +421,6 @@ class Bridge:
     ) -> None:
         for workflow_id, _ in runs:
             effects.append(self._signal(workflow_id, "deal_event", signal))
-
-    # -- effects (coroutines, run after the decisions) -------------------------------------------
-    def _start(self, run: Any, argument: Any, workflow_id: str) -> Callable[[], Awaitable[None]]:
-        async def start() -> None:
-            try:
-                await self.client.start_workflow(
-                    run,
-                    argument,
-                    id=workflow_id,
-                    task_queue=self.task_queue,
-                    id_reuse_policy=REUSE_POLICY,
-                    id_conflict_policy=CONFLICT_POLICY,
-                )
-            except WorkflowAlreadyStartedError:
-                self.stats.already_started += 1
-                return
-            self.stats.started += 1
-            self.stats.start_times.append(time.monotonic())
-            self.stats.handoff_times.append(time.monotonic())
-
-        return start
-
-    def _signal(self, workflow_id: str, name: str, argument: Any) -> Callable[[], Awaitable[None]]:
-        async def signal() -> None:
-            try:
-                await self.client.get_workflow_handle(workflow_id).signal(name, argument)
-                self.stats.signals += 1
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-        return signal
-
-    def _cancel(self, workflow_id: str) -> Callable[[], Awaitable[None]]:
-        async def cancel() -> None:
-            try:
-                await self.client.get_workflow_handle(workflow_id).cancel()
-                self.stats.cancels += 1
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-        return cancel
 
 
 def _opened_state(event: Opened) -> Deal:
