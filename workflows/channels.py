@@ -206,8 +206,10 @@ def deliver_many(outbox: Outbox, channels: Channels, messages: Sequence[Message]
 
     if all(entry.status == SENT for entry in claimed.values()):
         return [claimed[message.id] for message in messages]
+    unique = list({message.id: message for message in messages}.values())  # each id sent once
     with ThreadPoolExecutor(max_workers=SEND_CONCURRENCY) as pool:
-        return list(pool.map(one, messages))
+        delivered = {entry.message.id: entry for entry in pool.map(one, unique)}
+    return [delivered[message.id] for message in messages]
 
 
 # How long a sent message's "sent" mark is retried while the store is away.
