@@ -150,15 +150,13 @@ class EscalationWindow:
             self.changed = True
 
     async def _escalate_steps(self, steps: list[DueEscalation]) -> None:
-        # An ordinary activity, not a local one: it waits up to HORIZON for its due times, and a
-        # local activity that long keeps the workflow task open, which a loaded worker failed to
-        # heartbeat in time (task timeouts, replays and repeated activities at 10,000 deals).
-        outcome = await workflow.execute_activity(
+        outcome = await workflow.execute_local_activity(
             "escalate_due",
             DueEscalations(steps=steps),
             result_type=DueResults,
             start_to_close_timeout=timedelta(seconds=60) + HORIZON,
             retry_policy=ESCALATE_RETRY,
+            local_retry_threshold=timedelta(seconds=10),
         )
         for step, result in zip(steps, outcome.results, strict=True):
             key = stay_key(step.deal_id, step.stage_entries)

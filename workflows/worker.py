@@ -68,8 +68,8 @@ def build_escalation_worker(
     client: Client, activities: AutomationActivities, task_queue: str
 ) -> Worker:
     """The escalation windows, on their own task queue (``ids.escalation_task_queue``) with
-    their own slots: a handful of workflows whose tasks must not wait behind a burst of others,
-    and their ``escalate_due`` activities."""
+    their own slots: a handful of workflows whose tasks must not wait behind a burst of others.
+    Their ``escalate_due`` runs as a local activity, in this worker's activity threads."""
     return Worker(
         client,
         workflow_runner=_sandbox(),
@@ -80,6 +80,7 @@ def build_escalation_worker(
             max_workers=ESCALATION_ACTIVITIES, thread_name_prefix="dealflow-escalation"
         ),
         max_concurrent_activities=ESCALATION_ACTIVITIES,
+        max_concurrent_local_activities=ESCALATION_ACTIVITIES,
         max_cached_workflows=200,
         max_concurrent_workflow_tasks=32,
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(2),
