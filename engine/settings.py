@@ -148,7 +148,10 @@ class Settings(BaseSettings):
     task_queue: str = Field(
         "dealflow-automation",
         validation_alias=_env("DEALFLOW_TASK_QUEUE"),
-        description="task queue of dealflow's workflows and activities",
+        description=(
+            "task queue of dealflow's workflows and activities; the escalation windows run on"
+            " `<it>-escalations`, which every worker polls too"
+        ),
     )
     worker_max_cached_workflows: int = Field(
         1000,

@@ -8,13 +8,16 @@ recorded with the same id as its idempotency key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from engine.application import Command, DealflowApp
+from engine.application import Command, DealflowApp, Outcome, automation_command
+from engine.application.automation import refused
 from engine.domain.deal import (
     ActivityLogged,
     Deal,
@@ -27,12 +30,16 @@ from engine.domain.deal import (
     deal_uuid,
 )
 from engine.domain.definitions import DIRECTORY, SEQUENCE
-from engine.domain.errors import DealClosed, InvalidTransition, NotFound
+from engine.domain.errors import DealClosed, DomainError, InvalidTransition, NotFound
+from engine.domain.events import utcnow
 from workflows import ids
 from workflows.batching import AutomationRecorder, Batcher
-from workflows.channels import Channels, deliver
+from workflows.channels import Channels, deliver, deliver_many
 from workflows.models import (
     Directory,
+    DueEscalation,
+    DueEscalations,
+    DueResults,
     EscalateInput,
     EscalateResult,
     SequenceDefinition,
@@ -45,6 +52,9 @@ from workflows.outbox import Entry, Message, Outbox
 from workflows.schedule import render
 
 STALE_REASON = "stale"  # the reason a deal closed by escalation is recorded lost with
+# The longest escalate_due waits for a level on the wall clock: the window's horizon (20 s) and
+# a margin; a level due later than that by this clock was judged due by another clock.
+MAX_WAIT_S = 21.0
 
 
 def enrollment_end(
@@ -204,55 +214,136 @@ class AutomationActivities:
 
     @activity.defn(name="escalate")
     def escalate(self, step: EscalateInput) -> EscalateResult:
+        """One level of one stay (the per-stay ``StaleDealEscalation`` of earlier releases)."""
         deal, directory = self._escalation_reads.submit(step)
         if deal is None:
             raise NotFound(f"deal {step.deal_id!r} does not exist", deal_id=step.deal_id)
-        if deal.is_closed or deal.stage_entries != step.stage_entries or deal.stage != step.stage:
+        if _stay_over(deal, step):
             return EscalateResult(done=False, reason="superseded")
+        message, record = self._escalation(step, deal, directory)
+        to = None if message is None else self._deliver(message).message.to
+        command = record(to)
+        if isinstance(command, Outcome):
+            return self._escalation_outcome(command)
+        return self._escalation_outcome(self.recorder.submit(command))
+
+    @activity.defn(name="escalate_due")
+    def escalate_due(self, due: DueEscalations) -> DueResults:
+        """The levels an ``EscalationWindow`` found due within its lead: each waited for on the
+        wall clock, then all those due by then together (the deals in one read, the messages
+        claimed in one transaction, the events recorded in one ingest call)."""
+        results: dict[int, EscalateResult] = {}
+        ended: dict[str, EscalateResult] = {}  # stays this call found over or postponed
+        pending = sorted(enumerate(due.steps), key=lambda item: item[1].due)  # stable: in order
+        # Read while waiting: at the due time only what was stored since is read.
+        known = self.app.deals_by_id(step.deal_id for step in due.steps)
+        while pending:
+            for index, step in pending:  # a stay found over: its later levels are not waited for
+                key = ids.stay_key(step.deal_id, step.stage_entries)
+                if key in ended:
+                    results[index] = ended[key]
+            pending = [(index, step) for index, step in pending if index not in results]
+            if not pending:
+                break
+            ahead = (pending[0][1].due - utcnow()).total_seconds()
+            if ahead > MAX_WAIT_S:
+                # The workflow's clock is not this one (a time-skipping test server): trust it.
+                group, pending = pending, []
+            else:
+                if ahead > 0:
+                    time.sleep(ahead)
+                now = utcnow()
+                cut = next((n for n, (_, s) in enumerate(pending) if s.due > now), len(pending))
+                group, pending = pending[:cut], pending[cut:]
+            outcome = self._escalate_now(group, known)
+            for (index, step), result in zip(group, outcome, strict=True):
+                results[index] = result
+                if not result.done:
+                    ended.setdefault(ids.stay_key(step.deal_id, step.stage_entries), result)
+        return DueResults(results=[results[index] for index in range(len(due.steps))])
+
+    def _escalate_now(
+        self, steps: list[tuple[int, DueEscalation]], known: dict[str, Deal | None]
+    ) -> list[EscalateResult]:
+        if not steps:
+            return []
+        deals = self.app.deals_by_id((step.deal_id for _, step in steps), known)
+        messaging = any(step.level in ("owner", "manager") for _, step in steps)
+        directory = self.directory() if messaging else None
+        now = utcnow()
+        results: dict[int, EscalateResult] = {}
+        work: list[tuple[int, Message | None, Callable[[str | None], Command | Outcome]]] = []
+        for index, step in steps:
+            deal = deals.get(step.deal_id)
+            if deal is None or _stay_over(deal, step):
+                reason = "superseded" if deal is not None else "not_found"
+                results[index] = EscalateResult(done=False, reason=reason)
+                continue
+            later = _postponed(step, deal)
+            if later is not None and later > now:
+                results[index] = EscalateResult(
+                    done=False, reason="extended", last_activity_at=deal.last_activity_at
+                )
+                continue
+            work.append((index, *self._escalation(step, deal, directory)))
+        messages = [message for _, message, _ in work if message is not None]
+        sent = {
+            e.message.id: e.message.to for e in deliver_many(self.outbox, self.channels, messages)
+        }
+        commands: list[tuple[int, Command]] = []
+        for index, message, record in work:
+            command = record(None if message is None else sent[message.id])
+            if isinstance(command, Outcome):
+                results[index] = self._escalation_outcome(command)
+            else:
+                commands.append((index, command))
+        if commands:
+            outcomes = self.app.ingest([c for _, c in commands], allow_automation=True)
+            for (index, _), outcome in zip(commands, outcomes, strict=True):
+                results[index] = self._escalation_outcome(outcome)
+        return [results[index] for index, _ in steps]
+
+    def _escalation(
+        self, step: EscalateInput, deal: Deal, directory: Directory | None
+    ) -> tuple[Message | None, Callable[[str | None], Command | Outcome]]:
+        """What one level does: the message to send (owner, manager), and how to build the
+        command recording it from the address the message went to (a retry records the address
+        first claimed). The level's event id is deterministic: a repeat is a replay."""
         event_id = ids.escalation_event_id(step.deal_id, step.stage_entries, step.level)
         if step.level == "closed_lost":
             # A client's `lost`, parsed and decided like one; the event id makes it once only.
             body = {"type": "lost", "event_id": event_id, "reason": STALE_REASON}
             command = Command.from_body(step.deal_id, body, "dealflow:escalation")
-            return self._escalation_outcome(self.recorder.submit(command))
+            return None, lambda _: command
         if step.level == "flagged":
-            outcome = self.recorder.record(
-                step.deal_id,
-                "flagged_stale",
-                {"stage": step.stage},
-                event_id=event_id,
-                actor="dealflow:escalation",
+            return None, lambda _: _automation(
+                step.deal_id, "flagged_stale", {"stage": step.stage}, event_id
             )
-            return self._escalation_outcome(outcome)
         directory = directory or self.directory()
         owner = directory.person(deal.owner)
         person = (
             owner if step.level == "owner" else directory.person(owner.manager if owner else None)
         )
         person_id = (owner.manager if owner else None) if step.level == "manager" else deal.owner
-        to = (person.email if person and person.email else None) or person_id
         whose = "your deal" if step.level == "owner" else f"{deal.owner or 'an owner'}'s deal"
         message = Message(
             id=event_id,
             deal_id=step.deal_id,
             kind="escalation",
             channel="email",
-            to=to,
+            to=(person.email if person and person.email else None) or person_id,
             subject=f"Stale deal: {deal.name} in {step.stage}",
             body=(
                 f"{whose} {deal.name!r} ({deal.deal_id}) has stayed in stage {step.stage!r} "
                 f"longer than the pipeline allows. Level: {step.level}."
             ),
         )
-        entry = self._deliver(message)
-        outcome = self.recorder.record(
+        return message, lambda to: _automation(
             step.deal_id,
             "escalated",
-            {"stage": step.stage, "level": step.level, "to": entry.message.to},
-            event_id=event_id,
-            actor="dealflow:escalation",
+            {"stage": step.stage, "level": step.level, "to": to},
+            event_id,
         )
-        return self._escalation_outcome(outcome)
 
     @staticmethod
     def _escalation_outcome(outcome: Any) -> EscalateResult:
@@ -263,4 +354,34 @@ class AutomationActivities:
         return EscalateResult(done=True)
 
     def all(self) -> list[Any]:
-        return [self.load_sequence, self.send_touch, self.record_stopped, self.escalate]
+        return [
+            self.load_sequence,
+            self.send_touch,
+            self.record_stopped,
+            self.escalate,
+            self.escalate_due,
+        ]
+
+
+def _automation(deal_id: str, type_: str, data: dict[str, Any], event_id: str) -> Command | Outcome:
+    try:
+        return automation_command(
+            deal_id, type_, data, event_id=event_id, actor="dealflow:escalation"
+        )
+    except DomainError as error:
+        return refused(deal_id, event_id, error)
+
+
+def _stay_over(deal: Deal, step: EscalateInput) -> bool:
+    """The deal left the stay the level belongs to (moved on, re-entered, won or lost)."""
+    return deal.is_closed or deal.stage_entries != step.stage_entries or deal.stage != step.stage
+
+
+def _postponed(step: DueEscalation, deal: Deal) -> datetime | None:
+    """The level's due time moved by activity logged after its clock started (only in stages
+    whose activity extends the limit), else None."""
+    if step.counted_from is None or deal.last_activity_at is None:
+        return None
+    if deal.last_activity_at <= step.counted_from:
+        return None
+    return step.due + (deal.last_activity_at - step.counted_from)

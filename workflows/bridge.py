@@ -20,9 +20,6 @@ from typing import Any
 from uuid import UUID
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from engine.application import Command, DealflowApp, automation_command
 from engine.domain.deal import (
@@ -43,6 +40,7 @@ from engine.domain.errors import DomainError
 from engine.domain.events import utcnow
 from engine.domain.pipeline import PipelineDefinition
 from workflows import ids
+from workflows.bridge_effects import BridgeEffects
 from workflows.bridge_state import (
     RUNS,
     TRACKING,
@@ -51,7 +49,6 @@ from workflows.bridge_state import (
     RunIndex,
     create_tables,
 )
-from workflows.escalation import StaleDealEscalation
 from workflows.models import (
     ActivitySignal,
     DealSignal,
@@ -77,13 +74,9 @@ _WATCHED = {
     )
     for topic in topics_of(cls)
 }
-# A workflow id is used once, ever: a redelivered start finds the first workflow (running or
-# closed) and fails with WorkflowAlreadyStartedError instead of starting a second one.
-REUSE_POLICY = WorkflowIDReusePolicy.REJECT_DUPLICATE
-CONFLICT_POLICY = WorkflowIDConflictPolicy.FAIL
 
 
-class Bridge:
+class Bridge(BridgeEffects):
     def __init__(
         self,
         app: DealflowApp,
@@ -241,17 +234,6 @@ class Bridge:
         now = utcnow()
         return now if latest is None else max(now, latest)
 
-    async def _run_effects(self, batch: BridgeBatch) -> None:
-        """Each deal's effects in log order; different deals concurrently."""
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def one_deal(effects: list[Callable[[], Awaitable[None]]]) -> None:
-            async with gate:
-                for effect in effects:
-                    await effect()
-
-        await asyncio.gather(*(one_deal(effects) for effects in batch.effects.values()))
-
     def _commit(self, batch: BridgeBatch, position: int) -> None:
         with self.app.db.transaction() as cur:
             if batch.new_runs:
@@ -274,41 +256,67 @@ class Bridge:
     # -- decisions (in a thread: they read the store) ----------------------------------------------
     def _decide(self, notifications: Sequence[Any]) -> BridgeBatch:
         batch = BridgeBatch()
-        events: list[Any] = []
+        events: list[tuple[int, Any]] = []
         for notification in notifications:
             if notification.topic == DEFINITION_TOPIC or notification.topic in _WATCHED:
-                events.append(self.app.mapper.to_domain_event(notification))
-        # A stay that already ended within this batch needs no escalation workflow.
+                events.append((notification.id, self.app.mapper.to_domain_event(notification)))
+        # A stay that already ended within this batch needs no escalation.
         left: dict[UUID, int] = {}
-        for event in events:
+        for _, event in events:
             if isinstance(event, (StageChanged, Reopened, Won, Lost)):
                 left[event.originator_id] = event.originator_version
         runs = RunIndex(self.app)
-        for event in events:
+        # The deals of the batch's events in one read (and their nurture runs in another),
+        # not one query per event: a burst of enrolments had kept the bridge reading for
+        # seconds before its first start.
+        current = self.app.deals_by_uuid(
+            event.originator_id
+            for _, event in events
+            if isinstance(event, DealEvent) and not isinstance(event, Opened)
+        )
+        runs.preload(deal.deal_id for deal in current.values() if deal is not None)
+        for position, event in events:
             if isinstance(event, DefinitionApplied):
                 self._learn(event)
-            elif (
+                continue
+            if (
                 isinstance(event, ActivityLogged)
                 and event.activity != "reply"
                 and not self._activity_extends
             ):
                 continue
-            else:
-                self._decide_one(event, batch, runs, left)
+            self._decide_one(event, position, self._deal_at(event, current), batch, runs, left)
         return batch
 
+    def _deal_at(self, event: DealEvent, current: dict[UUID, Deal | None]) -> Deal:
+        """The deal as it was right after ``event``: its current state when that is still it
+        (or when only the deal id is needed: enrolments, unenrolments), else read at that
+        version."""
+        if isinstance(event, Opened):
+            return _opened_state(event)
+        deal = current.get(event.originator_id)
+        if deal is not None and (
+            deal.version == event.originator_version
+            or isinstance(event, (NurtureEnrolled, NurtureStopped))
+        ):
+            return deal
+        return self.app.repository.get(event.originator_id, version=event.originator_version)  # type: ignore[no-any-return]
+
     def _decide_one(
-        self, event: DealEvent, batch: BridgeBatch, runs: RunIndex, left: dict[UUID, int]
+        self,
+        event: DealEvent,
+        position: int,
+        deal: Deal,
+        batch: BridgeBatch,
+        runs: RunIndex,
+        left: dict[UUID, int],
     ) -> None:
-        deal = (
-            _opened_state(event)
-            if isinstance(event, Opened)
-            else self.app.repository.get(event.originator_id, version=event.originator_version)
-        )
         deal_id = deal.deal_id
         effects = batch.effects[deal_id]
         if isinstance(event, (Opened, StageChanged, Reopened)):
             if isinstance(event, (StageChanged, Reopened)):
+                # Cancels and activity signals go to per-stay workflows started by earlier
+                # releases (a missing one is ignored); an EscalationWindow needs neither.
                 effects.append(
                     self._cancel(
                         self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries - 1)
@@ -320,7 +328,7 @@ class Bridge:
                     )
             self._enroll_by_rule(event, deal, batch)
             if left.get(event.originator_id, 0) <= event.originator_version:
-                self._escalate(event, deal, effects)
+                self._escalate(event, position, deal, batch)
         elif isinstance(event, (Won, Lost)):
             effects.append(
                 self._cancel(self.prefix + ids.escalation_workflow_id(deal_id, deal.stage_entries))
@@ -381,9 +389,7 @@ class Bridge:
                 )
             )
 
-    def _escalate(
-        self, event: DealEvent, deal: Deal, effects: list[Callable[[], Awaitable[None]]]
-    ) -> None:
+    def _escalate(self, event: DealEvent, position: int, deal: Deal, batch: BridgeBatch) -> None:
         stage = self._stage(deal, event.pipeline_version)
         if stage is None or not stage.max_days_in_stage:
             return
@@ -399,13 +405,7 @@ class Bridge:
             activity_extends_limit=settings.activity_extends_limit,
             close_as_lost_after_days=settings.close_as_lost_after_days,
         )
-        effects.append(
-            self._start(
-                StaleDealEscalation.run,
-                stay,
-                self.prefix + ids.escalation_workflow_id(deal.deal_id, deal.stage_entries),
-            )
-        )
+        batch.stays[self.prefix + ids.escalation_window_id(position)].append(stay)
 
     def _stage(self, deal: Deal, pipeline_version: int | None) -> Any:
         definition: PipelineDefinition = self.app.pipeline_ref(
@@ -421,48 +421,6 @@ class Bridge:
     ) -> None:
         for workflow_id, _ in runs:
             effects.append(self._signal(workflow_id, "deal_event", signal))
-
-    # -- effects (coroutines, run after the decisions) -------------------------------------------
-    def _start(self, run: Any, argument: Any, workflow_id: str) -> Callable[[], Awaitable[None]]:
-        async def start() -> None:
-            try:
-                await self.client.start_workflow(
-                    run,
-                    argument,
-                    id=workflow_id,
-                    task_queue=self.task_queue,
-                    id_reuse_policy=REUSE_POLICY,
-                    id_conflict_policy=CONFLICT_POLICY,
-                )
-            except WorkflowAlreadyStartedError:
-                self.stats.already_started += 1
-                return
-            self.stats.started += 1
-            self.stats.start_times.append(time.monotonic())
-
-        return start
-
-    def _signal(self, workflow_id: str, name: str, argument: Any) -> Callable[[], Awaitable[None]]:
-        async def signal() -> None:
-            try:
-                await self.client.get_workflow_handle(workflow_id).signal(name, argument)
-                self.stats.signals += 1
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-        return signal
-
-    def _cancel(self, workflow_id: str) -> Callable[[], Awaitable[None]]:
-        async def cancel() -> None:
-            try:
-                await self.client.get_workflow_handle(workflow_id).cancel()
-                self.stats.cancels += 1
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-
-        return cancel
 
 
 def _opened_state(event: Opened) -> Deal:

@@ -4,13 +4,14 @@ decides, its counters, and a workflow's status."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from engine.application import Command, DealflowApp
+from workflows.models import EscalationInput
 
 TRACKING = "dealflow_bridge_tracking"
 RUNS = "dealflow_nurture_runs"
@@ -37,6 +38,9 @@ class BridgeStats:
     cancels: int = 0
     enrollments: int = 0
     start_times: list[float] = field(default_factory=list)  # monotonic time of each new start
+    stays: int = 0  # stays handed to escalation windows
+    # monotonic time of each start and of each batch of stays handed over
+    handoff_times: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +53,8 @@ class BridgeBatch:
     )
     new_runs: list[tuple[str, str, str]] = field(default_factory=list)
     ended_runs: list[str] = field(default_factory=list)
+    # Stays to hand to each escalation window (workflow id → stays).
+    stays: dict[str, list[EscalationInput]] = field(default_factory=lambda: defaultdict(list))
 
 
 class RunIndex:
@@ -57,6 +63,22 @@ class RunIndex:
     def __init__(self, app: DealflowApp) -> None:
         self.app = app
         self.cache: dict[str, list[tuple[str, str]]] = {}
+
+    def preload(self, deal_ids: Iterable[str]) -> None:
+        """The active runs of many deals in a few queries (not one per deal of a batch)."""
+        wanted = [d for d in dict.fromkeys(deal_ids) if d not in self.cache]
+        for first in range(0, len(wanted), 500):
+            chunk = wanted[first : first + 500]
+            marks = ",".join(["%s"] * len(chunk))
+            rows = self.app.db.fetchall(
+                f"SELECT deal_id, workflow_id, sequence_id FROM {RUNS}"
+                f" WHERE active = 1 AND deal_id IN ({marks})",
+                tuple(chunk),
+            )
+            for deal_id in chunk:
+                self.cache[deal_id] = []
+            for row in rows:
+                self.cache[row["deal_id"]].append((row["workflow_id"], row["sequence_id"]))
 
     def active(self, deal_id: str) -> list[tuple[str, str]]:
         if deal_id not in self.cache:

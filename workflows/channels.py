@@ -14,7 +14,8 @@ import logging
 import smtplib
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Protocol
@@ -25,6 +26,9 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from engine.persistence.outage import StoreUnavailable
 from engine.settings import Settings
 from workflows.outbox import PENDING, SENT, Entry, Message, Outbox
+
+# Messages of one batch in flight at once (deliver_many).
+SEND_CONCURRENCY = 8
 
 log = logging.getLogger("dealflow.channels")
 
@@ -183,6 +187,29 @@ def deliver(
         raise
     _record_sent(outbox, message.id)
     return Entry(entry.message, entry.delivery, SENT, entry.attempts + 1)
+
+
+def deliver_many(outbox: Outbox, channels: Channels, messages: Sequence[Message]) -> list[Entry]:
+    """:func:`deliver` for many messages: one transaction claims them all, then each one not
+    already sent goes out through its channel (several at a time: a real channel is a network
+    round trip per message, and a burst of escalations must not queue behind them)."""
+    if not messages:
+        return []
+    requests = []
+    for message in messages:
+        route = channels.route(message)
+        requests.append((message, route.name, SENT if isinstance(route, OutboxSender) else PENDING))
+    claimed = {entry.message.id: entry for entry in outbox.claim_many(requests)}
+
+    def one(message: Message) -> Entry:
+        return deliver(outbox, channels, message, lambda _: claimed[message.id])
+
+    if all(entry.status == SENT for entry in claimed.values()):
+        return [claimed[message.id] for message in messages]
+    unique = list({message.id: message for message in messages}.values())  # each id sent once
+    with ThreadPoolExecutor(max_workers=SEND_CONCURRENCY) as pool:
+        delivered = {entry.message.id: entry for entry in pool.map(one, unique)}
+    return [delivered[message.id] for message in messages]
 
 
 # How long a sent message's "sent" mark is retried while the store is away.

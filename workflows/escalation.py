@@ -1,5 +1,9 @@
 """StaleDealEscalation: one stay of one deal in a stage with ``max_days_in_stage``.
 
+Earlier releases started one of these per stay; the bridge now hands stays to
+``EscalationWindow`` (workflows/escalation_window.py) instead. This type stays registered so
+that the ones already running on a cluster complete, and its replay must not change.
+
 At the limit the owner is notified, ``manager_after_days`` later the owner's manager, and
 ``flag_after_days`` after the limit the deal is flagged stale, and, when the stage sets
 ``close_as_lost_after_days``, that long after the limit it is recorded lost with the reason
@@ -12,16 +16,14 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta
-from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import ActivitySignal, EscalateInput, EscalateResult, EscalationInput
-    from workflows.schedule import days
+    from workflows.schedule import escalation_due, escalation_levels
 
-Level = Literal["owner", "manager", "flagged", "closed_lost"]
 ESCALATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -53,14 +55,7 @@ class StaleDealEscalation:
         ):
             self.last_activity_at = stay.last_activity_at
         self.done = list(stay.done)
-        levels: list[tuple[Level, float]] = [
-            ("owner", 0.0),
-            ("manager", stay.manager_after_days),
-            ("flagged", stay.flag_after_days),
-        ]
-        if stay.close_as_lost_after_days is not None:
-            # The last level, only when the stage asks for it: the deal is recorded lost.
-            levels.append(("closed_lost", stay.close_as_lost_after_days))
+        levels = escalation_levels(stay)
         for level, offset in levels:
             if level in self.done:
                 continue
@@ -97,11 +92,4 @@ class StaleDealEscalation:
         return levels[-1][0]
 
     def _due(self, stay: EscalationInput, offset_days: float) -> datetime:
-        start = stay.entered_at
-        if (
-            stay.activity_extends_limit
-            and self.last_activity_at is not None
-            and self.last_activity_at > start
-        ):
-            start = self.last_activity_at
-        return start + days(stay.max_days) + days(offset_days)
+        return escalation_due(stay, offset_days, self.last_activity_at)

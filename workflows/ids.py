@@ -10,8 +10,33 @@ def nurture_workflow_id(deal_id: str, sequence_id: str, enrolled_version: int) -
 
 
 def escalation_workflow_id(deal_id: str, stage_entries: int) -> str:
-    """At most one escalation per deal and stage entry (``Deal.stage_entries`` names the stay)."""
+    """The per-stay ``StaleDealEscalation`` of earlier releases: one per deal and stage entry
+    (``Deal.stage_entries`` names the stay). The bridge no longer starts these; it still cancels
+    and signals them, for those started before the upgrade."""
     return f"escalation:{deal_id}:{stage_entries}"
+
+
+# How many log positions share one EscalationWindow: it bounds the stays one workflow holds
+# (its state, its continue-as-new input and its signals stay small) whatever the burst.
+ESCALATION_WINDOW_POSITIONS = 250
+
+
+def escalation_window_id(position: int) -> str:
+    """The ``EscalationWindow`` that watches the stays entered by the log positions around
+    ``position`` (the position of the ``opened``/``stage_changed``/``reopened`` event): a
+    redelivered event always goes to the same workflow."""
+    first = position - position % ESCALATION_WINDOW_POSITIONS
+    return f"escalations:{first}-{first + ESCALATION_WINDOW_POSITIONS - 1}"
+
+
+def escalation_task_queue(task_queue: str) -> str:
+    """The task queue of the escalation windows, beside the automation's own: a burst of nurture
+    workflow tasks must not queue in front of the few tasks that keep escalations on time."""
+    return f"{task_queue}-escalations"
+
+
+def stay_key(deal_id: str, stage_entries: int) -> str:
+    return f"{deal_id}:{stage_entries}"
 
 
 def auto_enroll_event_id(sequence_id: str, deal_id: str, stage_entries: int) -> str:

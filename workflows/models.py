@@ -173,16 +173,46 @@ class ActivitySignal(BaseModel):
     at: datetime
 
 
+Level = Literal["owner", "manager", "flagged", "closed_lost"]
+
+
 class EscalateInput(BaseModel):
     deal_id: str
     stage: str
     stage_entries: int
-    level: Literal["owner", "manager", "flagged", "closed_lost"]
+    level: Level
 
 
 class EscalateResult(BaseModel):
     done: bool
     reason: str | None = None
+    # reason "extended": activity logged in the stay moved the level's due time past now; the
+    # deal's latest activity, from which the workflow counts the stay again.
+    last_activity_at: datetime | None = None
+
+
+class StayBatch(BaseModel):
+    """Stays handed to an ``EscalationWindow`` by one bridge batch (its signal-with-start)."""
+
+    stays: list[EscalationInput] = Field(default_factory=list)
+    finished: list[str] = Field(default_factory=list)  # continue-as-new: stays already over
+
+
+class DueEscalation(EscalateInput):
+    """One level of one stay that is due now, as an ``EscalationWindow`` believes it."""
+
+    due: datetime
+    # When activity extends the stage's limit: the moment the due time was counted from (the
+    # stay's entry or its latest known activity); a later activity on the deal postpones it.
+    counted_from: datetime | None = None
+
+
+class DueEscalations(BaseModel):
+    steps: list[DueEscalation]
+
+
+class DueResults(BaseModel):
+    results: list[EscalateResult]
 
 
 # -- issue 12: scoring retrain and the pipeline review -----------------------------------------

@@ -8,13 +8,39 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workflows.models import SendWindow
+from workflows.models import EscalationInput, Level, SendWindow
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
 def days(value: float) -> timedelta:
     return timedelta(days=value)
+
+
+def escalation_levels(stay: EscalationInput) -> list[tuple[Level, float]]:
+    """A stay's levels, in order, each with its delay (days) after the stage's limit."""
+    levels: list[tuple[Level, float]] = [
+        ("owner", 0.0),
+        ("manager", stay.manager_after_days),
+        ("flagged", stay.flag_after_days),
+    ]
+    if stay.close_as_lost_after_days is not None:
+        # The last level, only when the stage asks for it: the deal is recorded lost.
+        levels.append(("closed_lost", stay.close_as_lost_after_days))
+    return levels
+
+
+def counted_from(stay: EscalationInput, last_activity_at: datetime | None) -> datetime:
+    """Where a stay's clock starts: its entry, or its latest activity when activity extends it."""
+    if stay.activity_extends_limit and last_activity_at is not None:
+        return max(stay.entered_at, last_activity_at)
+    return stay.entered_at
+
+
+def escalation_due(
+    stay: EscalationInput, offset_days: float, last_activity_at: datetime | None
+) -> datetime:
+    return counted_from(stay, last_activity_at) + days(stay.max_days) + days(offset_days)
 
 
 def next_open_slot(moment: datetime, window: SendWindow | None) -> datetime:

@@ -16,10 +16,12 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine.application import DealflowApp
+from workflows import ids
 from workflows.activities import AutomationActivities
 from workflows.bridge import Bridge
 from workflows.channels import Channels
 from workflows.escalation import StaleDealEscalation
+from workflows.escalation_window import EscalationWindow
 from workflows.nurture import NurtureWorkflow
 from workflows.outbox import Outbox
 from workflows.revenue import PipelineReview, ScoringRetrain, ensure_schedules
@@ -31,9 +33,13 @@ from workflows.webhook_workflow import WebhookDelivery
 
 log = logging.getLogger("dealflow.worker")
 
+# escalate_due calls one worker runs at once: each is a window's batch, mostly waiting for its
+# due time (up to the window's lead), so a burst of windows must not queue for threads.
+ESCALATION_ACTIVITIES = 64
+
 WORKFLOWS: list[type] = [
     NurtureWorkflow,
-    StaleDealEscalation,
+    StaleDealEscalation,  # started by earlier releases: kept so that running ones complete
     WebhookDelivery,
     ScoringRetrain,
     PipelineReview,
@@ -51,6 +57,37 @@ PASSTHROUGH = (
 )
 
 
+def _sandbox() -> SandboxedWorkflowRunner:
+    # Pure modules every run shares instead of re-importing them per workflow run.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def build_escalation_worker(
+    client: Client, activities: AutomationActivities, task_queue: str
+) -> Worker:
+    """The escalation windows, on their own task queue (``ids.escalation_task_queue``) with
+    their own slots: a handful of workflows whose tasks must not wait behind a burst of others.
+    Their ``escalate_due`` runs as a local activity, in this worker's activity threads."""
+    return Worker(
+        client,
+        workflow_runner=_sandbox(),
+        task_queue=ids.escalation_task_queue(task_queue),
+        workflows=[EscalationWindow],
+        activities=[activities.escalate_due],
+        activity_executor=ThreadPoolExecutor(
+            max_workers=ESCALATION_ACTIVITIES, thread_name_prefix="dealflow-escalation"
+        ),
+        max_concurrent_activities=ESCALATION_ACTIVITIES,
+        max_concurrent_local_activities=ESCALATION_ACTIVITIES,
+        max_cached_workflows=200,
+        max_concurrent_workflow_tasks=32,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(2),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
 def build_worker(
     client: Client,
     activities: AutomationActivities,
@@ -63,10 +100,7 @@ def build_worker(
     tuning = tuning or WorkerTuning()
     return Worker(
         client,
-        workflow_runner=SandboxedWorkflowRunner(
-            # Pure modules every run shares instead of re-importing them per workflow run.
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        workflow_runner=_sandbox(),
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=[*activities.all(), *extra_activities],
@@ -99,6 +133,7 @@ class AutomationProcess:
     review_source: ReviewSource | None = None
     schedule_pipelines: Callable[[], list[tuple[str, str]]] | None = None
     worker: Worker | None = None
+    escalation_worker: Worker | None = None
     bridge: Bridge | None = None
     webhooks: WebhookSupervisor | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -118,6 +153,12 @@ class AutomationProcess:
                 tuning=self.tuning,
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="dealflow-worker"))
+            self.escalation_worker = build_escalation_worker(
+                self.client, activities, self.task_queue
+            )
+            self._tasks.append(
+                asyncio.create_task(self.escalation_worker.run(), name="dealflow-escalations")
+            )
         prefix = str(self.bridge_options.get("workflow_id_prefix", ""))
         if self.schedule_pipelines is not None:
             pipelines = await asyncio.to_thread(self.schedule_pipelines)
@@ -137,9 +178,10 @@ class AutomationProcess:
             self.bridge.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
-        if self.worker is not None:
-            with contextlib.suppress(Exception):
-                await self.worker.shutdown()
+        for worker in (self.worker, self.escalation_worker):
+            if worker is not None:
+                with contextlib.suppress(Exception):
+                    await worker.shutdown()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)

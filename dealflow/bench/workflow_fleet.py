@@ -27,6 +27,12 @@ def rss_mb(pid: int | None = None) -> float:
     return 0.0
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
@@ -82,10 +82,18 @@ class DealLoading(DefinitionStore):
         records = self.recorder.select_idempotency(list(dict.fromkeys(event_ids)))  # type: ignore[attr-defined]
         return {r.event_id: (r.request_hash, r.deal_id, r.version) for r in records}
 
-    def _load_deals(self, work: Work, ids: set[UUID]) -> None:
+    def _load_deals(
+        self, work: Work, ids: set[UUID], known: Mapping[UUID, Deal | None] | None = None
+    ) -> None:
         """Bring the deals a batch touches into ``work``: recently written ones from memory,
-        caught up with anything another writer stored since; the rest in one query."""
+        caught up with anything another writer stored since; the rest in one query.
+        ``known``: states the caller read earlier, caught up the same way."""
         recent = self._recent.copies(ids)
+        for aggregate_id, deal in (known or {}).items():
+            if deal is None or aggregate_id not in ids:
+                continue
+            if aggregate_id not in recent or recent[aggregate_id].version < deal.version:
+                recent[aggregate_id] = copy.deepcopy(deal)
         if not recent and len(ids) <= 4:
             for aggregate_id in ids:
                 work.deals[aggregate_id] = self._get_deal(aggregate_id)
@@ -159,13 +167,24 @@ class DealLoading(DefinitionStore):
             )
         return deal
 
-    def deals_by_id(self, deal_ids: Iterable[str]) -> dict[str, Deal | None]:
+    def deals_by_id(
+        self, deal_ids: Iterable[str], known: Mapping[str, Deal | None] | None = None
+    ) -> dict[str, Deal | None]:
         """Several deals at once: recently written ones from memory, the rest in one query
-        (a burst of automation reads its deals like a batch, not one query per deal)."""
+        (a burst of automation reads its deals like a batch, not one query per deal).
+        ``known``: the same deals as read earlier; only what was stored since is read."""
         by_uuid = {deal_uuid(deal_id): deal_id for deal_id in deal_ids}
+        earlier = {deal_uuid(d): deal for d, deal in (known or {}).items()}
+        found = self.deals_by_uuid(by_uuid, earlier)
+        return {deal_id: found.get(aggregate_id) for aggregate_id, deal_id in by_uuid.items()}
+
+    def deals_by_uuid(
+        self, ids: Iterable[UUID], known: Mapping[UUID, Deal | None] | None = None
+    ) -> dict[UUID, Deal | None]:
+        """:meth:`deals_by_id` by aggregate id (the bridge knows events, not deal ids)."""
         work = Work()
-        self._load_deals(work, set(by_uuid))
-        return {deal_id: work.deals.get(aggregate_id) for aggregate_id, deal_id in by_uuid.items()}
+        self._load_deals(work, set(ids), known)
+        return work.deals
 
     def deal_events(self, deal_id: str) -> list[DealEvent]:
         events = list(self.events.get(deal_uuid(deal_id)))

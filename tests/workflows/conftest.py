@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from dealflow.runtime import build_services
+from engine.domain.deal import deal_uuid
 from engine.domain.definitions import SEQUENCE
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
@@ -32,6 +33,7 @@ from engine.services import Services
 from tests.conftest import TEST_TOKEN
 from tests.helpers import send
 from tests.live import dealflow_command
+from workflows import ids
 from workflows.channels import Channels
 from workflows.models import Directory, SequenceDefinition
 from workflows.worker import AutomationProcess
@@ -134,6 +136,39 @@ class Stack:
 
     def types(self, deal_id: str) -> list[str]:
         return [e["type"] for e in self.history(deal_id)]
+
+    def escalation_window(self, deal_id: str, stage_entries: int) -> str:
+        """The id of the EscalationWindow watching the deal's stay ``stage_entries``: the window
+        of the log position of the event that began the stay."""
+        entering = [
+            e["version"]
+            for e in self.history(deal_id)
+            if e["type"] in ("opened", "stage_changed", "reopened")
+        ]
+        version = entering[stage_entries - 1]
+        target, start = deal_uuid(deal_id), 1
+        while True:
+            found = self.app.recorder.select_notifications(start, 1000)
+            for notification in found:
+                if (notification.originator_id, notification.originator_version) == (
+                    target,
+                    version,
+                ):
+                    return self.prefix + ids.escalation_window_id(notification.id)
+            if len(found) < 1000:
+                raise AssertionError(f"no event {deal_id} v{version} in the log")
+            start = found[-1].id + 1
+
+    async def stay_watched(self, deal_id: str, stage_entries: int) -> bool:
+        """Whether the stay's window still holds it (a completed window holds nothing)."""
+        handle = self.client.get_workflow_handle(self.escalation_window(deal_id, stage_entries))
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return False
+        try:
+            pending = await handle.query("pending")
+        except WorkflowQueryFailedError:  # completed meanwhile
+            return False
+        return ids.stay_key(deal_id, stage_entries) in pending
 
     def automation(self, deal_id: str) -> list[tuple[str, dict[str, Any]]]:
         automated = {

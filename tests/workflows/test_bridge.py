@@ -13,7 +13,6 @@ from tests.workflows.conftest import (
     stack_services,
     wait_for,
 )
-from workflows import ids
 from workflows.bridge import Bridge
 from workflows.bridge_state import TRACKING, workflow_status
 
@@ -41,7 +40,8 @@ async def test_redelivery_changes_nothing(stack: Stack) -> None:
     await first.start()
     await first.catch_up()
     await first.catch_up()  # the enrollments the first pass recorded
-    assert first.stats.started == 6 and first.stats.enrollments == 3
+    # Three nurture workflows started, three stays handed to their escalation window.
+    assert (first.stats.started, first.stats.stays, first.stats.enrollments) == (3, 3, 3)
     await wait_for(lambda: all("nurture_touch_sent" in stack.types(f"d{n}") for n in range(3)))
     before = {f"d{n}": stack.types(f"d{n}") for n in range(3)}
 
@@ -51,7 +51,12 @@ async def test_redelivery_changes_nothing(stack: Stack) -> None:
     await again.start()
     await again.catch_up()
     assert again.stats.started == 0 and again.stats.enrollments == 0
-    assert again.stats.already_started == 6
+    assert again.stats.already_started == 3
+    # The stays are handed over again; the running window already holds them, once each.
+    assert again.stats.stays == 3
+    window = stack.client.get_workflow_handle(stack.escalation_window("d0", 1))
+    pending = await window.query("pending")
+    assert sorted(pending) == [f"d{n}:1" for n in range(3)]
     assert {f"d{n}": stack.types(f"d{n}") for n in range(3)} == before
     assert len(stack.services.automation.outbox.list()) == 3
 
@@ -119,10 +124,7 @@ async def test_bridge_on_postgres(stack: Stack, pg_url: str, tmp_path: object) -
         kinds = [t for t, _ in pg.automation("d1")]
         assert kinds.count("nurture_touch_sent") == 2 and kinds.count("escalated") == 2
         assert len(services.automation.outbox.list(deal_id="d1")) == 4
-        assert (
-            await workflow_status(pg.client, pg.prefix + ids.escalation_workflow_id("d1", 1))
-            is not None
-        )
+        assert await workflow_status(pg.client, pg.escalation_window("d1", 1)) is not None
     finally:
         await pg.stop_all()
         services.close()

@@ -1,5 +1,6 @@
 """Stale-deal escalation on the real dev server: owner, manager, flag, in order and once each;
-a stage change (or a win) cancels it; activity can extend the limit."""
+after a stage change (or a win) no level fires; activity can extend the limit. The stays are
+watched by EscalationWindow workflows (one per stretch of the log)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.workflows.conftest import TICK_DAYS, Stack, pipeline_body, wait_for
-from workflows import ids
 from workflows.bridge_state import workflow_status
 
 pytestmark = pytest.mark.temporal
@@ -67,8 +67,8 @@ async def test_escalation_fires_each_level_in_order(stack: Stack) -> None:
     ]
     state = stack.app.deal_state(stack.app.deal("d1"))
     assert state["stale"] is True
-    workflow_id = stack.prefix + ids.escalation_workflow_id("d1", 1)
-    # The flag is recorded by the workflow's last activity; its completion follows a moment
+    workflow_id = stack.escalation_window("d1", 1)
+    # The flag is recorded by the window's last activity; its completion follows a moment
     # later (a workflow task), which on a loaded machine can come after this line.
     for _ in range(100):
         status = await workflow_status(stack.client, workflow_id)
@@ -79,7 +79,7 @@ async def test_escalation_fires_each_level_in_order(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("leave", ["stage_changed", "won"])
-async def test_leaving_the_stage_cancels_escalation(stack: Stack, leave: str) -> None:
+async def test_leaving_the_stage_ends_escalation(stack: Stack, leave: str) -> None:
     stack.put_pipeline("test", pipeline_body(max_days=TICK_DAYS, escalation=ESCALATION))
     stack.put_directory(PEOPLE)
     await stack.start()
@@ -91,16 +91,16 @@ async def test_leaving_the_stage_cancels_escalation(stack: Stack, leave: str) ->
         if leave == "stage_changed"
         else {"type": "won"},
     )
-    workflow_id = stack.prefix + ids.escalation_workflow_id("d1", 1)
-
-    async def cancelled() -> bool:
-        return await workflow_status(stack.client, workflow_id) == WorkflowExecutionStatus.CANCELED
-
+    # At the next level's due time the window finds the stay over and lets it go.
     for _ in range(100):
-        if await cancelled():
+        if not await stack.stay_watched("d1", 1):
             break
         await asyncio.sleep(0.1)
-    assert await cancelled()
+    assert not await stack.stay_watched("d1", 1)
+    assert (
+        await workflow_status(stack.client, stack.escalation_window("d1", 1))
+        == WorkflowExecutionStatus.COMPLETED
+    )
     await asyncio.sleep(2.5 * TICK_DAYS * 86400)
     assert [d["level"] for _, d in _escalations(stack, "d1")] == ["owner"]
     assert len(stack.services.automation.outbox.list(deal_id="d1", kind="escalation")) == 1
@@ -122,13 +122,12 @@ async def test_new_stay_gets_a_new_escalation(stack: Stack) -> None:
         "Moses Frase",
         None,
     ]
-    # The workflow completes right after its last level; wait for it rather than race it.
-    workflow_id = stack.prefix + ids.escalation_workflow_id("d1", 3)
+    # The window lets the stay go right after its last level; wait for it rather than race it.
     for _ in range(300):
-        if await workflow_status(stack.client, workflow_id) == WorkflowExecutionStatus.COMPLETED:
+        if not await stack.stay_watched("d1", 3):
             break
         await asyncio.sleep(0.1)
-    assert await workflow_status(stack.client, workflow_id) == WorkflowExecutionStatus.COMPLETED
+    assert not await stack.stay_watched("d1", 3)
 
 
 async def test_activity_extends_the_limit(stack: Stack) -> None:

@@ -10,6 +10,7 @@ from temporalio.worker import Replayer
 from tests.workflows.conftest import TICK_DAYS, Stack, pipeline_body, sequence_body, wait_for
 from workflows import ids
 from workflows.escalation import StaleDealEscalation
+from workflows.escalation_window import EscalationWindow
 from workflows.nurture import NurtureWorkflow
 from workflows.worker import WORKFLOWS
 
@@ -51,23 +52,24 @@ async def test_recorded_histories_replay(stack: Stack) -> None:
     await wait_for(lambda: stack.types("stopped").count("nurture_stopped") == 2)
 
     histories: list[WorkflowHistory] = []
-    async for execution in stack.client.list_workflows(f"TaskQueue = '{stack.task_queue}'"):
+    queues = f"TaskQueue IN ('{stack.task_queue}', '{ids.escalation_task_queue(stack.task_queue)}')"
+    async for execution in stack.client.list_workflows(queues):
         histories.append(
             await stack.client.get_workflow_handle(
                 execution.id, run_id=execution.run_id
             ).fetch_history()
         )
     kinds = {h.workflow_id.split("/", 1)[1].split(":")[0] for h in histories}
-    assert kinds == {"nurture", "escalation"} and len(histories) >= 7
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    assert kinds == {"nurture", "escalations"} and len(histories) >= 6
+    replayer = Replayer(
+        workflows=[*WORKFLOWS, EscalationWindow], data_converter=pydantic_data_converter
+    )
     failures = {}
     for history in histories:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         failures[history.workflow_id] = result.replay_failure
     assert not [w for w, f in failures.items() if f is not None], failures
-    assert ids.escalation_workflow_id("done", 2) in {
-        h.workflow_id.split("/", 1)[1] for h in histories
-    }
+    assert stack.escalation_window("done", 2) in {h.workflow_id for h in histories}
 
 
 async def test_replay_detects_a_changed_workflow(stack: Stack) -> None:
