@@ -86,19 +86,15 @@ def test_it_listens_on_loopback_unless_told(
     monkeypatch.setenv("DEALFLOW_METRICS_PORT", str(port))
     monkeypatch.delenv("DEALFLOW_METRICS_HOST", raising=False)
     assert Settings.load().metrics_host == "127.0.0.1"
-    server = start_from_env(lambda: True, dict, services.tokens.authenticate)
-    assert server is not None
-    try:
-        assert server._server.server_address[0] == "127.0.0.1"
-    finally:
-        server.stop()
-    monkeypatch.setenv("DEALFLOW_METRICS_HOST", "0.0.0.0")
-    server = start_from_env(lambda: True, dict, services.tokens.authenticate)
-    assert server is not None
-    try:
-        assert server._server.server_address[0] == "0.0.0.0"
-    finally:
-        server.stop()
+    for host in (None, "0.0.0.0"):
+        if host is not None:
+            monkeypatch.setenv("DEALFLOW_METRICS_HOST", host)
+        server = start_from_env(lambda: True, dict, services.tokens.authenticate)
+        assert server is not None
+        try:
+            assert server._server.server_address[0] == (host or "127.0.0.1")
+        finally:
+            server.stop()
 
 
 def test_a_silent_connection_is_let_go(services: Services) -> None:

@@ -36,6 +36,7 @@ from tests.live import dealflow_command
 from workflows import ids
 from workflows.channels import Channels
 from workflows.models import Directory, SequenceDefinition
+from workflows.outbox import Message
 from workflows.worker import AutomationProcess
 
 # ~1.7 s: the unit of every timer in these tests.
@@ -70,6 +71,18 @@ async def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
         namespace=config["namespace"],
         data_converter=pydantic_data_converter,
     )
+
+
+class CountingSender:
+    """An SMTP channel that only notes the ids of the messages it was asked to send."""
+
+    name = "smtp"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, message: Message) -> None:
+        self.sent.append(message.id)
 
 
 @dataclass
@@ -130,6 +143,22 @@ class Stack:
         outcome = send(self.app, deal_id, body)
         assert outcome.status == "recorded", outcome
         return outcome
+
+    def open_in_stage(
+        self, deal_ids: list[str], pipeline_id: str = "test", stage: str = "qualification"
+    ) -> None:
+        """Open each deal (named after its id) straight into ``stage``, owned by olive."""
+        for deal_id in deal_ids:
+            self.send(
+                deal_id,
+                {
+                    "type": "opened",
+                    "pipeline_id": pipeline_id,
+                    "name": deal_id,
+                    "stage": stage,
+                    "owner": "olive",
+                },
+            )
 
     def history(self, deal_id: str) -> list[dict[str, Any]]:
         return self.app.history(deal_id)["events"]

@@ -9,41 +9,21 @@ from datetime import datetime, timedelta
 import pytest
 
 from engine.domain.events import utcnow
-from tests.workflows.conftest import Stack, pipeline_body
+from tests.workflows.conftest import CountingSender, Stack, pipeline_body
 from workflows.activities import AutomationActivities
 from workflows.channels import Channels
 from workflows.models import DueEscalation, DueEscalations, EscalateInput
-from workflows.outbox import Message, Outbox
+from workflows.outbox import Outbox
 
 pytestmark = pytest.mark.temporal
-
-
-class _CountingSender:
-    name = "smtp"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, message: Message) -> None:
-        self.sent.append(message.id)
 
 
 def test_a_burst_of_doubled_escalations_records_and_sends_each_once(stack: Stack) -> None:
     stack.put_pipeline("test", pipeline_body(max_days=1))
     stack.put_directory([{"id": "olive", "email": "olive@x.test", "manager": "max"}])
     deals = [f"d{i}" for i in range(24)]
-    for deal_id in deals:
-        stack.send(
-            deal_id,
-            {
-                "type": "opened",
-                "pipeline_id": "test",
-                "name": deal_id,
-                "stage": "qualification",
-                "owner": "olive",
-            },
-        )
-    sender = _CountingSender()
+    stack.open_in_stage(deals)
+    sender = CountingSender()
     activities = AutomationActivities(
         stack.app,
         Outbox(stack.app.db),
@@ -80,19 +60,9 @@ def test_a_window_batch_waits_for_each_due_time_and_records_each_level_once(
         ]
     )
     deals = [f"w{i}" for i in range(12)]
-    for deal_id in deals:
-        stack.send(
-            deal_id,
-            {
-                "type": "opened",
-                "pipeline_id": "test",
-                "name": deal_id,
-                "stage": "qualification",
-                "owner": "olive",
-            },
-        )
+    stack.open_in_stage(deals)
     stack.send("w11", {"type": "stage_changed", "to_stage": "proposal"})  # its stay is over
-    sender = _CountingSender()
+    sender = CountingSender()
     activities = AutomationActivities(
         stack.app,
         Outbox(stack.app.db),

@@ -27,17 +27,7 @@ ESCALATION = {"manager_after_days": TICK_DAYS, "flag_after_days": 2 * TICK_DAYS}
 async def test_per_stay_workflows_of_an_earlier_release_complete(stack: Stack) -> None:
     stack.put_pipeline("test", pipeline_body(max_days=TICK_DAYS, escalation=ESCALATION))
     stack.put_directory([{"id": "olive", "email": "olive@x.test", "manager": "max"}])
-    for deal_id in ("kept", "moved"):
-        stack.send(
-            deal_id,
-            {
-                "type": "opened",
-                "pipeline_id": "test",
-                "name": deal_id,
-                "stage": "qualification",
-                "owner": "olive",
-            },
-        )
+    stack.open_in_stage(["kept", "moved"])
     # Before the upgrade the bridge had passed these events and started one workflow per stay.
     head = stack.app.recorder.max_notification_id() or 0
     create_tables(stack.app)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.workflows.conftest import (
     TICK_DAYS,
+    CountingSender,
     Stack,
     pipeline_body,
     sequence_body,
@@ -62,16 +63,6 @@ async def test_killed_worker_resumes_without_gaps_or_repeats(stack: Stack) -> No
     ]
 
 
-class _CountingSender:
-    name = "smtp"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, message: Message) -> None:
-        self.sent.append(message.id)
-
-
 async def test_retried_touch_never_sends_or_records_twice(stack: Stack) -> None:
     stack.put_pipeline("test", pipeline_body())
     stack.send(
@@ -91,7 +82,7 @@ async def test_retried_touch_never_sends_or_records_twice(stack: Stack) -> None:
         event_id="enroll",
         actor="tester",
     )
-    sender = _CountingSender()
+    sender = CountingSender()
     channels = Channels(smtp=sender)  # type: ignore[arg-type]
     outbox = Outbox(stack.app.db)
     activities = AutomationActivities(stack.app, outbox, channels)
