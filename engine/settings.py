@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         validation_alias=_env("DEALFLOW_DEAL_CACHE"),
         description="recently written deals kept in memory per process (0: none)",
     )
+    score_refresh: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=_env("DEALFLOW_SCORE_REFRESH"),
+        description="seconds between the projection process's passes that keep each open deal's"
+        " static score part current for ranking by score (0: never; queries fill what they need)",
+    )
 
     # -- what one event may hold (engine.limits) ---------------------------------------------
     max_event_bytes: int = Field(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.persistence.settings import schema_lock
+from engine.settings import Settings
 from projections.readmodel import health
 from projections.readmodel.projection import DealsProjection
 from projections.readmodel.runner import BatchRunner
@@ -38,14 +39,36 @@ class ProjectionsService:
         # coming (every 10,000 events or 15 minutes, see engine.audit.checkpoints), so a
         # deleted or re-ordered tail of the log is caught without anyone remembering to ask.
         self._next_checkpoint_check = time.monotonic() + CHECKPOINT_CHECK_SECONDS
+        self._stopping = threading.Event()
+        self._refresher: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         if self.runs_here:
             self.runner.start()
+            interval = Settings.load().score_refresh
+            if interval > 0:
+                self._refresher = threading.Thread(
+                    target=self._refresh_scores, args=(interval,), name="score-refresh", daemon=True
+                )
+                self._refresher.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.runner.stop()
+        if self._refresher is not None:
+            self._refresher.join(timeout=10)
+
+    def _refresh_scores(self, interval: float) -> None:
+        """Keep each open deal's static score part current (score_cache), so that ranking a
+        pipeline by score stays one statement after deals move and models are retrained."""
+        from projections.queries import score_cache
+
+        while not self._stopping.wait(interval):
+            try:
+                score_cache.refresh_all(self.app)
+            except Exception:  # noqa: BLE001 - the next pass tries again; queries fill too
+                log.warning("score refresh failed", exc_info=True)
 
     def _notify(self, _: int) -> None:
         with self._committed:

@@ -21,6 +21,7 @@ from engine.domain.pipeline import PipelineDefinition, Scoring, criterion_holds
 from engine.scoring.features import features, snapshot
 from engine.scoring.history import Sample, closed_samples
 from engine.scoring.model import ALGORITHM, DEFAULT_C, fit, parameters, predict
+from engine.scoring.ranking import rules_score, uses_model
 
 MODEL = "scoring_model"  # the definition kind models are recorded under
 MODEL_ACTOR = "dealflow:scoring"
@@ -113,7 +114,7 @@ def score_deal(
     if deal.is_closed:
         return {**empty, "score_kind": "closed"}
     config = settings(definition)
-    if model is not None and model[1]["trained_on"]["deals"] >= config.min_closed_deals:
+    if model is not None and uses_model(config, model):
         version, body = model
         inputs = features(snapshot(deal), at)
         probability, contributions = predict(body["params"], inputs)
@@ -131,14 +132,13 @@ def score_deal(
         }
     if config.rules:
         held = [rule for rule in config.rules if criterion_holds(rule.when, deal)]
-        total = config.base + sum(rule.points for rule in held)
         reasons = sorted(
             ({"rule": rule.id, "points": rule.points} for rule in held),
             key=lambda r: (-abs(r["points"]), r["rule"]),
         )
         return {
             **empty,
-            "score": max(0, min(100, total)),
+            "score": rules_score(config, deal),
             "score_kind": "rules",
             "score_reasons": reasons,
         }

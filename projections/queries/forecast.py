@@ -77,8 +77,8 @@ class _Bucket:
     # Micro-units per stage (weighted per stage, as the metrics weight their stages).
     units_by_stage: dict[str, int] = field(default_factory=dict)
 
-    def add(self, stage: str, units: int) -> None:
-        self.deals += 1
+    def add(self, stage: str, units: int, deals: int = 1) -> None:
+        self.deals += deals
         self.units_by_stage[stage] = self.units_by_stage.get(stage, 0) + units
 
     def figures(self, definition: PipelineDefinition) -> dict[str, Any]:
@@ -129,11 +129,18 @@ def forecast(
     with snapshot(app) as cur:
         position = tracked_position(app, cur)
         sql, params = deal_source(moment, pipeline_id)
-        rows = cur.execute(
-            f"SELECT d.stage AS stage, d.status AS status, d.amount_units AS units,"
-            f" d.expected_close AS expected_close, d.closed_at AS closed_at,"
-            f" d.unqualified AS unqualified FROM {sql}"
-            " WHERE d.status = 'open' OR (d.status = 'won' AND d.closed_at >= %s AND d.closed_at < %s)",
+        # Open deals grouped in SQL (at a million deals: 300,000 rows to Python took 650 ms);
+        # won deals one by one, only those closed within the months asked for.
+        groups = cur.execute(
+            f"SELECT d.stage AS stage, d.unqualified AS unqualified,"
+            f" substr(d.expected_close, 1, 7) AS month, COUNT(*) AS n,"
+            f" SUM(COALESCE(d.amount_units, 0)) AS units FROM {sql}"
+            " WHERE d.status = 'open' GROUP BY d.stage, d.unqualified, substr(d.expected_close, 1, 7)",
+            params,
+        ).fetchall()
+        won_rows = cur.execute(
+            f"SELECT d.stage AS stage, d.amount_units AS units, d.closed_at AS closed_at FROM {sql}"
+            " WHERE d.status = 'won' AND d.closed_at >= %s AND d.closed_at < %s",
             [*params, start, end],
         ).fetchall()
 
@@ -142,23 +149,23 @@ def forecast(
     open_ = {m: {c: _Bucket() for c in CATEGORIES} for m in months}
     undated = {c: _Bucket() for c in CATEGORIES}
     unqualified = 0
-    for row in rows:
+    for row in won_rows:
         units = int(row["units"] or 0)
-        if row["status"] == "won":
-            won[months[bisect_right(starts, int(row["closed_at"])) - 1]].add(row["stage"], units)
-            continue
+        won[months[bisect_right(starts, int(row["closed_at"])) - 1]].add(row["stage"], units)
+    for row in groups:
+        deals, units = int(row["n"]), int(row["units"] or 0)
         if row["unqualified"]:
-            unqualified += 1
+            unqualified += deals
             continue
         kind = category(definition, row["stage"])
         if kind == "omitted":
             continue
-        if row["expected_close"] is None:
-            undated[kind].add(row["stage"], units)
+        if row["month"] is None:
+            undated[kind].add(row["stage"], units, deals)
             continue
-        month = str(row["expected_close"])[:7]
+        month = str(row["month"])
         if month in open_:
-            open_[month][kind].add(row["stage"], units)
+            open_[month][kind].add(row["stage"], units, deals)
 
     items = []
     totals = {"closed_won": _Bucket(), **{c: _Bucket() for c in CATEGORIES}}

@@ -22,6 +22,7 @@ import pytest
 
 from dealflow.runtime import build_services
 from engine.persistence.settings import StoreSettings
+from projections.queries.score_cache import refresh_all
 from tests.conftest import TEST_TOKEN
 from tests.e2e.test_dashboard import DevTools, browser, chromium_path  # noqa: F401 (fixtures)
 from tests.live import served
@@ -43,6 +44,9 @@ def scale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     )
     assert services.projections is not None
     services.projections.catch_up()
+    # What the projection process's refresher keeps on a running server: each open deal's
+    # static score part, which the top-scored panel ranks by (projections.queries.score_cache).
+    refresh_all(services.app)
     row = services.app.db.fetchone(
         "SELECT pipeline_id, COUNT(*) AS n FROM rm_deals GROUP BY pipeline_id"
         " ORDER BY COUNT(*) DESC LIMIT 1"
