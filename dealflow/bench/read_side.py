@@ -19,7 +19,12 @@ def _bench_query(args: argparse.Namespace) -> int:
     from dealflow.bench.projections import bench_query
 
     return bench_query(
-        args.deals, args.json, args.repeat, crm_copies=args.crm_copies, oracle=not args.no_oracle
+        args.deals,
+        args.json,
+        args.repeat,
+        crm_copies=args.crm_copies,
+        oracle=not args.no_oracle,
+        train=args.train,
     )
 
 
@@ -61,6 +66,11 @@ def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-
     )
     query.add_argument(
         "--no-oracle", action="store_true", help="skip timing the scans (the same-run baseline)"
+    )
+    query.add_argument(
+        "--train",
+        action="store_true",
+        help="train the pipeline's scoring model first, so the deals are ranked by a model",
     )
     query.add_argument("--json", help="write the figures to this file")
     query.set_defaults(func=_bench_query)

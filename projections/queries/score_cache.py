@@ -29,12 +29,14 @@ from engine.scoring.ranking import (
     time_terms,
 )
 from engine.scoring.service import latest_model
+from projections.queries.common import ITEM_COLUMNS
 from projections.readmodel.records import to_us
 from projections.readmodel.schema import CURRENT_TABLE
 
 TABLE = "rm_deal_scores"
 CHUNK = 2_000  # deals loaded and written per transaction while filling
 _created: set[int] = set()
+_ITEMS = ", ".join(f"d.{name.strip()}" for name in ITEM_COLUMNS.split(","))
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS {table} (deal_id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL,"
@@ -183,36 +185,37 @@ def ranked(
     stage: str | None,
     limit: int,
     offset: int,
-) -> tuple[list[tuple[str, float | None]], int, int]:
-    """A page of ``(deal_id, score)`` in score order (ties: deal id in code point order, as
-    Python sorts), the number of open deals and the number with a current row."""
+) -> tuple[list[Any], int]:
+    """A page of open deal rows (:data:`ITEM_COLUMNS` and ``score``) in score order (ties: deal id in code point order, as
+    Python sorts) and how many open deals lack a current row (the page is only right at 0).
+
+    One statement: the counts come with the rows (a window over the join), so the steady
+    state reads the pipeline's open deals once. Past the last page there are no rows and so no
+    counts, but then the page is empty whatever the rows hold."""
     where, params = _open_deals(pipeline_id, stage)
-    total = int(
-        cur.execute(
-            f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} d WHERE {where}", params
-        ).fetchone()["n"]
-    )
     binary = 'COLLATE "C"' if app.db.is_postgres else ""
     if basis.kind not in (MODEL, RULES):
         rows = cur.execute(
-            f"SELECT d.deal_id FROM {CURRENT_TABLE} d WHERE {where}"
+            f"SELECT {_ITEMS}, NULL AS score FROM {CURRENT_TABLE} d WHERE {where}"
             f" ORDER BY d.deal_id {binary} LIMIT %s OFFSET %s",
             [*params, limit, offset],
         ).fetchall()
-        return [(row["deal_id"], None) for row in rows], total, total
+        return rows, 0
     score, score_params = _score_sql(basis, at, app.db.is_postgres)
-    covered = int(
-        cur.execute(
-            f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} d JOIN {TABLE} s ON {_JOIN} WHERE {where}",
-            [basis.key, *params],
-        ).fetchone()["n"]
-    )
     rows = cur.execute(
-        f"SELECT d.deal_id, {score} AS score FROM {CURRENT_TABLE} d JOIN {TABLE} s ON {_JOIN}"
+        f"SELECT {_ITEMS}, {score} AS score,"
+        " COUNT(*) OVER () - COUNT(s.deal_id) OVER () AS gaps"
+        f" FROM {CURRENT_TABLE} d LEFT JOIN {TABLE} s ON {_JOIN}"
         f" WHERE {where} ORDER BY score DESC, d.deal_id {binary} LIMIT %s OFFSET %s",
         [*score_params, basis.key, *params, limit, offset],
     ).fetchall()
-    return [(row["deal_id"], float(row["score"])) for row in rows], total, covered
+    return rows, int(rows[0]["gaps"]) if rows else 0
+
+
+def count_open(cur: Any, pipeline_id: str, stage: str | None) -> int:
+    where, params = _open_deals(pipeline_id, stage)
+    found = cur.execute(f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} d WHERE {where}", params)
+    return int(found.fetchone()["n"])
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -31,7 +31,6 @@ from projections.queries.common import (
     tracked_position,
 )
 from projections.readmodel.records import from_us
-from projections.readmodel.schema import CURRENT_TABLE
 
 log = logging.getLogger("dealflow.scoring")
 # A query fills at most this many missing rows itself (the rest: the scan answers, and the
@@ -97,36 +96,30 @@ def _ranked(
     basis = basis_for(definition, version, model)
     if basis.kind != "none":
         score_cache.ensure_table(app)
-        gaps = score_cache.missing(app, pipeline_id, basis, limit=FILL_LIMIT + 1)
-        if len(gaps) > FILL_LIMIT:
-            return None  # a new model or a first start: the refresher is on it
-        score_cache.fill(app, pipeline_id, basis, gaps)
-    with snapshot(app, bounded=True) as cur:
-        position = tracked_position(app, cur)
-        page, total, covered = score_cache.ranked(
-            app, cur, pipeline_id, basis, moment.at, stage=stage, limit=limit, offset=offset
-        )
-        if covered != total:
-            return None  # deals moved on between the fill and this snapshot
-        ids = [deal_id for deal_id, _ in page]
-        rows = (
-            {
-                row["deal_id"]: row
-                for row in cur.execute(
-                    f"SELECT {ITEM_COLUMNS} FROM {CURRENT_TABLE} d WHERE deal_id IN"
-                    f" ({', '.join(['%s'] * len(ids))})",
-                    ids,
-                ).fetchall()
-            }
-            if ids
-            else {}
-        )
+    for attempt in range(2):
+        with snapshot(app, bounded=True) as cur:
+            position = tracked_position(app, cur)
+            # One row past the page tells whether there is a next one.
+            page, gaps = score_cache.ranked(
+                app, cur, pipeline_id, basis, moment.at, stage=stage, limit=limit + 1, offset=offset
+            )
+            if not gaps:
+                break
+        if attempt or gaps > FILL_LIMIT:
+            return None  # a new model or a first start (the refresher is on it), or churn
+        # Deals moved on, or never had a row: fill them in and rank again.
+        missing = score_cache.missing(app, pipeline_id, basis, limit=FILL_LIMIT)
+        score_cache.fill(app, pipeline_id, basis, missing)
+    more = len(page) > limit
+    page = page[:limit]
+    ids = [row["deal_id"] for row in page]
     at = from_us(moment.at)
     deals = load_deals(app, ids)
     items = []
-    for deal_id, expected in page:
+    for row in page:
+        deal_id, expected = row["deal_id"], row["score"]
         deal = deals.get(deal_id)
-        if deal is None or deal_id not in rows:
+        if deal is None:
             return None
         view = score_deal(deal, definition, at, model)
         if view["score"] != (None if expected is None else round(expected)):
@@ -134,12 +127,10 @@ def _ranked(
             # score (or the store moved on): the scan decides.
             log.warning("score of %s: %s in SQL, %s in Python", deal_id, expected, view["score"])
             return None
-        item = {**deal_item(rows[deal_id], definition, moment.at), **view}
+        item = {**deal_item(row, definition, moment.at), **view}
         item.pop("score_inputs", None)
         items.append(item)
-    return _answer(
-        items, offset + limit < total, offset, limit, moment, position, pipeline_id, model
-    )
+    return _answer(items, more, offset, limit, moment, position, pipeline_id, model)
 
 
 def _scan(

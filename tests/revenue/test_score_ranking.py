@@ -130,7 +130,14 @@ def _pages(app: Any, pipeline: str, moment: Moment, fast: bool, **options: Any) 
             return pages
 
 
-def _assert_fast_equals_scan(app: Any, pipeline: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _assert_fast_equals_scan(
+    services: Services, pipeline: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = services.app
+    # Both answers name the read models' position: let the runner take in what was recorded
+    # last (a trained model is an event too).
+    assert services.projections is not None
+    assert services.projections.wait(app.max_position(), timeout=30)
     moment = Moment(to_us(utcnow()), historical=False)
     for options in (
         {"limit": 50},
@@ -161,7 +168,7 @@ def test_ranking_equals_the_scan_under_rules_and_a_model(
     post_events(client, _closed_history("rk", 20))
 
     # Point rules (20 closed deals < 40): scores are few integers, so most order is by deal id.
-    _assert_fast_equals_scan(app, "rk", monkeypatch)
+    _assert_fast_equals_scan(services, "rk", monkeypatch)
     rows = app.db.fetchall(f"SELECT basis, COUNT(*) AS n FROM {score_cache.TABLE} GROUP BY basis")
     assert [(r["basis"], r["n"]) for r in rows] == [("rules:1", 60)]
 
@@ -193,7 +200,7 @@ def test_ranking_equals_the_scan_under_rules_and_a_model(
             },
         ],
     )
-    _assert_fast_equals_scan(app, "rk", monkeypatch)
+    _assert_fast_equals_scan(services, "rk", monkeypatch)
     after = app.db.fetchone(
         f"SELECT deal_version FROM {score_cache.TABLE} WHERE deal_id = %s", (first_id,)
     )["deal_version"]
@@ -208,7 +215,7 @@ def test_ranking_equals_the_scan_under_rules_and_a_model(
         ],
     )
     assert train(app, "rk")["status"] == "trained"
-    _assert_fast_equals_scan(app, "rk", monkeypatch)
+    _assert_fast_equals_scan(services, "rk", monkeypatch)
     kinds = {
         d["score_kind"]
         for d in scored.deals_by_score(
@@ -220,7 +227,7 @@ def test_ranking_equals_the_scan_under_rules_and_a_model(
     # A deal won leaves the ranking; the refresher's pass prunes its row and the old basis.
     first = _pages(app, "rk", Moment(to_us(utcnow()), False), True, limit=1)[0]["deals"][0]
     post_events(client, [{"deal_id": first["deal_id"], "event_id": "win-top", "type": "won"}])
-    _assert_fast_equals_scan(app, "rk", monkeypatch)
+    _assert_fast_equals_scan(services, "rk", monkeypatch)
     score_cache.refresh_all(app)
     rows = app.db.fetchall(f"SELECT basis, COUNT(*) AS n FROM {score_cache.TABLE} GROUP BY basis")
     assert [(r["basis"], r["n"]) for r in rows] == [("model:1", 59)]
@@ -232,7 +239,7 @@ def test_ranking_without_scoring_is_by_deal_id(
     client, services = served
     assert client.put("/v1/pipelines/nr", json=_pipeline(rules=False)).status_code in (200, 201)
     post_events(client, _open_deals("nr", 40, seed=3))
-    _assert_fast_equals_scan(services.app, "nr", monkeypatch)
+    _assert_fast_equals_scan(services, "nr", monkeypatch)
     page = scored.deals_by_score(
         services.app, Moment(to_us(utcnow()), False), pipeline_id="nr", limit=100
     )
