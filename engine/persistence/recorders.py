@@ -25,7 +25,6 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
 IDEMPOTENCY_TABLE = "dealflow_idempotency"
@@ -112,8 +111,12 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
                 if failure is None:
                     raise
             if failure is not None:
-                if conn.info.transaction_status == TransactionStatus.INERROR:
-                    conn.rollback()  # the COMMIT was skipped too: hand the pool a clean one
+                # The pool must not get this connection back: psycopg counts statements of the
+                # aborted pipeline as prepared although their PREPARE was skipped, and a later
+                # use failed with 'prepared statement "_pg3_5" does not exist' (a 500, seen
+                # under load with concurrent resends). A closed connection is dropped by the
+                # pool; the next request opens a fresh one. Failures here are conflicts: rare.
+                conn.close()
                 raise failure
         return ids
 
