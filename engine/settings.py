@@ -74,11 +74,12 @@ class Settings(BaseSettings):
         description="recently written deals kept in memory per process (0: none)",
     )
     score_refresh: float = Field(
-        30.0,
+        5.0,
         ge=0,
         validation_alias=_env("DEALFLOW_SCORE_REFRESH"),
-        description="seconds between the projection process's passes that keep each open deal's"
-        " static score part current for ranking by score (0: never; queries fill what they need)",
+        description="seconds between the projection process's passes that keep each deal's"
+        " static score part following the log, for ranking by score (0: never; a query then"
+        " catches up itself, up to 20,000 events)",
     )
 
     # -- what one event may hold (engine.limits) ---------------------------------------------

@@ -263,9 +263,10 @@ def _refresh_scores(app: Any) -> None:
     from projections.queries.score_cache import refresh_all
 
     started = time.perf_counter()
-    written = refresh_all(app)
+    pipelines = refresh_all(app)
     console.print(
-        f"score parts refreshed: {written:,} deals in {time.perf_counter() - started:.1f} s"
+        f"score parts brought up to date for {pipelines} scored pipeline(s)"
+        f" in {time.perf_counter() - started:.1f} s"
     )
 
 

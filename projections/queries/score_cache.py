@@ -1,23 +1,30 @@
-"""The static part of each open deal's score, kept per deal version and basis, so that a
-pipeline's open deals are ranked by score in one SQL statement (issue 10: the dashboard's
-top-scored panel loaded and scored all 300,000 open deals of a pipeline at a million deals,
-28.8 s).
+"""Each deal's static score part, kept per pipeline and basis and followed along the event log,
+so that a pipeline's open deals are ranked by score from an index (issue 10: the dashboard's
+top-scored panel loaded and scored all 169,000 open deals of a pipeline at a million deals,
+28.8 s; ranking them in one statement over a join still took 0.3-1.6 s).
 
-A row is ``(deal_id, basis, deal_version, static_part, stage_entered_at, opened_at)`` (see
-:mod:`engine.scoring.ranking`). It is a fact about one version of one deal under one basis, so
-it never goes wrong, only out of date: a deal that moved on (``deal_version`` below the read
-model's) or a new model or rules version (another ``basis``) makes it missing, and missing rows
-are computed from the deal's events, by the query that needs them or ahead of it by
-:func:`refresh` (the projection process runs it in the background). The table is not a read
-model of the fold: a rebuild of the read models leaves it alone and it stays valid.
+A row is ``(pipeline_id, basis, deal_id, deal_version, is_open, stage, static_part,
+stage_entered_at, opened_at)`` (see :mod:`engine.scoring.ranking`). A *mark* per pipeline and
+basis is the log position the rows follow: every deal event up to it is reflected. Bringing
+them up to date reads the events after the mark (a primary-key range of the log) and recomputes
+the deals they touch, so the cost is that of what changed, not of the pipeline. The projection
+process does it in the background (``DEALFLOW_SCORE_REFRESH``); a query does the rest.
+
+A pipeline's first fill (and the first after a model is retrained: another basis) loads every
+open deal, 38 s at a million deals; until it is done the query scores every deal instead. The
+tables are not read models of the fold: a rebuild of the read models leaves them alone.
 """
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
-from engine.scoring.bulk import load_deals
+from engine.domain.deal_basics import deal_uuid
+from engine.scoring.bulk import load_states
 from engine.scoring.ranking import (
     MODEL,
     RULES,
@@ -29,123 +36,168 @@ from engine.scoring.ranking import (
     time_terms,
 )
 from engine.scoring.service import latest_model
-from projections.queries.common import ITEM_COLUMNS
+from projections.queries.common import ITEM_COLUMNS, snapshot, tracked_position
 from projections.readmodel.records import to_us
-from projections.readmodel.schema import CURRENT_TABLE
+from projections.readmodel.schema import CURRENT_TABLE, PIPELINES_TABLE
 
 TABLE = "rm_deal_scores"
-CHUNK = 2_000  # deals loaded and written per transaction while filling
-_created: set[int] = set()
+MARKS = "rm_deal_score_marks"
+CHUNK = 2_000  # deals loaded and written per transaction
+# The databases whose tables exist (weakly held: an id() could be reused by a later database).
+_created: weakref.WeakSet[Any] = weakref.WeakSet()
 _ITEMS = ", ".join(f"d.{name.strip()}" for name in ITEM_COLUMNS.split(","))
 
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS {table} (deal_id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL,"
-    " basis TEXT NOT NULL, deal_version INTEGER NOT NULL, static_part {real} NOT NULL,"
-    " stage_entered_at BIGINT NOT NULL, opened_at BIGINT NOT NULL)"
-)
 
-
-def ensure_table(app: Any) -> None:
-    if id(app.db) in _created:
+def ensure_tables(app: Any) -> None:
+    if app.db in _created:
         return
-    real = "DOUBLE PRECISION" if app.db.is_postgres else "REAL"
-    app.db.execute_script([_DDL.format(table=TABLE, real=real)])
-    _created.add(id(app.db))
-
-
-def _open_deals(pipeline_id: str, stage: str | None) -> tuple[str, list[Any]]:
-    where, params = "d.pipeline_id = %s AND d.status = 'open'", [pipeline_id]
-    if stage is not None:
-        where += " AND d.stage = %s"
-        params.append(stage)
-    return where, params
-
-
-# A row is current for a deal when it was computed from the read model's version or a later one
-# (the event store may be ahead of the read model; the query always scored the latest state).
-_JOIN = "s.deal_id = d.deal_id AND s.basis = %s AND s.deal_version >= d.version"
-
-
-def missing(app: Any, pipeline_id: str, basis: Basis, *, limit: int | None = None) -> list[str]:
-    """Open deals of the pipeline without a current row for ``basis``."""
-    where, params = _open_deals(pipeline_id, None)
-    rows = app.db.fetchall(
-        f"SELECT d.deal_id FROM {CURRENT_TABLE} d LEFT JOIN {TABLE} s ON {_JOIN}"
-        f" WHERE {where} AND s.deal_id IS NULL" + (f" LIMIT {int(limit)}" if limit else ""),
-        [basis.key, *params],
-    )
-    return [row["deal_id"] for row in rows]
-
-
-def fill(app: Any, pipeline_id: str, basis: Basis, deal_ids: list[str]) -> int:
-    """Compute and store the rows of ``deal_ids`` (open deals); how many were written."""
-    written = 0
-    for chunk in _chunks(deal_ids, CHUNK):
-        rows = [
-            (
-                deal_id,
-                pipeline_id,
-                basis.key,
-                deal.version,
-                static_part(basis, deal),
-                to_us(deal.stage_entered_at),
-                to_us(deal.opened_at),
-            )
-            for deal_id, deal in load_deals(app, chunk).items()
-            if not deal.is_closed and deal.pipeline_id == pipeline_id
+    pg = app.db.is_postgres
+    real, binary = ("DOUBLE PRECISION", ' COLLATE "C"') if pg else ("REAL", "")
+    app.db.execute_script(
+        [
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (pipeline_id TEXT NOT NULL, basis TEXT NOT NULL,"
+            f" deal_id TEXT{binary} NOT NULL, deal_version INTEGER NOT NULL,"
+            " is_open SMALLINT NOT NULL, stage TEXT NOT NULL,"
+            f" static_part {real} NOT NULL, stage_entered_at BIGINT NOT NULL,"
+            " opened_at BIGINT NOT NULL, PRIMARY KEY (pipeline_id, basis, deal_id))",
+            # The ranking walks this from the top: by static part, ties by deal id.
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_rank ON {TABLE}"
+            " (pipeline_id, basis, is_open, static_part, deal_id)",
+            f"CREATE TABLE IF NOT EXISTS {MARKS} (pipeline_id TEXT NOT NULL, basis TEXT NOT NULL,"
+            " position BIGINT NOT NULL, PRIMARY KEY (pipeline_id, basis))",
         ]
-        if not rows:
-            continue
-        with app.db.transaction() as cur:
+    )
+    _created.add(app.db)
+
+
+def current_basis(app: Any, pipeline_id: str) -> Basis:
+    ref = app.pipeline_ref(pipeline_id)
+    return basis_for(ref.definition, ref.version, latest_model(app, pipeline_id))
+
+
+def mark(app: Any, pipeline_id: str, basis: Basis) -> int | None:
+    row = app.db.fetchone(
+        f"SELECT position FROM {MARKS} WHERE pipeline_id = %s AND basis = %s",
+        (pipeline_id, basis.key),
+    )
+    return None if row is None else int(row["position"])
+
+
+# -- keeping the rows ---------------------------------------------------------------------------
+
+
+def first_fill(app: Any, pipeline_id: str, basis: Basis, *, limit: int | None = None) -> bool:
+    """Rows for every deal open in the read models, marked at their position (deals opened or
+    changed after it are picked up from the log). False, with nothing done, past ``limit``."""
+    with snapshot(app) as cur:
+        position = tracked_position(app, cur)
+        rows = cur.execute(
+            f"SELECT deal_uuid FROM {CURRENT_TABLE} WHERE pipeline_id = %s AND status = 'open'",
+            (pipeline_id,),
+        ).fetchall()
+    if limit is not None and len(rows) > limit:
+        return False
+    ids = [_uuid(row["deal_uuid"]) for row in rows]
+    for chunk in _chunks(ids, CHUNK):
+        _write(app, pipeline_id, basis, load_states(app, chunk), None)
+    _write(app, pipeline_id, basis, {}, position)
+    return True
+
+
+def catch_up(app: Any, pipeline_id: str, basis: Basis, *, limit: int | None = None) -> bool:
+    """Follow the log from the mark to its head: the deals its events touch are recomputed.
+    False when there is no mark yet, or more than ``limit`` events to read (nothing done)."""
+    start = mark(app, pipeline_id, basis)
+    if start is None:
+        return False
+    head = app.max_position()
+    if limit is not None and head - start > limit:
+        return False
+    while start < head:
+        page = app.recorder.select_notifications(start + 1, CHUNK, stop=head)
+        if not page:
+            break
+        touched = {n.originator_id for n in page}
+        start = page[-1].id
+        _write(app, pipeline_id, basis, load_states(app, touched), start)
+    if start < head:  # nothing (of ours or anyone's) after the last page: the head is reached
+        _write(app, pipeline_id, basis, {}, head)
+    return True
+
+
+def _write(
+    app: Any, pipeline_id: str, basis: Basis, deals: dict[UUID, Any], position: int | None
+) -> None:
+    """Upsert the rows of ``deals`` (this pipeline's; a closed deal stays as a closed row, so
+    that a writer holding an older state can't bring it back) and raise the mark. One
+    transaction: a mark is never seen before the rows it stands for."""
+    rows = [
+        (
+            pipeline_id,
+            basis.key,
+            deal.deal_id,
+            deal.version,
+            int(not deal.is_closed),
+            deal.stage,
+            static_part(basis, deal) if not deal.is_closed else 0.0,
+            to_us(deal.stage_entered_at),
+            to_us(deal.opened_at),
+        )
+        for deal in deals.values()
+        if deal.pipeline_id == pipeline_id
+    ]
+    with app.db.transaction() as cur:
+        if rows:
             cur.executemany(
-                f"INSERT INTO {TABLE} (deal_id, pipeline_id, basis, deal_version, static_part,"
-                " stage_entered_at, opened_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (deal_id) DO UPDATE SET pipeline_id = excluded.pipeline_id,"
-                " basis = excluded.basis, deal_version = excluded.deal_version,"
-                " static_part = excluded.static_part,"
-                " stage_entered_at = excluded.stage_entered_at, opened_at = excluded.opened_at",
+                f"INSERT INTO {TABLE} (pipeline_id, basis, deal_id, deal_version, is_open, stage,"
+                " static_part, stage_entered_at, opened_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s) ON CONFLICT (pipeline_id, basis, deal_id) DO UPDATE SET"
+                " deal_version = excluded.deal_version, is_open = excluded.is_open,"
+                " stage = excluded.stage, static_part = excluded.static_part,"
+                " stage_entered_at = excluded.stage_entered_at, opened_at = excluded.opened_at"
+                f" WHERE excluded.deal_version >= {TABLE}.deal_version",
                 rows,
             )
-        written += len(rows)
-    return written
+        if position is not None:
+            cur.execute(
+                f"INSERT INTO {MARKS} (pipeline_id, basis, position) VALUES (%s, %s, %s)"
+                " ON CONFLICT (pipeline_id, basis) DO UPDATE SET position = excluded.position"
+                f" WHERE excluded.position > {MARKS}.position",
+                (pipeline_id, basis.key, position),
+            )
 
 
-def refresh(app: Any, pipeline_id: str, basis: Basis, *, limit: int | None = None) -> int:
-    """Fill what is missing (at most ``limit`` deals); rows of closed deals and of other bases
-    are left for :func:`prune`. Nothing to keep under ``none``: every score is null."""
+def refresh(app: Any, pipeline_id: str, basis: Basis) -> None:
+    """Bring the pipeline's rows for ``basis`` up to the log's head, filling them first if
+    there are none; then drop the rows and marks of any other basis."""
     if basis.kind not in (MODEL, RULES):
-        return 0
-    ensure_table(app)
-    return fill(app, pipeline_id, basis, missing(app, pipeline_id, basis, limit=limit))
-
-
-def prune(app: Any, pipeline_id: str, basis: Basis) -> int:
-    """Drop the pipeline's rows that no longer serve: another basis, or a deal no longer open."""
-    ensure_table(app)
+        return
+    ensure_tables(app)
+    if not catch_up(app, pipeline_id, basis):
+        first_fill(app, pipeline_id, basis)
+        catch_up(app, pipeline_id, basis)
     with app.db.transaction() as cur:
-        cur.execute(
-            f"DELETE FROM {TABLE} WHERE pipeline_id = %s AND (basis <> %s OR NOT EXISTS"
-            f" (SELECT 1 FROM {CURRENT_TABLE} d WHERE d.deal_id = {TABLE}.deal_id"
-            " AND d.status = 'open'))",
-            (pipeline_id, basis.key),
-        )
-        return cur.rowcount
+        for table in (TABLE, MARKS):
+            cur.execute(
+                f"DELETE FROM {table} WHERE pipeline_id = %s AND basis <> %s",
+                (pipeline_id, basis.key),
+            )
 
 
-def refresh_all(app: Any, *, limit: int | None = None) -> int:
-    """One pass over every pipeline: prune, then fill what is missing under its current basis
-    (the projection process's refresher; ``dealflow bench query`` after loading)."""
-    from projections.readmodel.schema import PIPELINES_TABLE
-
-    written = 0
-    for row in app.db.fetchall(f"SELECT pipeline_id FROM {PIPELINES_TABLE} ORDER BY pipeline_id"):
-        pipeline_id = row["pipeline_id"]
-        ref = app.pipeline_ref(pipeline_id)
-        basis = basis_for(ref.definition, ref.version, latest_model(app, pipeline_id))
+def refresh_all(app: Any) -> int:
+    """One pass over every pipeline (the projection process's refresher; the benches after
+    loading); how many pipelines are scored."""
+    pipelines = app.db.fetchall(f"SELECT pipeline_id FROM {PIPELINES_TABLE} ORDER BY pipeline_id")
+    scored = 0
+    for row in pipelines:
+        basis = current_basis(app, row["pipeline_id"])
         if basis.kind in (MODEL, RULES):
-            prune(app, pipeline_id, basis)
-        written += refresh(app, pipeline_id, basis, limit=limit)
-    return written
+            refresh(app, row["pipeline_id"], basis)
+            scored += 1
+    return scored
+
+
+# -- ranking ------------------------------------------------------------------------------------
 
 
 def _score_sql(basis: Basis, at: int, postgres: bool) -> tuple[str, list[Any]]:
@@ -175,6 +227,34 @@ def _time_term(term: TimeTerm, least: str, greatest: str) -> str:
     return f"(({least}({greatest}({days}, %s), %s) - %s) * %s / %s)"
 
 
+def _floor(basis: Basis, page: list[Any]) -> tuple[str, float] | None:
+    """Where the candidates end. Every deal ranked at or above the page's last place scores at
+    least the lowest score among the first rows by static part; under a model that bounds the
+    static part from below (the time terms move a decision by a bounded amount). None: no
+    bound (every open deal is a candidate)."""
+    if not page:
+        return None
+    lowest = min(float(row["score"]) for row in page)
+    if basis.kind == RULES:
+        return ">=", lowest
+    a, b = calibration(basis)
+    if lowest <= 0.5 or a == 0:
+        return None
+    # round(100 p) >= lowest  <=>  p >= (lowest - 0.5) / 100  <=>  a * d + b <= ln(1/p - 1).
+    p = (lowest - 0.5) / 100
+    bound = (math.log(1 / p - 1) - b) / a if p < 1 else None
+    if bound is None:
+        return None
+    terms = time_terms(basis)
+    low = sum(min(t.coef * (t.low - t.mean), t.coef * (t.high - t.mean)) / t.scale for t in terms)
+    high = sum(max(t.coef * (t.low - t.mean), t.coef * (t.high - t.mean)) / t.scale for t in terms)
+    slack = 1e-9 * (1 + abs(bound))
+    # a < 0: the score grows with the decision d = static + time: static >= bound - high.
+    if a < 0:
+        return ">=", bound - high - slack
+    return "<=", bound - low + slack
+
+
 def ranked(
     app: Any,
     cur: Any,
@@ -185,39 +265,75 @@ def ranked(
     stage: str | None,
     limit: int,
     offset: int,
-) -> tuple[list[Any], int]:
-    """A page of open deal rows (:data:`ITEM_COLUMNS` and ``score``) in score order (ties: deal id in code point order, as
-    Python sorts) and how many open deals lack a current row (the page is only right at 0).
+) -> list[Any]:
+    """The rows ``(deal_id, score)`` at places ``offset`` to ``offset + limit`` of the open
+    deals by score (ties: deal id, in code point order as Python sorts), from the rows as they
+    are (bring them up to date first).
 
-    One statement: the counts come with the rows (a window over the join), so the steady
-    state reads the pipeline's open deals once. Past the last page there are no rows and so no
-    counts, but then the page is empty whatever the rows hold."""
-    where, params = _open_deals(pipeline_id, stage)
-    binary = 'COLLATE "C"' if app.db.is_postgres else ""
-    if basis.kind not in (MODEL, RULES):
-        rows = cur.execute(
-            f"SELECT {_ITEMS}, NULL AS score FROM {CURRENT_TABLE} d WHERE {where}"
-            f" ORDER BY d.deal_id {binary} LIMIT %s OFFSET %s",
+    Two index walks: the first ``offset + limit`` rows by static part give a score every deal
+    on the page must reach, and that score a bound on the static part; the candidates within it
+    are then ordered by their exact score. Under rules the score is the static part itself."""
+    where = "s.pipeline_id = %s AND s.basis = %s AND s.is_open = 1"
+    params: list[Any] = [pipeline_id, basis.key]
+    if stage is not None:
+        where += " AND s.stage = %s"
+        params.append(stage)
+    score, score_params = _score_sql(basis, at, app.db.is_postgres)
+    a = calibration(basis)[0] if basis.kind == MODEL else -1.0
+    direction = "DESC" if a < 0 else "ASC"  # the static part's order that raises the score
+    top = cur.execute(
+        f"SELECT {score} AS score FROM {TABLE} s WHERE {where}"
+        f" ORDER BY s.static_part {direction} LIMIT %s",
+        [*score_params, *params, offset + limit],
+    ).fetchall()
+    floor = _floor(basis, top)
+    bounded, bound_params = "", []
+    if floor is not None:
+        bounded, bound_params = f" AND s.static_part {floor[0]} %s", [floor[1]]
+    return list(
+        cur.execute(
+            f"SELECT s.deal_id, s.deal_version, {score} AS score FROM {TABLE} s WHERE {where}"
+            f"{bounded} ORDER BY score DESC, s.deal_id LIMIT %s OFFSET %s",
+            [*score_params, *params, *bound_params, limit, offset],
+        ).fetchall()
+    )
+
+
+def item_rows(app: Any, cur: Any, deal_ids: list[str]) -> dict[str, Any]:
+    """The read model's rows of these deals (by primary key)."""
+    if not deal_ids:
+        return {}
+    keys = [deal_uuid(d) if app.db.is_postgres else deal_uuid(d).hex for d in deal_ids]
+    found = cur.execute(
+        f"SELECT {_ITEMS} FROM {CURRENT_TABLE} d WHERE d.deal_uuid IN"
+        f" ({', '.join(['%s'] * len(keys))})",
+        keys,
+    )
+    return {row["deal_id"]: row for row in found.fetchall()}
+
+
+def by_deal_id(
+    app: Any, cur: Any, pipeline_id: str, stage: str | None, limit: int, offset: int
+) -> list[Any]:
+    """Without scoring every score is null: the open deals in deal id order."""
+    where, params = "d.pipeline_id = %s AND d.status = 'open'", [pipeline_id]
+    if stage is not None:
+        where += " AND d.stage = %s"
+        params.append(stage)
+    binary = ' COLLATE "C"' if app.db.is_postgres else ""
+    return list(
+        cur.execute(
+            f"SELECT {_ITEMS} FROM {CURRENT_TABLE} d WHERE {where}"
+            f" ORDER BY d.deal_id{binary} LIMIT %s OFFSET %s",
             [*params, limit, offset],
         ).fetchall()
-        return rows, 0
-    score, score_params = _score_sql(basis, at, app.db.is_postgres)
-    rows = cur.execute(
-        f"SELECT {_ITEMS}, {score} AS score,"
-        " COUNT(*) OVER () - COUNT(s.deal_id) OVER () AS gaps"
-        f" FROM {CURRENT_TABLE} d LEFT JOIN {TABLE} s ON {_JOIN}"
-        f" WHERE {where} ORDER BY score DESC, d.deal_id {binary} LIMIT %s OFFSET %s",
-        [*score_params, basis.key, *params, limit, offset],
-    ).fetchall()
-    return rows, int(rows[0]["gaps"]) if rows else 0
+    )
 
 
-def count_open(cur: Any, pipeline_id: str, stage: str | None) -> int:
-    where, params = _open_deals(pipeline_id, stage)
-    found = cur.execute(f"SELECT COUNT(*) AS n FROM {CURRENT_TABLE} d WHERE {where}", params)
-    return int(found.fetchone()["n"])
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.domain.pipeline import PipelineDefinition
 from engine.scoring.bulk import load_deals
-from engine.scoring.ranking import basis_for
+from engine.scoring.ranking import MODEL, RULES, basis_for
 from engine.scoring.service import latest_model, score_deal
 from projections.queries import score_cache
 from projections.queries.common import (
@@ -33,9 +33,11 @@ from projections.queries.common import (
 from projections.readmodel.records import from_us
 
 log = logging.getLogger("dealflow.scoring")
-# A query fills at most this many missing rows itself (the rest: the scan answers, and the
-# projection process's refresher fills them in the background).
-FILL_LIMIT = 20_000
+# What a query does itself to bring the kept score parts up to date: read this many events
+# after their mark, or fill a pipeline without any (a first start, a new model) of this many
+# open deals. Beyond either the projection process's refresher is behind: every deal is scored.
+QUERY_CATCH_UP = 20_000
+QUERY_FIRST_FILL = 20_000
 
 
 def deals_by_score(
@@ -94,31 +96,31 @@ def _ranked(
 ) -> dict[str, Any] | None:
     """The fast answer, or None when it can't be given exactly (the scan answers then)."""
     basis = basis_for(definition, version, model)
-    if basis.kind != "none":
-        score_cache.ensure_table(app)
-    for attempt in range(2):
-        with snapshot(app, bounded=True) as cur:
-            position = tracked_position(app, cur)
-            # One row past the page tells whether there is a next one.
-            page, gaps = score_cache.ranked(
+    kept = basis.kind in (MODEL, RULES)
+    if kept and not _up_to_date(app, pipeline_id, basis):
+        return None
+    with snapshot(app, bounded=True) as cur:
+        position = tracked_position(app, cur)
+        # One row past the page tells whether there is a next one.
+        if kept:
+            page = score_cache.ranked(
                 app, cur, pipeline_id, basis, moment.at, stage=stage, limit=limit + 1, offset=offset
             )
-            if not gaps:
-                break
-        if attempt or gaps > FILL_LIMIT:
-            return None  # a new model or a first start (the refresher is on it), or churn
-        # Deals moved on, or never had a row: fill them in and rank again.
-        missing = score_cache.missing(app, pipeline_id, basis, limit=FILL_LIMIT)
-        score_cache.fill(app, pipeline_id, basis, missing)
+            rows = score_cache.item_rows(app, cur, [row["deal_id"] for row in page[:limit]])
+        else:
+            page = score_cache.by_deal_id(app, cur, pipeline_id, stage, limit + 1, offset)
+            rows = {row["deal_id"]: row for row in page}
     more = len(page) > limit
     page = page[:limit]
-    ids = [row["deal_id"] for row in page]
     at = from_us(moment.at)
-    deals = load_deals(app, ids)
+    deals = load_deals(app, [row["deal_id"] for row in page])
     items = []
-    for row in page:
-        deal_id, expected = row["deal_id"], row["score"]
-        deal = deals.get(deal_id)
+    for ranked_row in page:
+        deal_id = ranked_row["deal_id"]
+        expected = ranked_row["score"] if kept else None
+        row, deal = rows.get(deal_id), deals.get(deal_id)
+        if row is None:
+            continue  # not in the read models yet (the log is ahead of them): not listed
         if deal is None:
             return None
         view = score_deal(deal, definition, at, model)
@@ -131,6 +133,18 @@ def _ranked(
         item.pop("score_inputs", None)
         items.append(item)
     return _answer(items, more, offset, limit, moment, position, pipeline_id, model)
+
+
+def _up_to_date(app: Any, pipeline_id: str, basis: Any) -> bool:
+    """Bring the pipeline's kept score parts to the log's head, if that is a small job."""
+    score_cache.ensure_tables(app)
+    if score_cache.catch_up(app, pipeline_id, basis, limit=QUERY_CATCH_UP):
+        return True
+    if score_cache.mark(app, pipeline_id, basis) is not None:
+        return False  # far behind: the refresher is on it
+    if not score_cache.first_fill(app, pipeline_id, basis, limit=QUERY_FIRST_FILL):
+        return False
+    return score_cache.catch_up(app, pipeline_id, basis, limit=QUERY_CATCH_UP)
 
 
 def _scan(

@@ -6,18 +6,23 @@ every page and stage. Both stores."""
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from dealflow.http import create_app
+from dealflow.runtime import build_services
 from engine.domain.events import utcnow
+from engine.persistence.settings import StoreSettings
 from engine.scoring.service import train
 from engine.services import Services
 from projections.queries import score_cache, scored
 from projections.queries.common import Moment
 from projections.readmodel.records import to_us
+from tests.conftest import AUTH, TEST_TOKEN
 from tests.revenue.conftest import post_events
 
 STAGES = ["lead", "deal", "commit"]
@@ -228,9 +233,17 @@ def test_ranking_equals_the_scan_under_rules_and_a_model(
     first = _pages(app, "rk", Moment(to_us(utcnow()), False), True, limit=1)[0]["deals"][0]
     post_events(client, [{"deal_id": first["deal_id"], "event_id": "win-top", "type": "won"}])
     _assert_fast_equals_scan(services, "rk", monkeypatch)
-    score_cache.refresh_all(app)
-    rows = app.db.fetchall(f"SELECT basis, COUNT(*) AS n FROM {score_cache.TABLE} GROUP BY basis")
-    assert [(r["basis"], r["n"]) for r in rows] == [("model:1", 59)]
+    assert score_cache.refresh_all(app) == 1
+    rows = app.db.fetchall(
+        f"SELECT basis, is_open, COUNT(*) AS n FROM {score_cache.TABLE}"
+        " GROUP BY basis, is_open ORDER BY is_open"
+    )
+    assert [(r["basis"], r["is_open"], r["n"]) for r in rows] == [
+        ("model:1", 0, 1),  # the deal just won: kept closed, so an older state can't reopen it
+        ("model:1", 1, 59),
+    ]
+    marks = app.db.fetchall(f"SELECT basis, position FROM {score_cache.MARKS}")
+    assert [(m["basis"], m["position"]) for m in marks] == [("model:1", app.max_position())]
 
 
 def test_ranking_without_scoring_is_by_deal_id(
@@ -255,11 +268,44 @@ def test_a_query_falls_back_to_the_scan_while_too_many_rows_are_missing(
     post_events(client, _open_deals("fb", 30, seed=5))
     moment = Moment(to_us(utcnow()), historical=False)
     expected = scored.deals_by_score(services.app, moment, pipeline_id="fb", fast=False)
-    monkeypatch.setattr(scored, "FILL_LIMIT", 10)
+    monkeypatch.setattr(scored, "QUERY_FIRST_FILL", 10)
     assert scored.deals_by_score(services.app, moment, pipeline_id="fb") == expected
-    score_cache.ensure_table(services.app)
     held = services.app.db.fetchone(f"SELECT COUNT(*) AS n FROM {score_cache.TABLE}")["n"]
     assert held == 0  # nothing filled by the query: the refresher's job
-    assert score_cache.refresh_all(services.app) == 30
+    assert score_cache.refresh_all(services.app) == 1
+    held = services.app.db.fetchone(f"SELECT COUNT(*) AS n FROM {score_cache.TABLE}")["n"]
+    assert held == 30
     monkeypatch.setattr(scored, "_scan", _no_scan)
     assert scored.deals_by_score(services.app, moment, pipeline_id="fb") == expected
+
+
+def test_the_projection_process_keeps_the_score_parts_following_the_log(
+    store_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEALFLOW_SCORE_REFRESH", "0.2")
+    services = build_services(store_settings, bootstrap_token=TEST_TOKEN, run_projections=True)
+    try:
+        with TestClient(create_app(services)) as client:
+            client.headers.update(AUTH)
+            assert client.put("/v1/pipelines/bg", json=_pipeline(rules=True)).status_code in (
+                200,
+                201,
+            )
+            post_events(client, _open_deals("bg", 25, seed=11))
+            app = services.app
+            head = app.max_position()
+            score_cache.ensure_tables(app)
+            deadline = time.monotonic() + 30
+            # No query asks: the refresher alone fills the rows and follows the log to its head.
+            while time.monotonic() < deadline:
+                basis = score_cache.current_basis(app, "bg")
+                if score_cache.mark(app, "bg", basis) == head:
+                    break
+                time.sleep(0.1)
+            assert score_cache.mark(app, "bg", basis) == head
+            count = app.db.fetchone(
+                f"SELECT COUNT(*) AS n FROM {score_cache.TABLE} WHERE is_open = 1"
+            )["n"]
+            assert count == 25
+    finally:
+        services.close()
