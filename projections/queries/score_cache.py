@@ -101,6 +101,10 @@ def first_fill(app: Any, pipeline_id: str, basis: Basis, *, limit: int | None = 
     for chunk in _chunks(ids, CHUNK):
         _write(app, pipeline_id, basis, load_states(app, chunk), None)
     _write(app, pipeline_id, basis, {}, position)
+    if app.db.is_postgres and len(ids) > CHUNK:
+        # Statistics now, not when autovacuum comes by: planned for an empty table, the
+        # ranking's walks are not taken through the index.
+        app.db.execute_script([f"ANALYZE {TABLE}"])
     return True
 
 
