@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from engine.domain.deal_basics import deal_uuid
+from engine.domain.pipeline import PipelineDefinition, Scoring
 from engine.scoring.bulk import load_states
 from engine.scoring.ranking import (
     MODEL,
@@ -35,6 +36,7 @@ from engine.scoring.ranking import (
     static_part,
     time_terms,
 )
+from engine.scoring.service import MODEL as MODEL_DEFINITION
 from engine.scoring.service import latest_model
 from projections.queries.common import ITEM_COLUMNS, snapshot, tracked_position
 from projections.readmodel.records import to_us
@@ -81,6 +83,29 @@ def mark(app: Any, pipeline_id: str, basis: Basis) -> int | None:
         (pipeline_id, basis.key),
     )
     return None if row is None else int(row["position"])
+
+
+def previous_bases(
+    app: Any, pipeline_id: str, current: Basis
+) -> list[tuple[Basis, PipelineDefinition]]:
+    """The pipeline's other kept bases, newest mark first, each with the definition to score
+    by: while a new model's rows are filled (38 s at a million deals), the last one ranks."""
+    found = app.db.fetchall(
+        f"SELECT basis FROM {MARKS} WHERE pipeline_id = %s AND basis <> %s ORDER BY position DESC",
+        (pipeline_id, current.key),
+    )
+    bases = []
+    for row in found:
+        kind, _, number = str(row["basis"]).partition(":")
+        if kind == MODEL:
+            version, body = app.get_definition(MODEL_DEFINITION, pipeline_id, int(number))
+            definition = app.pipeline_ref(pipeline_id).definition
+            bases.append((Basis(row["basis"], MODEL, current.scoring, (version, body)), definition))
+        elif kind == RULES:
+            definition = app.pipeline_ref(pipeline_id, int(number)).definition
+            scoring = definition.scoring or Scoring()
+            bases.append((Basis(row["basis"], RULES, scoring, None), definition))
+    return bases
 
 
 # -- keeping the rows ---------------------------------------------------------------------------

@@ -98,7 +98,14 @@ def _ranked(
     basis = basis_for(definition, version, model)
     kept = basis.kind in (MODEL, RULES)
     if kept and not _up_to_date(app, pipeline_id, basis):
-        return None
+        # A new model (or rules version) whose rows are still being filled: the last basis
+        # that has them ranks, and the answer names the model it used. Else: the scan.
+        for previous, previous_definition in score_cache.previous_bases(app, pipeline_id, basis):
+            if score_cache.catch_up(app, pipeline_id, previous, limit=QUERY_CATCH_UP):
+                basis, definition, model = previous, previous_definition, previous.model
+                break
+        else:
+            return None
     with snapshot(app, bounded=True) as cur:
         position = tracked_position(app, cur)
         # One row past the page tells whether there is a next one.

@@ -17,7 +17,7 @@ from dealflow.http import create_app
 from dealflow.runtime import build_services
 from engine.domain.events import utcnow
 from engine.persistence.settings import StoreSettings
-from engine.scoring.service import train
+from engine.scoring.service import MODEL, train
 from engine.services import Services
 from projections.queries import score_cache, scored
 from projections.queries.common import Moment
@@ -309,3 +309,45 @@ def test_the_projection_process_keeps_the_score_parts_following_the_log(
             assert count == 25
     finally:
         services.close()
+
+
+def test_the_last_model_ranks_while_a_new_ones_parts_are_filled(
+    served: tuple[TestClient, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, services = served
+    app = services.app
+    assert client.put("/v1/pipelines/nm", json=_pipeline(rules=True)).status_code in (200, 201)
+    post_events(client, _open_deals("nm", 40, seed=13))
+    post_events(client, _closed_history("nm", 60))
+    assert train(app, "nm")["version"] == 1
+    now = Moment(to_us(utcnow()), historical=False)
+    first = scored.deals_by_score(app, now, pipeline_id="nm", limit=100)
+    assert first["model"] == {"pipeline_id": "nm", "version": 1}
+
+    more = [
+        {**e, "deal_id": "m" + e["deal_id"], "event_id": "m" + e["event_id"]}
+        for e in _closed_history("nm", 30)
+    ]
+    post_events(client, more)
+    assert train(app, "nm")["version"] == 2
+    assert services.projections is not None
+    assert services.projections.wait(app.max_position(), timeout=30)
+    # The query may not fill model 2's rows itself (as at a million deals): model 1 ranks, and
+    # says so; the answer is the scan's under model 1.
+    monkeypatch.setattr(scored, "QUERY_FIRST_FILL", 0)
+    now = Moment(to_us(utcnow()), historical=False)
+    with monkeypatch.context() as patched:
+        patched.setattr(scored, "_scan", _no_scan)
+        answer = scored.deals_by_score(app, now, pipeline_id="nm", limit=100)
+    assert answer["model"] == {"pipeline_id": "nm", "version": 1}
+    assert {d["score_model"]["version"] for d in answer["deals"]} == {1}
+    version, definition = app.pipeline_ref("nm").version, app.pipeline_ref("nm").definition
+    model_1 = app.get_definition(MODEL, "nm", 1)
+    assert version and answer == scored._scan(app, now, "nm", None, 100, 0, definition, model_1)
+
+    # Once the refresher has filled model 2's rows, model 2 ranks and model 1's rows are gone.
+    assert score_cache.refresh_all(app) == 1
+    answer = scored.deals_by_score(app, now, pipeline_id="nm", limit=100)
+    assert answer["model"] == {"pipeline_id": "nm", "version": 2}
+    bases = app.db.fetchall(f"SELECT DISTINCT basis FROM {score_cache.TABLE}")
+    assert [b["basis"] for b in bases] == ["model:2"]
