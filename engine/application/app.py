@@ -35,6 +35,7 @@ class DealflowApp(WritePath):
         # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
         self.stage_occupancy: Callable[[str], dict[str, int]] | None = None
         self._builtin_lock = threading.Lock()
+        self._definition_cache = {}
         self._recent = RecentDeals(Settings.load().deal_cache)
 
     def construct_env(self, name: str, env: Any = None) -> Any:

@@ -7,6 +7,7 @@ were recorded with).
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -29,6 +30,8 @@ from engine.domain.errors import NotFound, PipelineInUse, VersionConflict
 from engine.domain.events import iso, utcnow
 from engine.domain.pipeline import PipelineDefinition
 
+DEFINITION_CACHE = 4_096  # definition versions kept per process
+
 
 class DefinitionStore(Application[UUID]):
     """Reading and writing versioned definitions. Part of :class:`DealflowApp`."""
@@ -36,6 +39,8 @@ class DefinitionStore(Application[UUID]):
     # Called with (pipeline_id) -> {stage: open deal count}; wired up by the projections.
     stage_occupancy: Callable[[str], dict[str, int]] | None
     _builtin_lock: threading.Lock
+    # (aggregate id, version) -> (version, body): every definition version read, per store.
+    _definition_cache: dict[tuple[UUID, int], tuple[int, dict[str, Any]]]
 
     def _definition(self, kind: str, key: str, version: int | None = None) -> Definition | None:
         try:
@@ -58,13 +63,37 @@ class DefinitionStore(Application[UUID]):
     def get_definition(
         self, kind: str, key: str, version: int | None = None
     ) -> tuple[int, dict[str, Any]]:
+        found, body = self._read_definition(kind, key, version)
+        return found, copy.deepcopy(body)  # the caller's to change; the cached one stays
+
+    def _read_definition(
+        self, kind: str, key: str, version: int | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """``(version, body)``, shared with the cache: not to be changed by the caller.
+
+        A version of a definition never changes once applied, so each is rebuilt from the log
+        once per process (a single event over HTTP rebuilt its pipeline twice, a third of the
+        request's CPU). The current version is asked of the log every time, by reading its
+        last event only, so a definition changed by another process is seen at once."""
+        uuid = definition_uuid(kind, key)
+        if version is None:
+            last = self.recorder.select_events(uuid, desc=True, limit=1)
+            if last:
+                version = int(last[0].originator_version)
+        cache = self._definition_cache
+        if version is not None and (uuid, version) in cache:
+            return cache[(uuid, version)]
         definition = self._definition(kind, key, version)
         if definition is None and kind == PIPELINE and key in BUILT_IN_PIPELINES:
             self._install_builtin(key)
             definition = self._definition(kind, key, version)
         if definition is None:
             raise NotFound(f"{kind} {key!r} does not exist", **{f"{kind}_id": key})
-        return definition.version, definition.body
+        found = (int(definition.version), definition.body)
+        if len(cache) >= DEFINITION_CACHE:
+            cache.clear()  # rare (thousands of versions): simpler than an LRU, and correct
+        cache[(uuid, found[0])] = found
+        return found
 
     def definition_history(self, kind: str, key: str) -> list[dict[str, Any]]:
         return [
@@ -102,7 +131,7 @@ class DefinitionStore(Application[UUID]):
         return self.put_definition(PIPELINE, pipeline_id, body, actor)
 
     def pipeline_ref(self, pipeline_id: str, version: int | None = None) -> PipelineRef:
-        found_version, body = self.get_definition(PIPELINE, pipeline_id, version)
+        found_version, body = self._read_definition(PIPELINE, pipeline_id, version)
         return PipelineRef(
             pipeline_id, found_version, _parse_pipeline(pipeline_id, found_version, body)
         )
@@ -111,14 +140,20 @@ class DefinitionStore(Application[UUID]):
         return self.put_definition(DIRECTORY, "team", body, actor)
 
 
-_parsed_pipelines: dict[tuple[str, int], PipelineDefinition] = {}
+# (pipeline id, version) -> (the body parsed, its parse). Keyed without the store (tests run many
+# stores in one process): a body that differs is parsed again.
+_parsed_pipelines: dict[tuple[str, int], tuple[dict[str, Any], PipelineDefinition]] = {}
 
 
 def _parse_pipeline(pipeline_id: str, version: int, body: dict[str, Any]) -> PipelineDefinition:
     """Definitions never change once applied, so each (id, version) is parsed once per process."""
     key = (pipeline_id, version)
-    parsed = _parsed_pipelines.get(key)
-    if parsed is None or parsed.model_dump(mode="json", exclude_none=True) != body:
+    known = _parsed_pipelines.get(key)
+    if known is not None and known[0] is body:
+        return known[1]  # the same cached body as last time
+    if known is None or known[1].model_dump(mode="json", exclude_none=True) != body:
         parsed = PipelineDefinition.model_validate(body)
-        _parsed_pipelines[key] = parsed
+    else:
+        parsed = known[1]
+    _parsed_pipelines[key] = (body, parsed)
     return parsed
