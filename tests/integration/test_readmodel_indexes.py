@@ -101,8 +101,10 @@ def test_the_bucket_walks_read_the_index_alone(
         for sql, params in _statements(app, moment, monkeypatch):
             if "AS dur FROM" in sql and "OFFSET" in sql:  # the median's walk in its bucket
                 index = f"{table}_won_dur_cover"
+            elif "MIN(closed_at - opened_at)" in sql:  # its probe: one value in the bucket?
+                index = f"{table}_won_dur_cover"
             elif "flagged_stale = 0" in sql and f"FROM {HISTORY_TABLE} " in sql:  # stale as of
-                index = f"{HISTORY_TABLE}_open_recent"
+                index = f"{HISTORY_TABLE}_open_lasting"
             else:
                 continue
             plan = _plan(url, table, index, sql, params)
@@ -113,7 +115,7 @@ def test_the_bucket_walks_read_the_index_alone(
     assert checked == {
         (False, f"{CURRENT_TABLE}_won_dur_cover"),
         (True, f"{HISTORY_TABLE}_won_dur_cover"),
-        (True, f"{HISTORY_TABLE}_open_recent"),
+        (True, f"{HISTORY_TABLE}_open_lasting"),
     }
 
 
