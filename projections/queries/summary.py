@@ -233,8 +233,7 @@ def _one_value(cur: Any, table: str, pipeline_id: str, lo: int, hi: int) -> int 
     same (two index probes, whatever the rows' validity or close time): then any subset of
     them, such as the rows valid at a moment or closed in a window, has that value at every
     rank, and the walk is not needed. Data with whole-day times (a CRM export's dates: every
-    duration a whole number of days) is all such buckets; a hundred copies of it put ~40k
-    identical values in one bucket, which the walk read one index entry at a time."""
+    duration a whole number of days) is all such buckets, however many copies fill them."""
     dur = "closed_at - opened_at"
     row = cur.execute(
         f"SELECT MIN({dur}) AS lo, MAX({dur}) AS hi FROM {table}"

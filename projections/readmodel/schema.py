@@ -95,7 +95,7 @@ _DEAL_BODY = """
 # History rows valid for some time: a row whose validity ended at the instant it began (events
 # at one instant: the CRM import opens a deal and moves it on at the same time, and walks a won
 # deal through the stages between in one instant) is valid at no moment, so the indexes that
-# walk rows valid at a moment leave it out (at the CRM export x10, 505k of 637k open rows).
+# walk rows valid at a moment leave it out (at the CRM export x10, 505k of 635k open rows).
 # A statement over such an index repeats this condition (implied by valid_from <= T < valid_to,
 # but the planner needs it spelled out to use the partial index).
 LASTING = "(valid_to IS NULL OR valid_to > valid_from)"
