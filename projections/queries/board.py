@@ -21,7 +21,7 @@ from projections.queries.common import (
     weighted,
 )
 from projections.queries.summary import stage_totals
-from projections.readmodel.schema import HISTORY_TABLE
+from projections.readmodel.schema import HISTORY_TABLE, LASTING
 
 # The card columns of a history row ``h`` (qualified: the page's keys are joined back by version).
 _H_ITEM_COLUMNS = ", ".join(f"h.{c.strip()}" for c in ITEM_COLUMNS.split(","))
@@ -56,16 +56,33 @@ def board(
                     " AND (d.stage_entered_at > %s OR (d.stage_entered_at = %s AND d.deal_id > %s))"
                 )
                 keyset_params = [after[0], after[0], after[1]]
-            if fast and moment.historical:
+            count = by_stage.get(column.id, {"n": 0})["n"]
+            if fast and moment.historical and not count:
+                rows = []  # nothing open in the column then: no walk over its history
+            elif fast and moment.historical:
                 # The page's keys from the covering index alone (the rows not valid at the
-                # moment are skipped there), then only those rows from the table.
+                # moment are skipped there), then only those rows from the table. A row that
+                # entered the stage after the moment is not valid then (the walk ends there),
+                # and a first page needs no more rows than the column holds (the walk ends at
+                # its last card instead of reading the rest of the stage's history).
+                need = limit + 1 if after is not None else min(limit + 1, count)
                 rows = cur.execute(
                     f"SELECT {_H_ITEM_COLUMNS} FROM {HISTORY_TABLE} h JOIN (SELECT deal_uuid, version"
-                    f" FROM {sql} WHERE d.status = 'open' AND d.stage = %s{keyset}"
+                    f" FROM {HISTORY_TABLE} d WHERE d.pipeline_id = %s AND d.status = 'open'"
+                    f" AND d.stage = %s AND d.stage_entered_at <= %s AND {LASTING}"
+                    f" AND d.valid_from <= %s AND (d.valid_to IS NULL OR d.valid_to > %s){keyset}"
                     " ORDER BY d.stage_entered_at, d.deal_id LIMIT %s) k"
                     " ON h.deal_uuid = k.deal_uuid AND h.version = k.version"
                     " ORDER BY h.stage_entered_at, h.deal_id",
-                    [*params, column.id, *keyset_params, limit + 1],
+                    [
+                        pipeline_id,
+                        column.id,
+                        moment.at,
+                        moment.at,
+                        moment.at,
+                        *keyset_params,
+                        need,
+                    ],
                 ).fetchall()
             else:
                 rows = cur.execute(

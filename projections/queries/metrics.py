@@ -38,12 +38,10 @@ from projections.queries.timeline import (
     keys_at,
     stats_at,
 )
+from projections.queries.window import closed_in_window
 from projections.readmodel.fold import BREAKDOWN_KEYS, TIMELINE_KEYS
 from projections.readmodel.records import iso_us
-from projections.readmodel.schema import (
-    CURRENT_TABLE,
-    KEYS_TABLE,
-)
+from projections.readmodel.schema import KEYS_TABLE
 
 __all__ = ["BREAKDOWN_KEYS", "breakdown", "metrics", "stage_totals"]
 
@@ -126,12 +124,13 @@ def metrics(
             }
             at = moment.at if moment.historical else None
             median = _median_from_buckets(cur, pipeline_id, won, at)
+        elif summary is not None and not moment.historical:
+            # The window's whole days from the closed-day sums, its edge days from the rows.
+            closed, median = closed_in_window(cur, pipeline_id, closed_from, closed_to)
+            won = closed["won"]["n"] if "won" in closed else 0
+            lost = closed["lost"]["n"] if "lost" in closed else 0
         else:
             wsql, wparams = sql, params
-            if summary is not None and not moment.historical:
-                # Only the deals closed in the window: an index range, not the whole pipeline.
-                wsql, wparams = f"{CURRENT_TABLE} d", []
-                window = (f"d.pipeline_id = %s AND {window[0]}", [pipeline_id, *window[1]])
             closed = {
                 r["status"]: r
                 for r in cur.execute(

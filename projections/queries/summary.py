@@ -21,6 +21,7 @@ from projections.queries.timeline import (
 from projections.readmodel.schema import (
     CURRENT_TABLE,
     HISTORY_TABLE,
+    LASTING,
     PIPELINES_TABLE,
     STATS_COUNTERS,
     STATS_TABLE,
@@ -102,7 +103,7 @@ def _stale_as_of(
         for row in cur.execute(
             f"SELECT stage, COUNT(*) AS n FROM {HISTORY_TABLE} WHERE pipeline_id = %s"
             " AND valid_from >= %s AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
-            f" AND status = 'open' AND flagged_stale = 0 AND ({parts}) GROUP BY stage",
+            f" AND status = 'open' AND flagged_stale = 0 AND {LASTING} AND ({parts}) GROUP BY stage",
             params,
         ).fetchall():
             recent[row["stage"]] = int(row["n"])
@@ -172,19 +173,40 @@ def _median_from_buckets(
             [at, at],
         )
 
+    return median_walk(cur, pipeline_id, rows, won, table, (valid, valid_params))
+
+
+def median_walk(
+    cur: Any,
+    pipeline_id: str,
+    rows: list[tuple[int, int]],
+    won: int,
+    table: str,
+    where: tuple[str, list[Any]],
+) -> float | None:
+    """The median of ``won`` durations counted per whole-day bucket in ``rows`` (ascending):
+    the counts say which bucket holds the middle; an index range over that bucket, restricted
+    by ``where`` (the rows valid at a moment, or closed in a window), gives the exact values."""
+    if not won:
+        return None
+    extra, extra_params = where
+
     def walk(bucket: int, n: int, first: int, count: int) -> list[int]:
         """The ``count`` durations from the ``first``-th (0-based) of the ``n`` in ``bucket``,
         walked from the nearer end of the bucket (an OFFSET costs one index entry per row it
         skips: at a million deals a day bucket holds ~10k won deals)."""
         lo = bucket * DAY_US
+        same = _one_value(cur, table, pipeline_id, lo, lo + DAY_US)
+        if same is not None:
+            return [same] * count
         from_top = n - (first + count)  # rows after the wanted ones
         backwards = from_top < first
         found = cur.execute(
             f"SELECT closed_at - opened_at AS dur FROM {table}"
             " WHERE pipeline_id = %s AND status = 'won'"
-            f" AND closed_at - opened_at >= %s AND closed_at - opened_at < %s{valid}"
+            f" AND closed_at - opened_at >= %s AND closed_at - opened_at < %s{extra}"
             f" ORDER BY closed_at - opened_at{' DESC' if backwards else ''} LIMIT %s OFFSET %s",
-            (pipeline_id, lo, lo + DAY_US, *valid_params, count, from_top if backwards else first),
+            (pipeline_id, lo, lo + DAY_US, *extra_params, count, from_top if backwards else first),
         ).fetchall()
         values = [int(r["dur"]) for r in found]
         return values[::-1] if backwards else values
@@ -204,6 +226,23 @@ def _median_from_buckets(
         seen += n
     middle = values[0] if won % 2 else (values[0] + values[1]) / 2
     return round(middle / 1000 / MS_PER_DAY, 6)
+
+
+def _one_value(cur: Any, table: str, pipeline_id: str, lo: int, hi: int) -> int | None:
+    """The days to close of every won row of ``table`` in ``[lo, hi)`` when they are all the
+    same (two index probes, whatever the rows' validity or close time): then any subset of
+    them, such as the rows valid at a moment or closed in a window, has that value at every
+    rank, and the walk is not needed. Data with whole-day times (a CRM export's dates: every
+    duration a whole number of days) is all such buckets, however many copies fill them."""
+    dur = "closed_at - opened_at"
+    row = cur.execute(
+        f"SELECT MIN({dur}) AS lo, MAX({dur}) AS hi FROM {table}"
+        f" WHERE pipeline_id = %s AND status = 'won' AND {dur} >= %s AND {dur} < %s",
+        (pipeline_id, lo, hi),
+    ).fetchone()
+    if row is None or row["lo"] is None or row["lo"] != row["hi"]:
+        return None
+    return int(row["lo"])
 
 
 def _qualified_from_summary(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from projections.readmodel.fold import BREAKDOWN_KEYS, TIMELINE_KEYS
 from projections.readmodel.schema import (
+    CLOSED_TABLE,
     CURRENT_TABLE,
     HISTORY_TABLE,
     KEYS_COUNTERS,
@@ -238,6 +239,11 @@ def _current_small_sql() -> list[str]:
         f"INSERT INTO {WON_TABLE} (pipeline_id, bucket, n)"
         f" SELECT pipeline_id, {_day('(closed_at - opened_at)')}, COUNT(*) FROM {CURRENT_TABLE}"
         " WHERE status = 'won' GROUP BY 1, 2",
+        f"INSERT INTO {CLOSED_TABLE} (pipeline_id, day, status, dur_bucket, n, units, dur_ms)"
+        f" SELECT pipeline_id, {_day('closed_at')}, status,"
+        f" CASE WHEN {_WON} THEN {_day('(closed_at - opened_at)')} ELSE 0 END, COUNT(*),"
+        " SUM(COALESCE(amount_units, 0)), SUM((closed_at - opened_at) / 1000)"
+        f" FROM {CURRENT_TABLE} WHERE status <> 'open' GROUP BY 1, 2, 3, 4",
         _levels(
             OPEN_ENTERED_TABLE,
             "pipeline_id",

@@ -12,6 +12,8 @@ from projections.readmodel.rows import (
     ChangeSet,
 )
 from projections.readmodel.schema import (
+    CLOSED_COUNTERS,
+    CLOSED_TABLE,
     CURRENT_TABLE,
     HISTORY_TABLE,
     KEYS_COUNTERS,
@@ -99,6 +101,12 @@ def summary_rows(changes: ChangeSet) -> list[tuple[str, list[str], list[str], li
             ["pipeline_id", "bucket"],
             ["n"],
             [(*k, v) for k, v in changes.won_buckets.items() if v],
+        ),
+        (
+            CLOSED_TABLE,
+            ["pipeline_id", "day", "status", "dur_bucket"],
+            list(CLOSED_COUNTERS),
+            [(*k, *v) for k, v in changes.closed.items() if any(v)],
         ),
         (
             T_STATS_TABLE,

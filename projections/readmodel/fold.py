@@ -162,6 +162,14 @@ class DealFold:
         else:
             stat[9] += sign
             won, lost = 0, 1
+        if status != "open" and day is None:
+            closed = (pipeline, day_of(opened_at + dur), status, dur // DAY_US if won else 0)
+            found = changes.closed.get(closed)
+            if found is None:
+                found = changes.closed[closed] = [0, 0, 0]
+            found[0] += sign
+            found[1] += sign * units
+            found[2] += sign * _trunc_ms(dur)
         visit = (*head, visited, ever_won)
         visits[visit] = visits.get(visit, 0) + sign
         if not keys:

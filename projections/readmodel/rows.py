@@ -169,6 +169,8 @@ class ChangeSet:
     keys: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
     visits: dict[tuple[str, str, int], int] = field(default_factory=dict)
     won_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # (pipeline, day closed, status, days-to-close bucket or 0) -> [n, units, dur_ms].
+    closed: dict[tuple[str, int, str, int], list[int]] = field(default_factory=dict)
     # The same deltas in business time (timeline.py), keyed with the day of the change:
     # (pipeline, day, stage), (pipeline, dim, day, key_null, key), (pipeline, day, visited,
     # ever_won), (pipeline, day, days-to-won bucket).

@@ -165,6 +165,7 @@ _PG_TYPES = {
     "visited": "text",
     "ever_won": "smallint",
     "lvl": "smallint",
+    "status": "text",
 }
 
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import statistics
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from dealflow.bench.synthetic import BENCH_PIPELINE, BENCH_PIPELINE_ID, to_command
 from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
+from engine.persistence import db as db_module
 from projections.queries.common import Moment
 from projections.queries.metrics import metrics
 from projections.readmodel.records import to_us
@@ -77,3 +81,83 @@ def test_the_median_walk_equals_the_exact_median(app: DealflowApp) -> None:
         answer = metrics(app, BENCH_PIPELINE_ID, moment)
         assert answer["won"] == len(done) > 0
         assert answer["median_days_to_close_won"] == round(statistics.median(done), 6), hours
+
+
+def test_whole_day_buckets_and_windows_need_no_walk(
+    app: DealflowApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole-day durations (a CRM export's dates: every event at midnight) fill a bucket with
+    one value: the median takes it from two index probes, without walking the bucket, now, as
+    of a time and in a closed window; one odd value in the bucket brings the walk back. Every
+    answer equals the exact median and the scan."""
+    app.put_pipeline(BENCH_PIPELINE_ID, PipelineDefinition.model_validate(BENCH_PIPELINE), "test")
+    service = ProjectionsService(app, run=False)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = midnight - timedelta(days=90)
+    plan = [(n, 3 if n % 3 else 5) for n in range(11)]  # opened on day n, won after 3 or 5 days
+
+    def deal(n: int, opened: datetime, won_at: datetime) -> None:
+        commands = [
+            to_command(
+                f"w-{n}",
+                {
+                    "type": "opened",
+                    "pipeline_id": BENCH_PIPELINE_ID,
+                    "name": f"w {n}",
+                    "event_id": f"w-{n}-0",
+                    "occurred_at": _iso(opened),
+                },
+            ),
+            to_command(
+                f"w-{n}", {"type": "won", "event_id": f"w-{n}-1", "occurred_at": _iso(won_at)}
+            ),
+        ]
+        assert all(o.status == "recorded" for o in app.ingest(commands))
+
+    for n, days in plan:
+        opened = start + timedelta(days=n)
+        deal(n, opened, opened + timedelta(days=days))
+    service.catch_up()
+
+    walks: list[str] = []
+    original = db_module.Cursor.execute
+
+    def recording(self: db_module.Cursor, sql: str, params: Any = ()) -> db_module.Cursor:
+        if "OFFSET" in sql:
+            walks.append(sql)
+        return original(self, sql, params)
+
+    monkeypatch.setattr(db_module.Cursor, "execute", recording)
+    now = Moment(to_us(datetime.now(UTC)), historical=False)
+    as_of = Moment(to_us(start + timedelta(days=12, hours=5)), historical=True)
+    # Windows with edges inside a day (the edge days come from the rows) and on midnights.
+    windows = [
+        (None, None),
+        (to_us(start + timedelta(days=4, hours=7)), to_us(start + timedelta(days=13, hours=1))),
+        (to_us(start + timedelta(days=6)), to_us(start + timedelta(days=11))),
+        (to_us(start + timedelta(days=8, hours=1)), to_us(start + timedelta(days=8, hours=2))),
+        (None, to_us(start + timedelta(days=9, hours=12))),
+    ]
+
+    def check(expect_walk: bool) -> None:
+        for moment in (now, as_of):
+            for lo, hi in windows if not moment.historical else [(None, None)]:
+                walks.clear()
+                fast = metrics(app, BENCH_PIPELINE_ID, moment, closed_from=lo, closed_to=hi)
+                probes = len(walks)
+                oracle = metrics(
+                    app, BENCH_PIPELINE_ID, moment, closed_from=lo, closed_to=hi, fast=False
+                )
+                assert fast == oracle, (moment, lo, hi)
+                if not expect_walk:
+                    assert probes == 0, (moment, lo, hi)
+
+    check(expect_walk=False)
+    assert metrics(app, BENCH_PIPELINE_ID, now)["median_days_to_close_won"] == 3.0
+    # Three days and an hour: the 3-day bucket no longer holds a single value.
+    deal(99, start + timedelta(days=20), start + timedelta(days=23, hours=1))
+    service.catch_up()
+    check(expect_walk=True)
+    walks.clear()
+    assert metrics(app, BENCH_PIPELINE_ID, now)["median_days_to_close_won"] == 3.0
+    assert walks  # the bucket is walked again

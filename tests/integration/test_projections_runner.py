@@ -15,6 +15,7 @@ from engine.domain.pipeline import PipelineDefinition
 from engine.persistence.settings import StoreSettings
 from projections.readmodel.fold import BREAKDOWN_KEYS
 from projections.readmodel.schema import (
+    CLOSED_TABLE,
     CURRENT_TABLE,
     HISTORY_TABLE,
     KEYS_COUNTERS,
@@ -42,6 +43,7 @@ SUMMARIES = {
     KEYS_TABLE: (["pipeline_id", "dim", "key_null", "key"], list(KEYS_COUNTERS)),
     VISITS_TABLE: (["pipeline_id", "visited", "ever_won"], ["n"]),
     WON_TABLE: (["pipeline_id", "bucket"], ["n"]),
+    CLOSED_TABLE: (["pipeline_id", "day", "status", "dur_bucket"], ["n", "units", "dur_ms"]),
 }
 
 
@@ -67,6 +69,7 @@ def recount(app: DealflowApp) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]
     keys: dict[tuple[Any, ...], list[int]] = {}
     visits: dict[tuple[Any, ...], int] = {}
     won_buckets: dict[tuple[Any, ...], int] = {}
+    closed: dict[tuple[Any, ...], list[int]] = {}
     won_deals: set[Any] = set()
     for stay in app.db.fetchall(f"SELECT * FROM {STAYS_TABLE} ORDER BY deal_uuid, seq"):
         if stay["exit"] == "won":
@@ -107,6 +110,12 @@ def recount(app: DealflowApp) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]
         else:
             lost = 1
             s[9] += 1
+        if d["status"] != "open":
+            duration = d["closed_at"] - d["opened_at"]
+            day = d["closed_at"] // 86_400_000_000
+            key = (d["pipeline_id"], day, d["status"], duration // 86_400_000_000 if won else 0)
+            c = closed.setdefault(key, [0, 0, 0])
+            c[0], c[1], c[2] = c[0] + 1, c[1] + units, c[2] + ms(duration)
         ever_won = int(str(d["deal_uuid"]) in won_deals)
         visit = (d["pipeline_id"], d["visited"], ever_won)
         visits[visit] = visits.get(visit, 0) + 1
@@ -125,6 +134,7 @@ def recount(app: DealflowApp) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]
         KEYS_TABLE: {k: tuple(v) for k, v in keys.items() if any(v)},
         VISITS_TABLE: {k: (v,) for k, v in visits.items() if v},
         WON_TABLE: {k: (v,) for k, v in won_buckets.items() if v},
+        CLOSED_TABLE: {k: tuple(v) for k, v in closed.items()},
     }
 
 

@@ -18,6 +18,7 @@ from engine.application import DealflowApp
 from engine.domain.pipeline import PipelineDefinition
 from engine.persistence import db as db_module
 from engine.persistence.settings import StoreSettings
+from projections.queries.board import board
 from projections.queries.common import Moment, snapshot
 from projections.queries.metrics import metrics
 from projections.readmodel.records import to_us
@@ -99,10 +100,12 @@ def test_the_bucket_walks_read_the_index_alone(
     for moment in (now, past):
         table = HISTORY_TABLE if moment.historical else CURRENT_TABLE
         for sql, params in _statements(app, moment, monkeypatch):
-            if "AS dur FROM" in sql and "OFFSET" in sql:  # the median's walk in its bucket
+            walk = "AS dur FROM" in sql and "OFFSET" in sql  # the median's walk in its bucket
+            probe = "MIN(closed_at - opened_at)" in sql  # its probe: one value in the bucket?
+            if walk or probe:
                 index = f"{table}_won_dur_cover"
             elif "flagged_stale = 0" in sql and f"FROM {HISTORY_TABLE} " in sql:  # stale as of
-                index = f"{HISTORY_TABLE}_open_recent"
+                index = f"{HISTORY_TABLE}_open_lasting"
             else:
                 continue
             plan = _plan(url, table, index, sql, params)
@@ -113,8 +116,38 @@ def test_the_bucket_walks_read_the_index_alone(
     assert checked == {
         (False, f"{CURRENT_TABLE}_won_dur_cover"),
         (True, f"{HISTORY_TABLE}_won_dur_cover"),
-        (True, f"{HISTORY_TABLE}_open_recent"),
+        (True, f"{HISTORY_TABLE}_open_lasting"),
     }
+
+
+def test_the_board_as_of_walks_the_partial_index_alone(
+    loaded: tuple[DealflowApp, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The board's page as of a time repeats the partial index's condition (rows valid for
+    some time), so PostgreSQL walks that index, index-only, to find the page's keys."""
+    app, url = loaded
+    row = app.db.fetchone(
+        "SELECT MIN(opened_at) AS lo, MAX(last_event_at) AS hi FROM rm_deals WHERE pipeline_id = %s",
+        (BENCH_PIPELINE_ID,),
+    )
+    past = Moment((int(row["lo"]) + int(row["hi"])) // 2, historical=True)
+    seen: list[Any] = []
+    original = db_module.Cursor.execute
+
+    def recording(self: db_module.Cursor, sql: str, params: Any = ()) -> db_module.Cursor:
+        seen.append((sql, tuple(params)))
+        return original(self, sql, params)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(db_module.Cursor, "execute", recording)
+        answer = board(app, BENCH_PIPELINE_ID, past, limit=5)
+    assert any(column["deals"] for column in answer["columns"])
+    pages = [(sql, params) for sql, params in seen if "JOIN (SELECT deal_uuid, version" in sql]
+    assert pages
+    index = f"{HISTORY_TABLE}_board_lasting"
+    for sql, params in pages:
+        plan = _plan(url, HISTORY_TABLE, index, sql, params)
+        assert f"Index Only Scan using {index} " in plan, (sql, plan)
 
 
 def test_a_retired_index_is_dropped_and_the_rows_are_kept(

@@ -243,8 +243,12 @@ def test_fast_reads_equal_the_scan(
         limit = data.draw(st.sampled_from([0, *(int(x * DAY_US) for x in limits if x)]))
         moments.append(Moment(t + limit + data.draw(st.sampled_from([-1, 0, 1])), False))
     for moment in moments:
+        # Windows "now" sum whole days from the closed-day table and their edge days from the
+        # rows: ends at event times, a microsecond off, at midnight, inside a single day.
+        ends = [None, times[0], times[-1], now.at, *_moments(data, times)]
         window = data.draw(
             st.sampled_from([(None, None), (times[0], None), (None, times[-1]), (times[0], now.at)])
+            | st.tuples(st.sampled_from(ends), st.sampled_from(ends))
         )
         for pipeline_id in ids:
             for lo, hi in ((None, None), window):
