@@ -344,19 +344,24 @@ def item_rows(app: Any, cur: Any, deal_ids: list[str]) -> dict[str, Any]:
 def by_deal_id(
     app: Any, cur: Any, pipeline_id: str, stage: str | None, limit: int, offset: int
 ) -> list[Any]:
-    """Without scoring every score is null: the open deals in deal id order."""
+    """Without scoring every score is null: the open deals in deal id order. The ids come from
+    the board index alone (at 100 CRM copies, sorting 208,000 whole rows took 300 ms), then the
+    page's rows by primary key."""
     where, params = "d.pipeline_id = %s AND d.status = 'open'", [pipeline_id]
     if stage is not None:
         where += " AND d.stage = %s"
         params.append(stage)
     binary = ' COLLATE "C"' if app.db.is_postgres else ""
-    return list(
-        cur.execute(
-            f"SELECT {_ITEMS} FROM {CURRENT_TABLE} d WHERE {where}"
+    ids = [
+        row["deal_id"]
+        for row in cur.execute(
+            f"SELECT d.deal_id FROM {CURRENT_TABLE} d WHERE {where}"
             f" ORDER BY d.deal_id{binary} LIMIT %s OFFSET %s",
             [*params, limit, offset],
         ).fetchall()
-    )
+    ]
+    rows = item_rows(app, cur, ids)
+    return [rows[deal_id] for deal_id in ids if deal_id in rows]
 
 
 def _uuid(value: Any) -> UUID:
