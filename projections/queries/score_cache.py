@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from engine.domain.deal_basics import deal_uuid
+from engine.domain.errors import NotFound
 from engine.domain.pipeline import PipelineDefinition, Scoring
 from engine.scoring.bulk import load_states
 from engine.scoring.ranking import (
@@ -219,7 +220,10 @@ def refresh_all(app: Any) -> int:
     pipelines = app.db.fetchall(f"SELECT pipeline_id FROM {PIPELINES_TABLE} ORDER BY pipeline_id")
     scored = 0
     for row in pipelines:
-        basis = current_basis(app, row["pipeline_id"])
+        try:
+            basis = current_basis(app, row["pipeline_id"])
+        except NotFound:
+            continue  # deals of a pipeline whose definition is gone: nothing to score them by
         if basis.kind in (MODEL, RULES):
             refresh(app, row["pipeline_id"], basis)
             scored += 1
