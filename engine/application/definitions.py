@@ -42,9 +42,10 @@ class DefinitionStore(Application[UUID]):
     # (aggregate id, version) -> (version, body): every definition version read, per store.
     _definition_cache: dict[tuple[UUID, int], tuple[int, dict[str, Any]]]
 
-    def _definition(self, kind: str, key: str, version: int | None = None) -> Definition | None:
+    def _definition(self, kind: str, key: str) -> Definition | None:
+        """The aggregate, to apply a new version to (reads take one event: read_definition)."""
         try:
-            return self.repository.get(definition_uuid(kind, key), version=version)  # type: ignore[no-any-return]
+            return self.repository.get(definition_uuid(kind, key))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             return None
 
@@ -63,36 +64,39 @@ class DefinitionStore(Application[UUID]):
     def get_definition(
         self, kind: str, key: str, version: int | None = None
     ) -> tuple[int, dict[str, Any]]:
-        found, body = self._read_definition(kind, key, version)
+        found, body = self.read_definition(kind, key, version)
         return found, copy.deepcopy(body)  # the caller's to change; the cached one stays
 
-    def _read_definition(
+    def read_definition(
         self, kind: str, key: str, version: int | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """``(version, body)``, shared with the cache: not to be changed by the caller.
+        """``(version, body)`` of the newest version at or below ``version`` (the newest of
+        all without one), shared with the cache: not to be changed by the caller.
 
-        A version of a definition never changes once applied, so each is rebuilt from the log
-        once per process (a single event over HTTP rebuilt its pipeline twice, a third of the
-        request's CPU). The current version is asked of the log every time, by reading its
-        last event only, so a definition changed by another process is seen at once."""
+        Every event of a definition holds the whole body of its version, so a version is one
+        indexed read of one event, never a rebuild of the aggregate; a version never changes
+        once applied, so each is decoded once per process (a single event over HTTP rebuilt its
+        pipeline twice, a third of the request's CPU). Without ``version`` the log is asked
+        every time, so a definition changed by another process is seen at once."""
         uuid = definition_uuid(kind, key)
-        if version is None:
-            last = self.recorder.select_events(uuid, desc=True, limit=1)
-            if last:
-                version = int(last[0].originator_version)
         cache = self._definition_cache
         if version is not None and (uuid, version) in cache:
             return cache[(uuid, version)]
-        definition = self._definition(kind, key, version)
-        if definition is None and kind == PIPELINE and key in BUILT_IN_PIPELINES:
+        stored = self.recorder.select_events(uuid, lte=version, desc=True, limit=1)
+        if not stored and kind == PIPELINE and key in BUILT_IN_PIPELINES:
             self._install_builtin(key)
-            definition = self._definition(kind, key, version)
-        if definition is None:
+            stored = self.recorder.select_events(uuid, lte=version, desc=True, limit=1)
+        if not stored:
             raise NotFound(f"{kind} {key!r} does not exist", **{f"{kind}_id": key})
-        found = (int(definition.version), definition.body)
-        if len(cache) >= DEFINITION_CACHE:
-            cache.clear()  # rare (thousands of versions): simpler than an LRU, and correct
-        cache[(uuid, found[0])] = found
+        found_version = int(stored[0].originator_version)
+        found = cache.get((uuid, found_version))
+        if found is None:
+            event = self.mapper.to_domain_event(stored[0])
+            assert isinstance(event, DefinitionApplied)
+            found = (found_version, event.body)
+            if len(cache) >= DEFINITION_CACHE:
+                cache.clear()  # rare (thousands of versions): simpler than an LRU, and correct
+            cache[(uuid, found_version)] = found
         return found
 
     def definition_history(self, kind: str, key: str) -> list[dict[str, Any]]:
@@ -131,7 +135,7 @@ class DefinitionStore(Application[UUID]):
         return self.put_definition(PIPELINE, pipeline_id, body, actor)
 
     def pipeline_ref(self, pipeline_id: str, version: int | None = None) -> PipelineRef:
-        found_version, body = self._read_definition(PIPELINE, pipeline_id, version)
+        found_version, body = self.read_definition(PIPELINE, pipeline_id, version)
         return PipelineRef(
             pipeline_id, found_version, _parse_pipeline(pipeline_id, found_version, body)
         )

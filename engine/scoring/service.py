@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.domain.deal_state import DealState
-from engine.domain.definitions import DefinitionApplied, definition_uuid
+from engine.domain.errors import NotFound
 from engine.domain.pipeline import PipelineDefinition, Scoring, criterion_holds
 from engine.scoring.features import features, snapshot
 from engine.scoring.history import Sample, closed_samples
@@ -86,15 +86,12 @@ def train(
 
 
 def latest_model(app: Any, pipeline_id: str) -> tuple[int, dict[str, Any]] | None:
-    """The newest recorded model: only its own event is read (a model retrained daily for a
-    year has hundreds of versions, and every scored answer asks for the newest)."""
-    stored = app.recorder.select_events(definition_uuid(MODEL, pipeline_id), desc=True, limit=1)
-    if not stored:
+    """The newest recorded model (its own event only: a model retrained daily for a year has
+    hundreds of versions, and every scored answer asks for the newest), or None."""
+    try:
+        return app.read_definition(MODEL, pipeline_id)  # type: ignore[no-any-return]
+    except NotFound:
         return None
-    event = app.mapper.to_domain_event(stored[0])
-    if not isinstance(event, DefinitionApplied):
-        return None
-    return int(event.originator_version), dict(event.body)
 
 
 def score_deal(

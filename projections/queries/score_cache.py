@@ -91,21 +91,17 @@ def previous_bases(
 ) -> list[tuple[Basis, PipelineDefinition]]:
     """The pipeline's other kept bases, newest mark first, each with the definition to score
     by: while a new model's rows are filled (38 s at a million deals), the last one ranks."""
-    found = app.db.fetchall(
-        f"SELECT basis FROM {MARKS} WHERE pipeline_id = %s AND basis <> %s ORDER BY position DESC",
-        (pipeline_id, current.key),
-    )
     bases = []
-    for row in found:
-        kind, _, number = str(row["basis"]).partition(":")
+    for key in _other_bases(app, pipeline_id, current):
+        kind, _, number = key.partition(":")
         if kind == MODEL:
-            version, body = app.get_definition(MODEL_DEFINITION, pipeline_id, int(number))
+            version, body = app.read_definition(MODEL_DEFINITION, pipeline_id, int(number))
             definition = app.pipeline_ref(pipeline_id).definition
-            bases.append((Basis(row["basis"], MODEL, current.scoring, (version, body)), definition))
+            bases.append((Basis(key, MODEL, current.scoring, (version, body)), definition))
         elif kind == RULES:
             definition = app.pipeline_ref(pipeline_id, int(number)).definition
             scoring = definition.scoring or Scoring()
-            bases.append((Basis(row["basis"], RULES, scoring, None), definition))
+            bases.append((Basis(key, RULES, scoring, None), definition))
     return bases
 
 
@@ -206,12 +202,26 @@ def refresh(app: Any, pipeline_id: str, basis: Basis) -> None:
     if not catch_up(app, pipeline_id, basis):
         first_fill(app, pipeline_id, basis)
         catch_up(app, pipeline_id, basis)
-    with app.db.transaction() as cur:
-        for table in (TABLE, MARKS):
-            cur.execute(
-                f"DELETE FROM {table} WHERE pipeline_id = %s AND basis <> %s",
-                (pipeline_id, basis.key),
-            )
+    # Another basis's rows are found through its mark and deleted by their key's prefix once
+    # this one is complete, so a pass with nothing to drop reads only the marks. (A first fill
+    # cut short before its mark leaves rows no query reads: they are keyed by their basis.)
+    others = _other_bases(app, pipeline_id, basis)
+    if others:
+        with app.db.transaction() as cur:
+            for table in (TABLE, MARKS):
+                cur.executemany(
+                    f"DELETE FROM {table} WHERE pipeline_id = %s AND basis = %s",
+                    [(pipeline_id, other) for other in others],
+                )
+
+
+def _other_bases(app: Any, pipeline_id: str, basis: Basis) -> list[str]:
+    """The pipeline's other marked bases, newest mark first."""
+    found = app.db.fetchall(
+        f"SELECT basis FROM {MARKS} WHERE pipeline_id = %s AND basis <> %s ORDER BY position DESC",
+        (pipeline_id, basis.key),
+    )
+    return [str(row["basis"]) for row in found]
 
 
 def refresh_all(app: Any) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.domain.pipeline import PipelineDefinition
 from engine.scoring.bulk import load_deals
-from engine.scoring.ranking import MODEL, RULES, basis_for
+from engine.scoring.ranking import MODEL, RULES, Basis, basis_for
 from engine.scoring.service import latest_model, score_deal
 from projections.queries import score_cache
 from projections.queries.common import (
@@ -119,7 +119,6 @@ def _ranked(
             rows = {row["deal_id"]: row for row in page}
     more = len(page) > limit
     page = page[:limit]
-    at = from_us(moment.at)
     deals = load_deals(app, [row["deal_id"] for row in page])
     items = []
     for ranked_row in page:
@@ -130,19 +129,30 @@ def _ranked(
             continue  # not in the read models yet (the log is ahead of them): not listed
         if deal is None:
             return None
-        view = score_deal(deal, definition, at, model)
-        if view["score"] != (None if expected is None else round(expected)):
+        item = _item(row, deal, definition, moment, model)
+        if item["score"] != (None if expected is None else round(expected)):
             # Float rounding between SQL and Python put a deal on the other side of a whole
             # score (or the store moved on): the scan decides.
-            log.warning("score of %s: %s in SQL, %s in Python", deal_id, expected, view["score"])
+            log.warning("score of %s: %s in SQL, %s in Python", deal_id, expected, item["score"])
             return None
-        item = {**deal_item(row, definition, moment.at), **view}
-        item.pop("score_inputs", None)
         items.append(item)
     return _answer(items, more, offset, limit, moment, position, pipeline_id, model)
 
 
-def _up_to_date(app: Any, pipeline_id: str, basis: Any) -> bool:
+def _item(
+    row: Any,
+    deal: Any,
+    definition: PipelineDefinition,
+    moment: Moment,
+    model: tuple[int, dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """One listed deal: its read-model row with its score (the inputs are the deal's own)."""
+    view = score_deal(deal, definition, from_us(moment.at), model)
+    view.pop("score_inputs", None)
+    return {**deal_item(row, definition, moment.at), **view}
+
+
+def _up_to_date(app: Any, pipeline_id: str, basis: Basis) -> bool:
     """Bring the pipeline's kept score parts to the log's head, if that is a small job."""
     score_cache.ensure_tables(app)
     if score_cache.catch_up(app, pipeline_id, basis, limit=QUERY_CATCH_UP):
@@ -182,10 +192,8 @@ def _scan(
         deal = deals.get(row["deal_id"])
         if deal is None:
             continue
-        view = score_deal(deal, definition, at, model)
-        item = {**deal_item(row, definition, moment.at), **view}
-        item.pop("score_inputs", None)
-        scored.append((-1 if view["score"] is None else view["score"], row["deal_id"], item))
+        item = _item(row, deal, definition, moment, model)
+        scored.append((-1 if item["score"] is None else item["score"], row["deal_id"], item))
     scored.sort(key=lambda entry: (-entry[0], entry[1]))
     page = scored[offset : offset + limit]
     return _answer(

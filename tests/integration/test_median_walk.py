@@ -24,6 +24,25 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _open_and_win(app: DealflowApp, deal_id: str, opened: datetime, won_at: datetime) -> None:
+    commands = [
+        to_command(
+            deal_id,
+            {
+                "type": "opened",
+                "pipeline_id": BENCH_PIPELINE_ID,
+                "name": deal_id.replace("-", " "),
+                "event_id": f"{deal_id}-0",
+                "occurred_at": _iso(opened),
+            },
+        ),
+        to_command(
+            deal_id, {"type": "won", "event_id": f"{deal_id}-1", "occurred_at": _iso(won_at)}
+        ),
+    ]
+    assert all(o.status == "recorded" for o in app.ingest(commands))
+
+
 def test_the_median_walk_equals_the_exact_median(app: DealflowApp) -> None:
     app.put_pipeline(BENCH_PIPELINE_ID, PipelineDefinition.model_validate(BENCH_PIPELINE), "test")
     service = ProjectionsService(app, run=False)
@@ -42,22 +61,7 @@ def test_the_median_walk_equals_the_exact_median(app: DealflowApp) -> None:
     for n, duration in enumerate(durations):
         opened = start + timedelta(hours=n)
         won_at = opened + duration
-        commands = [
-            to_command(
-                f"m-{n}",
-                {
-                    "type": "opened",
-                    "pipeline_id": BENCH_PIPELINE_ID,
-                    "name": f"m {n}",
-                    "event_id": f"m-{n}-0",
-                    "occurred_at": _iso(opened),
-                },
-            ),
-            to_command(
-                f"m-{n}", {"type": "won", "event_id": f"m-{n}-1", "occurred_at": _iso(won_at)}
-            ),
-        ]
-        assert all(o.status == "recorded" for o in app.ingest(commands))
+        _open_and_win(app, f"m-{n}", opened, won_at)
         service.catch_up()
         won_days.append(duration / timedelta(days=1))
         last_won = max(last_won, won_at)
@@ -96,27 +100,9 @@ def test_whole_day_buckets_and_windows_need_no_walk(
     start = midnight - timedelta(days=90)
     plan = [(n, 3 if n % 3 else 5) for n in range(11)]  # opened on day n, won after 3 or 5 days
 
-    def deal(n: int, opened: datetime, won_at: datetime) -> None:
-        commands = [
-            to_command(
-                f"w-{n}",
-                {
-                    "type": "opened",
-                    "pipeline_id": BENCH_PIPELINE_ID,
-                    "name": f"w {n}",
-                    "event_id": f"w-{n}-0",
-                    "occurred_at": _iso(opened),
-                },
-            ),
-            to_command(
-                f"w-{n}", {"type": "won", "event_id": f"w-{n}-1", "occurred_at": _iso(won_at)}
-            ),
-        ]
-        assert all(o.status == "recorded" for o in app.ingest(commands))
-
     for n, days in plan:
         opened = start + timedelta(days=n)
-        deal(n, opened, opened + timedelta(days=days))
+        _open_and_win(app, f"w-{n}", opened, opened + timedelta(days=days))
     service.catch_up()
 
     walks: list[str] = []
@@ -155,7 +141,7 @@ def test_whole_day_buckets_and_windows_need_no_walk(
     check(expect_walk=False)
     assert metrics(app, BENCH_PIPELINE_ID, now)["median_days_to_close_won"] == 3.0
     # Three days and an hour: the 3-day bucket no longer holds a single value.
-    deal(99, start + timedelta(days=20), start + timedelta(days=23, hours=1))
+    _open_and_win(app, "w-99", start + timedelta(days=20), start + timedelta(days=23, hours=1))
     service.catch_up()
     check(expect_walk=True)
     walks.clear()

@@ -5,7 +5,7 @@ the index alone, and an index an earlier schema built is replaced without rebuil
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,8 @@ def loaded(pg_url: str, tmp_path: Path) -> Iterator[tuple[DealflowApp, str]]:
         app.close()
 
 
-def _statements(app: DealflowApp, moment: Moment, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every (sql, params) the fast metrics path runs for ``moment``."""
+def _recorded(monkeypatch: pytest.MonkeyPatch, call: Callable[[], Any]) -> tuple[list[Any], Any]:
+    """Every (sql, params) ``call`` runs, and what it returned."""
     seen: list[Any] = []
     original = db_module.Cursor.execute
 
@@ -58,8 +58,13 @@ def _statements(app: DealflowApp, moment: Moment, monkeypatch: pytest.MonkeyPatc
 
     with monkeypatch.context() as patch:
         patch.setattr(db_module.Cursor, "execute", recording)
-        metrics(app, BENCH_PIPELINE_ID, moment)
-    return seen
+        answer = call()
+    return seen, answer
+
+
+def _statements(app: DealflowApp, moment: Moment, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every (sql, params) the fast metrics path runs for ``moment``."""
+    return _recorded(monkeypatch, lambda: metrics(app, BENCH_PIPELINE_ID, moment))[0]
 
 
 def _plan(url: str, table: str, index: str, sql: str, params: tuple[Any, ...]) -> str:
@@ -131,16 +136,7 @@ def test_the_board_as_of_walks_the_partial_index_alone(
         (BENCH_PIPELINE_ID,),
     )
     past = Moment((int(row["lo"]) + int(row["hi"])) // 2, historical=True)
-    seen: list[Any] = []
-    original = db_module.Cursor.execute
-
-    def recording(self: db_module.Cursor, sql: str, params: Any = ()) -> db_module.Cursor:
-        seen.append((sql, tuple(params)))
-        return original(self, sql, params)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(db_module.Cursor, "execute", recording)
-        answer = board(app, BENCH_PIPELINE_ID, past, limit=5)
+    seen, answer = _recorded(monkeypatch, lambda: board(app, BENCH_PIPELINE_ID, past, limit=5))
     assert any(column["deals"] for column in answer["columns"])
     pages = [(sql, params) for sql, params in seen if "JOIN (SELECT deal_uuid, version" in sql]
     assert pages

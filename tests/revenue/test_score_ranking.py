@@ -90,6 +90,12 @@ def _open_deals(pipeline: str, n: int, seed: int) -> list[dict[str, Any]]:
     return events
 
 
+def _open_pipeline(client: TestClient, pipeline: str, rules: bool, deals: int, seed: int) -> None:
+    """Define the pipeline and open ``deals`` deals in it (read models caught up)."""
+    assert client.put(f"/v1/pipelines/{pipeline}", json=_pipeline(rules)).status_code in (200, 201)
+    post_events(client, _open_deals(pipeline, deals, seed))
+
+
 def _closed_history(pipeline: str, n: int) -> list[dict[str, Any]]:
     """``n`` closed deals: software mostly won, retail mostly lost (a model learns a signal)."""
     start = datetime.now(UTC) - timedelta(days=400)
@@ -168,8 +174,7 @@ def test_ranking_equals_the_scan_under_rules_and_a_model(
 ) -> None:
     client, services = served
     app = services.app
-    assert client.put("/v1/pipelines/rk", json=_pipeline(rules=True)).status_code in (200, 201)
-    post_events(client, _open_deals("rk", 60, seed=7))
+    _open_pipeline(client, "rk", rules=True, deals=60, seed=7)
     post_events(client, _closed_history("rk", 20))
 
     # Point rules (20 closed deals < 40): scores are few integers, so most order is by deal id.
@@ -250,8 +255,7 @@ def test_ranking_without_scoring_is_by_deal_id(
     served: tuple[TestClient, Services], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, services = served
-    assert client.put("/v1/pipelines/nr", json=_pipeline(rules=False)).status_code in (200, 201)
-    post_events(client, _open_deals("nr", 40, seed=3))
+    _open_pipeline(client, "nr", rules=False, deals=40, seed=3)
     _assert_fast_equals_scan(services, "nr", monkeypatch)
     page = scored.deals_by_score(
         services.app, Moment(to_us(utcnow()), False), pipeline_id="nr", limit=100
@@ -264,8 +268,7 @@ def test_a_query_falls_back_to_the_scan_while_too_many_rows_are_missing(
     served: tuple[TestClient, Services], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, services = served
-    assert client.put("/v1/pipelines/fb", json=_pipeline(rules=True)).status_code in (200, 201)
-    post_events(client, _open_deals("fb", 30, seed=5))
+    _open_pipeline(client, "fb", rules=True, deals=30, seed=5)
     moment = Moment(to_us(utcnow()), historical=False)
     expected = scored.deals_by_score(services.app, moment, pipeline_id="fb", fast=False)
     monkeypatch.setattr(scored, "QUERY_FIRST_FILL", 10)
@@ -287,11 +290,7 @@ def test_the_projection_process_keeps_the_score_parts_following_the_log(
     try:
         with TestClient(create_app(services)) as client:
             client.headers.update(AUTH)
-            assert client.put("/v1/pipelines/bg", json=_pipeline(rules=True)).status_code in (
-                200,
-                201,
-            )
-            post_events(client, _open_deals("bg", 25, seed=11))
+            _open_pipeline(client, "bg", rules=True, deals=25, seed=11)
             app = services.app
             head = app.max_position()
             score_cache.ensure_tables(app)
@@ -316,8 +315,7 @@ def test_the_last_model_ranks_while_a_new_ones_parts_are_filled(
 ) -> None:
     client, services = served
     app = services.app
-    assert client.put("/v1/pipelines/nm", json=_pipeline(rules=True)).status_code in (200, 201)
-    post_events(client, _open_deals("nm", 40, seed=13))
+    _open_pipeline(client, "nm", rules=True, deals=40, seed=13)
     post_events(client, _closed_history("nm", 60))
     assert train(app, "nm")["version"] == 1
     now = Moment(to_us(utcnow()), historical=False)
@@ -341,9 +339,9 @@ def test_the_last_model_ranks_while_a_new_ones_parts_are_filled(
         answer = scored.deals_by_score(app, now, pipeline_id="nm", limit=100)
     assert answer["model"] == {"pipeline_id": "nm", "version": 1}
     assert {d["score_model"]["version"] for d in answer["deals"]} == {1}
-    version, definition = app.pipeline_ref("nm").version, app.pipeline_ref("nm").definition
+    definition = app.pipeline_ref("nm").definition
     model_1 = app.get_definition(MODEL, "nm", 1)
-    assert version and answer == scored._scan(app, now, "nm", None, 100, 0, definition, model_1)
+    assert answer == scored._scan(app, now, "nm", None, 100, 0, definition, model_1)
 
     # Once the refresher has filled model 2's rows, model 2 ranks and model 1's rows are gone.
     assert score_cache.refresh_all(app) == 1

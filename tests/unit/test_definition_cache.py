@@ -22,15 +22,15 @@ BODY: dict[str, Any] = {
 
 
 def _rebuilds(app: DealflowApp, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every rebuild of a definition aggregate from the log, recorded."""
+    """Every definition version decoded from the log, recorded."""
     calls: list[Any] = []
-    rebuild = app._definition
+    decode = app.mapper.to_domain_event
 
-    def counting(kind: str, key: str, version: int | None = None) -> Any:
-        calls.append((kind, key, version))
-        return rebuild(kind, key, version)
+    def counting(stored: Any) -> Any:
+        calls.append(stored.originator_version)
+        return decode(stored)
 
-    monkeypatch.setattr(app, "_definition", counting)
+    monkeypatch.setattr(app.mapper, "to_domain_event", counting)
     return calls
 
 
