@@ -129,26 +129,36 @@ def parameters(model: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def predict(params: dict[str, Any], row: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
-    """P(won) of one deal's inputs under recorded ``params``, and every feature's signed
-    contribution in calibrated log-odds relative to an average training deal."""
-    decision = float(params["intercept"])
-    raw: list[tuple[str, Any, float]] = []
+def decision_terms(
+    params: dict[str, Any], row: dict[str, Any]
+) -> list[tuple[str, Any, float, float]]:
+    """Each feature's ``(name, value, what it adds to the decision, its raw contribution)``
+    under recorded ``params``: the decision is the intercept plus the third items, in this
+    order (``engine.scoring.ranking`` sums them without the time features)."""
+    terms: list[tuple[str, Any, float, float]] = []
     for name in CATEGORICAL:
         weight = float(params["categorical"][name].get(str(row[name]), 0.0))
-        decision += weight
-        raw.append((name, row[name], weight - float(params["baselines"][name])))
+        terms.append((name, row[name], weight, weight - float(params["baselines"][name])))
     for name, spec in params["numeric"].items():
         scale = float(spec["scale"]) or 1.0
         given = float(row.get(name, 0))
         value = min(max(given, float(spec["min"])), float(spec["max"]))
         term = float(spec["coef"]) * (value - float(spec["mean"])) / scale
-        decision += term
-        raw.append((name, row.get(name, 0), term))
+        terms.append((name, row.get(name, 0), term, term))
+    return terms
+
+
+def predict(params: dict[str, Any], row: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
+    """P(won) of one deal's inputs under recorded ``params``, and every feature's signed
+    contribution in calibrated log-odds relative to an average training deal."""
+    decision = float(params["intercept"])
+    terms = decision_terms(params, row)
+    for _, _, added, _ in terms:
+        decision += added
     a, b = float(params["calibration"]["a"]), float(params["calibration"]["b"])
     probability = 1.0 / (1.0 + math.exp(a * decision + b))
     contributions = [
-        {"feature": name, "value": value, "contribution": round(-a * term, 6)}
-        for name, value, term in raw
+        {"feature": name, "value": value, "contribution": round(-a * raw, 6)}
+        for name, value, _, raw in terms
     ]
     return probability, contributions

@@ -23,6 +23,7 @@ from typing import Any
 from engine.domain.deal_state import DealState
 from engine.domain.pipeline import PipelineDefinition, Scoring, criterion_holds
 from engine.scoring.features import features, snapshot
+from engine.scoring.model import decision_terms
 
 TIME_FEATURES = ("days_in_stage", "days_open")
 # The deal timestamp each time feature counts the days from.
@@ -91,14 +92,9 @@ def static_part(basis: Basis, deal: DealState) -> float:
     params = basis.model[1]["params"]
     row = features(snapshot(deal), _ANY_MOMENT)  # the time features are left out below
     decision = float(params["intercept"])
-    for name, weights in params["categorical"].items():
-        decision += float(weights.get(str(row[name]), 0.0))
-    for name, spec in params["numeric"].items():
-        if name in TIME_FEATURES:
-            continue
-        scale = float(spec["scale"]) or 1.0
-        value = min(max(float(row.get(name, 0)), float(spec["min"])), float(spec["max"]))
-        decision += float(spec["coef"]) * (value - float(spec["mean"])) / scale
+    for name, _, added, _ in decision_terms(params, row):
+        if name not in TIME_FEATURES:
+            decision += added
     return decision
 
 
