@@ -110,7 +110,15 @@ class DealsViewMixin:
                     self._forget_position(curs)
                 for index in RETIRED_INDEXES:
                     curs.execute(f"DROP INDEX IF EXISTS {index}")
-        self.create_table()  # type: ignore[attr-defined]
+        try:
+            self.create_table()  # type: ignore[attr-defined]
+        except IntegrityError:
+            # eventsourcing looks for the tracking table outside the transaction that creates
+            # it. Two processes opening one new store (the runner and a `projections status`)
+            # can both find none, both create it, and the second one's migration row (or, on
+            # PostgreSQL, its type) collides. The tables exist by then: a second look finds
+            # them and inserts nothing.
+            self.create_table()  # type: ignore[attr-defined]
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(f"DELETE FROM {META_TABLE}")
             curs.execute(f"INSERT INTO {META_TABLE} (version) VALUES ({SCHEMA_VERSION})")
