@@ -61,7 +61,7 @@ def test_postgres_view_created_by_another_process_after_our_look_still_opens(
 ) -> None:
     app = DealflowApp(StoreSettings(database_url=pg_url, home=tmp_path / "home"))
     try:
-        datastore = app.recorder.datastore
+        datastore = app.recorder.datastore  # type: ignore[attr-defined]
         _opens_after_the_other(
             PostgresDealsView(datastore),
             PostgresDealsView(datastore),
