@@ -8,9 +8,9 @@ import os
 import sys
 
 from dealflow import __version__, admin, bench, demo, processes
-from dealflow.collector import tune_gc
 from dealflow.preflight import SetupError, check_settings, check_store, unreachable_store
 from engine.audit import cli as audit_cli
+from engine.collector import tune_gc
 from engine.importers import cli as importers_cli
 from engine.persistence.outage import StoreUnavailable, is_connection_failure
 from engine.persistence.settings import StoreSettings

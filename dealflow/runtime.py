@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dealflow.collector import tune_gc
 from engine.application import DealflowApp
+from engine.collector import tune_gc
 from engine.persistence.settings import StoreSettings
 from engine.services import Services
 from engine.settings import Settings

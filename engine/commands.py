@@ -63,6 +63,20 @@ def _to_aware_datetime(value: Any) -> Any:
 
     Numbers (epoch seconds or milliseconds?) are refused on purpose: the unit is a guess, and a
     wrong guess moves business time by a factor of 1000 without any error."""
+    if type(value) is str and value[-1:] == "Z" and len(value) > 10 and not value[0].isspace():
+        # Most senders spell times in UTC with a Z: parsed as it is, with no copies of the text
+        # and no conversion; anything else (or a failure) takes the long way below.
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is UTC:
+                return moment
+    return _to_aware_datetime_long(value)
+
+
+def _to_aware_datetime_long(value: Any) -> Any:
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         raise ValueError("a time is an ISO 8601 string, e.g. 2017-03-01T00:00:00Z, not a number")
     if isinstance(value, datetime):

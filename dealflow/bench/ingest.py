@@ -67,6 +67,7 @@ def run_ingest(
 ) -> dict[str, Any]:
     from engine.api.helpers import to_command
     from engine.application import DealflowApp
+    from engine.collector import paused_for
     from engine.domain.errors import DomainError
     from engine.persistence.settings import StoreSettings
 
@@ -82,14 +83,16 @@ def run_ingest(
     if profiler:
         profiler.enable()
     for start in range(0, len(events), batch):
-        commands = []
-        for item in events[start : start + batch]:
-            try:
-                commands.append(to_command(item["deal_id"], item, "bench"))
-            except DomainError:
-                invalid += 1
-        for outcome in app.ingest(commands):
-            counts[outcome.status] += 1
+        # As POST /v1/events does: the collector paused while a batch is validated and stored.
+        with paused_for(batch):
+            commands = []
+            for item in events[start : start + batch]:
+                try:
+                    commands.append(to_command(item["deal_id"], item, "bench"))
+                except DomainError:
+                    invalid += 1
+            for outcome in app.ingest(commands):
+                counts[outcome.status] += 1
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
@@ -118,6 +121,7 @@ def _writer(
     """One writer process of the parallel run: its own application, its share of the deals."""
     from engine.api.helpers import to_command
     from engine.application import DealflowApp
+    from engine.collector import paused_for
     from engine.persistence.settings import StoreSettings
 
     app = DealflowApp(StoreSettings(database_url=database_url, home=Path(".")))
@@ -127,10 +131,11 @@ def _writer(
     started = time.perf_counter()
     recorded = 0
     for start in range(0, len(events), batch):
-        commands = [
-            to_command(item["deal_id"], item, "bench") for item in events[start : start + batch]
-        ]
-        recorded += sum(1 for o in app.ingest(commands) if o.status == "recorded")
+        with paused_for(batch):
+            commands = [
+                to_command(item["deal_id"], item, "bench") for item in events[start : start + batch]
+            ]
+            recorded += sum(1 for o in app.ingest(commands) if o.status == "recorded")
     results.put((started, time.perf_counter(), recorded))
     app.close()
 

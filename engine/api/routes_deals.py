@@ -14,6 +14,7 @@ from engine.api.deps import get_services, require
 from engine.api.errors import ApiError
 from engine.api.helpers import parse_time, to_command
 from engine.application import Command, DealflowApp, Outcome, replay
+from engine.collector import paused_for
 from engine.commands import DEAL_ID_PATTERN, IncomingEvent
 from engine.domain.errors import DomainError, ValidationFailed
 from engine.domain.events import utcnow
@@ -135,6 +136,11 @@ async def post_events(request: Request, principal: Principal = require("ingest")
     services = get_services(request)
 
     def work() -> dict[str, Any]:
+        # A large batch's objects live exactly as long as it does (see engine.collector).
+        with paused_for(len(events)):
+            return decide(events)
+
+    def decide(events: list[Any]) -> dict[str, Any]:
         results: list[dict[str, Any] | None] = [None] * len(events)
         commands: list[Command] = []
         indexes: list[int] = []

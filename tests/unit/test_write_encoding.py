@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.commands import _to_aware_datetime, _to_aware_datetime_long
 from engine.domain.deal import Deal, EventMeta, Opened
 from engine.domain.events import (
     GENESIS_HASH,
@@ -202,3 +203,31 @@ def test_json_size_over_refuses_nul_surrogates_and_wide_integers() -> None:
         assert refused.value.where == where
     # Storable look-alikes: the text backslash-u0000, the 64-bit extremes.
     assert json_size_over({"t": "\\u0000", "n": [2**63 - 1, -(2**63)]}, 10_000) is None
+
+
+# Times spelled in UTC with a Z, and texts that only look like them (a Z at the end of
+# anything): the fast path must give what the long way gives, or the same error.
+utc_texts = st.one_of(
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.datetimes(timezones=st.just(UTC)).map(
+        lambda d: d.isoformat(sep=" ", timespec="minutes").replace("+00:00", "Z")
+    ),
+    st.text(alphabet="0123456789-:T .+WZ\t", max_size=30).map(lambda t: t + "Z"),
+    st.datetimes().map(lambda d: d.isoformat() + "+05:00Z"),
+)
+
+
+def _time_or_error(parse: Any, value: str) -> Any:
+    try:
+        return parse(value)
+    except ValueError as error:
+        return ("error", str(error))
+
+
+@given(value=utc_texts)
+def test_times_in_utc_take_the_fast_path_to_the_same_answer(value: str) -> None:
+    fast = _time_or_error(_to_aware_datetime, value)
+    long = _time_or_error(_to_aware_datetime_long, value)
+    assert fast == long
+    if isinstance(fast, datetime):
+        assert fast.tzinfo is UTC
