@@ -27,6 +27,7 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder
 from opentelemetry import trace
 
+from engine.collector import paused_for
 from projections.readmodel import health
 from projections.readmodel.projection import DealsProjection
 from projections.readmodel.records import EventRecord, from_notification
@@ -163,7 +164,11 @@ class BatchRunner:
 
     def _process(self, records: list[EventRecord], last: int, expected: int) -> int:
         try:
-            with _tracer.start_as_current_span("dealflow.projection.batch") as span:
+            # A page's rows live exactly as long as the page (see engine.collector).
+            with (
+                paused_for(len(records)),
+                _tracer.start_as_current_span("dealflow.projection.batch") as span,
+            ):
                 span.set_attribute("dealflow.events", len(records))
                 span.set_attribute("dealflow.position", last)
                 self.projection.process_batch(
