@@ -62,37 +62,61 @@ def scratch_database(url: str, keep: bool) -> Iterator[str]:
 # -- the two write paths -----------------------------------------------------------------------
 
 
-def run_ingest(
-    database_url: str, events: list[dict[str, Any]], batch: int, profile: str | None
-) -> dict[str, Any]:
+def _validated(events: list[dict[str, Any]], batch: int, invalid: list[int]) -> Iterator[list[Any]]:
+    """The events as commands, one batch at a time, validated as ``POST /v1/events`` does."""
     from engine.api.helpers import to_command
+    from engine.domain.errors import DomainError
+
+    for start in range(0, len(events), batch):
+        commands = []
+        for item in events[start : start + batch]:
+            try:
+                commands.append(to_command(item["deal_id"], item, "bench"))
+            except DomainError:
+                invalid[0] += 1
+        yield commands
+
+
+def run_ingest(
+    database_url: str,
+    events: list[dict[str, Any]],
+    batch: int,
+    profile: str | None,
+    stream: bool = False,
+) -> dict[str, Any]:
+    """One writer: an ``ingest`` call per batch, each validated first (as the batch endpoint
+    does); or, with ``stream``, ``ingest_stream`` over the batches, which validates and
+    decides the next batch while the last one is stored."""
     from engine.application import DealflowApp
     from engine.collector import paused_for
-    from engine.domain.errors import DomainError
     from engine.persistence.settings import StoreSettings
 
     app = DealflowApp(StoreSettings(database_url=database_url, home=Path(".")))
     app.pipeline_ref("default")  # install the built-in pipeline outside the timing
     app.pipeline_ref("post-purchase")
     counts = {"recorded": 0, "duplicate": 0, "rejected": 0}
-    invalid = 0
+    invalid = [0]
     # CPU time of this thread, not wall time: on a shared machine a wall-clock profile charges
     # every preemption to whatever function happened to be running.
     profiler = cProfile.Profile(time.thread_time) if profile else None
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    for start in range(0, len(events), batch):
-        # As POST /v1/events does: the collector paused while a batch is validated and stored.
-        with paused_for(batch):
-            commands = []
-            for item in events[start : start + batch]:
-                try:
-                    commands.append(to_command(item["deal_id"], item, "bench"))
-                except DomainError:
-                    invalid += 1
-            for outcome in app.ingest(commands):
+    batches = _validated(events, batch, invalid)
+    if stream:
+        for outcomes in app.ingest_stream(batches):
+            for outcome in outcomes:
                 counts[outcome.status] += 1
+    else:
+        while True:
+            # As POST /v1/events does: the collector paused while a batch is validated and
+            # stored.
+            with paused_for(batch):
+                commands = next(batches, None)
+                if commands is None:
+                    break
+                for outcome in app.ingest(commands):
+                    counts[outcome.status] += 1
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
@@ -109,17 +133,21 @@ def run_ingest(
     return {
         "seconds": elapsed,
         "outcomes": counts,
-        "invalid": invalid,
+        "invalid": invalid[0],
         "stored_events": stored,
         "state_sizes": sizes,
     }
 
 
 def _writer(
-    database_url: str, events: list[dict[str, Any]], batch: int, barrier: Any, results: Any
+    database_url: str,
+    events: list[dict[str, Any]],
+    batch: int,
+    stream: bool,
+    barrier: Any,
+    results: Any,
 ) -> None:
     """One writer process of the parallel run: its own application, its share of the deals."""
-    from engine.api.helpers import to_command
     from engine.application import DealflowApp
     from engine.collector import paused_for
     from engine.persistence.settings import StoreSettings
@@ -130,18 +158,27 @@ def _writer(
     barrier.wait()
     started = time.perf_counter()
     recorded = 0
-    for start in range(0, len(events), batch):
-        with paused_for(batch):
-            commands = [
-                to_command(item["deal_id"], item, "bench") for item in events[start : start + batch]
-            ]
-            recorded += sum(1 for o in app.ingest(commands) if o.status == "recorded")
+    batches = _validated(events, batch, [0])
+    if stream:
+        for outcomes in app.ingest_stream(batches):
+            recorded += sum(1 for o in outcomes if o.status == "recorded")
+    else:
+        while True:
+            with paused_for(batch):
+                commands = next(batches, None)
+                if commands is None:
+                    break
+                recorded += sum(1 for o in app.ingest(commands) if o.status == "recorded")
     results.put((started, time.perf_counter(), recorded))
     app.close()
 
 
 def run_parallel(
-    database_url: str, events: list[dict[str, Any]], batch: int, writers: int
+    database_url: str,
+    events: list[dict[str, Any]],
+    batch: int,
+    writers: int,
+    stream: bool = False,
 ) -> dict[str, Any]:
     """The same events through ``writers`` processes at once, each deal in one process (as API
     replicas behind a load balancer that routes by deal would). The table lock serialises only
@@ -156,7 +193,7 @@ def run_parallel(
     barrier = context.Barrier(writers)
     results = context.Queue()
     processes = [
-        context.Process(target=_writer, args=(database_url, share, batch, barrier, results))
+        context.Process(target=_writer, args=(database_url, share, batch, stream, barrier, results))
         for share in shares
     ]
     for process in processes:
@@ -250,20 +287,40 @@ def _bench(args: argparse.Namespace) -> int:
             f"raw COPY          {copy_rows_per_s:>12,.0f} rows/s    ({copy_seconds:.2f} s, {len(sizes):,} rows, mean {result['mean_state_bytes']:.0f} B)"
         )
         print(f"ratio_vs_copy     {result['ratio_vs_copy']:>12.3f}")
+    with scratch_database(database_url, args.keep) as url:
+        streamed = run_ingest(url, events, args.batch, None, stream=True)
+    if streamed["outcomes"] != result["outcomes"]:
+        raise SystemExit(f"the stream answered {streamed['outcomes']}, not {result['outcomes']}")
+    rate = len(events) / streamed["seconds"]
+    result.update(
+        stream_events_per_s=rate,
+        stream_seconds=streamed["seconds"],
+        stream_ratio_vs_copy=rate / result["copy_rows_per_s"],
+    )
+    print(
+        f"streamed path     {rate:>12,.0f} events/s  ({streamed['seconds']:.2f} s, ingest_stream:"
+        f" the next batch decided while the last is stored; ratio_vs_copy"
+        f" {result['stream_ratio_vs_copy']:.3f})"
+    )
     if args.writers > 1:
-        with scratch_database(database_url, args.keep) as url:
-            parallel = run_parallel(url, events, args.batch, args.writers)
-        rate = len(events) / parallel["seconds"]
-        result.update(
-            parallel_writers=args.writers,
-            parallel_events_per_s=rate,
-            parallel_ratio_vs_copy=rate / result["copy_rows_per_s"],
-            parallel_recorded=parallel["recorded"],
-        )
-        print(
-            f"{args.writers} writers       {rate:>12,.0f} events/s  ({parallel['seconds']:.2f} s; "
-            f"ratio_vs_copy {result['parallel_ratio_vs_copy']:.3f})"
-        )
+        for stream in (False, True):
+            with scratch_database(database_url, args.keep) as url:
+                parallel = run_parallel(url, events, args.batch, args.writers, stream)
+            rate = len(events) / parallel["seconds"]
+            prefix = "parallel_stream" if stream else "parallel"
+            result.update(
+                {
+                    "parallel_writers": args.writers,
+                    f"{prefix}_events_per_s": rate,
+                    f"{prefix}_ratio_vs_copy": rate / result["copy_rows_per_s"],
+                    f"{prefix}_recorded": parallel["recorded"],
+                }
+            )
+            label = f"{args.writers} writers" + (", streamed" if stream else "")
+            print(
+                f"{label:<18}{rate:>12,.0f} events/s  ({parallel['seconds']:.2f} s;"
+                f" ratio_vs_copy {result[f'{prefix}_ratio_vs_copy']:.3f})"
+            )
     if not args.no_http:
         with scratch_database(database_url, args.keep) as url:
             http = run_http(url, args.http_rate, args.http_seconds)

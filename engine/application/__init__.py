@@ -9,6 +9,7 @@ Split by concern (each module builds on the ones before it):
 - ``views``: the contract's read shapes (deal state, history);
 - ``handlers``: which Deal method handles which command;
 - ``write``: the one write path, ``ingest`` (decide, save) and ``record_automation``;
+- ``stream``: bulk writes that decide the next batch while the last one is stored;
 - ``app``: ``DealflowApp``, assembled from the above.
 """
 

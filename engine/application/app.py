@@ -7,14 +7,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from engine.application.loading import RecentDeals
-from engine.application.write import WritePath
+from engine.application.stream import StreamedWrites
 from engine.domain.deal import Deal
 from engine.persistence.db import Database
 from engine.persistence.settings import StoreSettings, schema_lock
 from engine.settings import Settings
 
 
-class DealflowApp(WritePath):
+class DealflowApp(StreamedWrites):
     """The service layer between senders and the Deal aggregates; it takes and returns ids and
     primitives. Its methods come from, bottom up: definitions (versioned pipelines, sequences,
     the directory), loading (deals and idempotency keys), views (deal state, history) and the

@@ -83,11 +83,23 @@ class DealLoading(DefinitionStore):
         return {r.event_id: (r.request_hash, r.deal_id, r.version) for r in records}
 
     def _load_deals(
-        self, work: Work, ids: set[UUID], known: Mapping[UUID, Deal | None] | None = None
+        self,
+        work: Work,
+        ids: set[UUID],
+        known: Mapping[UUID, Deal | None] | None = None,
+        carried: Mapping[UUID, Deal | None] | None = None,
     ) -> None:
         """Bring the deals a batch touches into ``work``: recently written ones from memory,
         caught up with anything another writer stored since; the rest in one query.
-        ``known``: states the caller read earlier, caught up the same way."""
+        ``known``: states the caller read earlier, caught up the same way. ``carried``: deals
+        as a batch not committed yet left them, taken as they are (the store lags them)."""
+        if carried:
+            taken = ids & carried.keys()
+            for aggregate_id in taken:
+                work.deals[aggregate_id] = carried[aggregate_id]
+            ids = ids - taken
+            if not ids:
+                return
         recent = self._recent.copies(ids)
         for aggregate_id, deal in (known or {}).items():
             if deal is None or aggregate_id not in ids:
@@ -106,7 +118,12 @@ class DealLoading(DefinitionStore):
             event = cast(DealEvent, self.mapper.to_domain_event(record))
             work.deals[event.originator_id] = event.mutate(work.deals[event.originator_id])
 
-    def _load_followups(self, work: Work, fresh: list[Command]) -> None:
+    def _load_followups(
+        self,
+        work: Work,
+        fresh: list[Command],
+        carried: Mapping[UUID, Deal | None] | None = None,
+    ) -> None:
         """Load, in one go, the post-purchase deals that winning these deals would open, so that
         deciding whether one already exists costs no query per won deal. A deal opened and won
         in the same batch (an importer's replay) is not stored yet: its pipeline comes from its
@@ -133,7 +150,7 @@ class DealLoading(DefinitionStore):
                 candidates.add(deal_uuid(followup_id(command.deal_id, target)))
         missing = candidates - work.deals.keys()
         if missing:
-            self._load_deals(work, missing)
+            self._load_deals(work, missing, carried=carried)
 
     def _pipeline(self, work: Work, pipeline_id: str) -> PipelineRef:
         """The pipeline's current version, read once per batch."""

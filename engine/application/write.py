@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -45,7 +46,7 @@ from engine.domain.errors import (
     VersionConflict,
 )
 from engine.domain.events import utcnow
-from engine.persistence.recorders import IdempotencyRecord
+from engine.persistence.recorders import CopyData, IdempotencyRecord
 
 _tracer = trace.get_tracer("dealflow.application")
 
@@ -134,31 +135,37 @@ class WritePath(DealReads):
         (their hash covers it), so serialising them again, and the per-object protocol checks
         of ``save``, are pure cost at 5,000 events a batch. Snapshots are still taken.
         """
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        stored: list[StoredEvent] = []
-        stored_keys: list[tuple[str, int]] = []
-        for deal in deals:
-            for event, state in deal.collect_sealed():
-                stored.append(
-                    StoredEvent(
-                        event.originator_id, event.originator_version, _topic(type(event)), state
-                    )
-                )
-                stored_keys.append((deal.deal_id, event.originator_version))
-                processing_event.events.append(event)  # type: ignore[arg-type]
-            processing_event.aggregates[deal.id] = deal  # type: ignore[assignment]
-        ids = self.recorder.insert_events(stored, idempotency=keys) or []
-        self._take_snapshots(processing_event)
-        return dict(zip(stored_keys, ids, strict=True))
+        return self._store(collect_sealed(deals), keys)
+
+    def _store(
+        self, sealed: SealedBatch, keys: list[IdempotencyRecord]
+    ) -> dict[tuple[str, int], int]:
+        """Insert what :func:`collect_sealed` took from the deals (the deals are not needed)."""
+        extra = {"copy_data": sealed.copy_data} if sealed.copy_data is not None else {}
+        ids = self.recorder.insert_events(sealed.stored, idempotency=keys, **extra) or []
+        self._take_snapshots(sealed.processing_event)
+        return dict(zip(sealed.stored_keys, ids, strict=True))
 
     def _decide(
-        self, commands: Sequence[Command], allow_automation: bool
+        self,
+        commands: Sequence[Command],
+        allow_automation: bool,
+        ahead: Ahead | None = None,
     ) -> tuple[list[Outcome], list[Deal], list[IdempotencyRecord]]:
+        """Decide every command against its deal. ``ahead``: a batch decided earlier whose
+        write has not committed yet (:mod:`engine.application.stream`): its keys and deals are
+        what this batch sees, since the store does not show them yet."""
         known = self._known_keys([c.event_id for c in commands])
+        if ahead is not None:
+            for command in commands:
+                earlier = ahead.keys.get(command.event_id)
+                if earlier is not None:
+                    known[command.event_id] = earlier
         work = Work()
         fresh = [c for c in commands if c.event_id not in known]
-        self._load_deals(work, {deal_uuid(c.deal_id) for c in fresh})
-        self._load_followups(work, fresh)
+        carried = ahead.deals if ahead is not None else None
+        self._load_deals(work, {deal_uuid(c.deal_id) for c in fresh}, carried=carried)
+        self._load_followups(work, fresh, carried=carried)
         outcomes: list[Outcome] = []
         keys: list[IdempotencyRecord] = []
         now = utcnow()
@@ -291,6 +298,40 @@ class WritePath(DealReads):
         except DomainError as error:
             return refused(deal_id, event_id, error)
         return self.ingest([command], allow_automation=True)[0]
+
+
+@dataclass
+class Ahead:
+    """A batch decided and sent to the store, not yet committed: what the next batch sees."""
+
+    keys: dict[str, tuple[str, str, int]]  # event_id -> (request hash, deal id, version)
+    deals: dict[UUID, Deal | None]
+
+
+@dataclass
+class SealedBatch:
+    """A batch's events taken from its deals, ready to insert."""
+
+    stored: list[StoredEvent] = field(default_factory=list)
+    stored_keys: list[tuple[str, int]] = field(default_factory=list)  # (deal id, version)
+    processing_event: ProcessingEvent[UUID] = field(default_factory=ProcessingEvent)
+    copy_data: CopyData | None = None  # the COPY's bytes, when built ahead
+
+
+def collect_sealed(deals: list[Deal]) -> SealedBatch:
+    """Take the deals' pending events with the JSON they were sealed with."""
+    sealed = SealedBatch()
+    for deal in deals:
+        for event, state in deal.collect_sealed():
+            sealed.stored.append(
+                StoredEvent(
+                    event.originator_id, event.originator_version, _topic(type(event)), state
+                )
+            )
+            sealed.stored_keys.append((deal.deal_id, event.originator_version))
+            sealed.processing_event.events.append(event)  # type: ignore[arg-type]
+        sealed.processing_event.aggregates[deal.id] = deal  # type: ignore[assignment]
+    return sealed
 
 
 _topics: dict[type[Any], str] = {}

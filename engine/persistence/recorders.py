@@ -40,6 +40,41 @@ COPY_THRESHOLD = 64
 PIPELINE_MAX_BYTES = 64 * 1024
 
 
+class CopyData(NamedTuple):
+    """A batch's rows in PostgreSQL's binary COPY format (signature, rows, trailer)."""
+
+    keys: bytes
+    events: bytes
+
+
+def copy_data(
+    stored_events: Sequence[StoredEvent], records: Sequence[IdempotencyRecord]
+) -> CopyData:
+    """Format the keys and the events (without notification ids: the COPY draws them) with
+    psycopg's own binary formatter, so that sending them is one write each."""
+    return CopyData(
+        keys=_binary_rows(("text", "text", "text", "int8"), records),
+        events=_binary_rows(
+            ("uuid", "int8", "text", "bytea"),
+            [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events],
+        ),
+    )
+
+
+def _binary_rows(types: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> bytes:
+    # psycopg's formatter (C-accelerated) without a connection: the built-in types' dumpers
+    # need none. It lives in a private module; psycopg is pinned below 4.
+    from psycopg import adapt, postgres, pq
+    from psycopg._copy_base import BinaryFormatter
+
+    transformer = adapt.Transformer()
+    transformer.set_dumper_types([postgres.types[name].oid for name in types], pq.Format.BINARY)
+    formatter = BinaryFormatter(transformer)
+    chunks = [formatter.write_row(row) for row in rows]
+    chunks.append(formatter.end())
+    return b"".join(chunks)
+
+
 class IdempotencyRecord(NamedTuple):
     event_id: str
     request_hash: str
@@ -76,8 +111,8 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        small = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
-        if len(stored_events) < COPY_THRESHOLD and small:
+        if not self._takes_copy(stored_events):
+            kwargs.pop("copy_data", None)
             return self._pipeline_events(stored_events, **kwargs)
         return self._copy_events(stored_events, **kwargs)
 
@@ -120,53 +155,53 @@ class DealflowPostgresRecorder(PostgresApplicationRecorder):
                 raise failure
         return ids
 
+    def prepare_copy(
+        self, stored_events: Sequence[StoredEvent], records: Sequence[IdempotencyRecord]
+    ) -> CopyData | None:
+        """The COPY data :meth:`insert_events` would send for this batch, built ahead (a
+        writer thread then only sends bytes); None when the batch takes the INSERT path."""
+        if not self._takes_copy(stored_events):
+            return None
+        return copy_data(stored_events, records)
+
+    def _takes_copy(self, stored_events: Sequence[StoredEvent]) -> bool:
+        small = sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES
+        return not (len(stored_events) < COPY_THRESHOLD and small)
+
     def _copy_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
         """The batch fast path: one transaction, binary COPY instead of an INSERT of composites.
 
         Ordering guarantee kept from eventsourcing: the table lock is taken first, and only then
         are notification ids drawn from the sequence, so ids increase in commit order and a
-        reader tailing the log never skips a row that commits later with a lower id.
+        reader tailing the log never skips a row that commits later with a lower id. They are
+        drawn by the COPY itself (the column's default, row by row in order): every writer
+        draws ids only while holding the lock, so a batch's ids are one block ending at the
+        sequence's current value.
         """
         table = f"{self.datastore.schema}.{self.events_table_name}"
         records: Sequence[IdempotencyRecord] = kwargs.get("idempotency") or ()
+        data: CopyData = kwargs.get("copy_data") or copy_data(stored_events, records)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             if records:
                 with curs.copy(
-                    f"COPY {IDEMPOTENCY_TABLE} (event_id, request_hash, deal_id, version) FROM STDIN (FORMAT BINARY)"
+                    f"COPY {IDEMPOTENCY_TABLE} (event_id, request_hash, deal_id, version)"
+                    " FROM STDIN (FORMAT BINARY)"
                 ) as copy:
-                    copy.set_types(["text", "text", "text", "int8"])
-                    for record in records:
-                        copy.write_row(record)
+                    copy.write(data.keys)
             self._lock_table(curs)
-            # One block of ids, not one nextval() row per event (3.6 µs an event, sent back
-            # and parsed): every writer draws ids only while holding the table lock, so nobody
-            # draws between this nextval() and the setval() that moves past the block.
+            with curs.copy(
+                f"COPY {table} (originator_id, originator_version, topic, state)"
+                " FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.write(data.events)
             curs.execute(
-                "WITH seq AS (SELECT pg_get_serial_sequence(%s, 'notification_id') AS name)"
-                " SELECT setval(name, nextval(name) + %s - 1) AS last FROM seq",
-                (table, len(stored_events)),
+                "SELECT currval(pg_get_serial_sequence(%s, 'notification_id')) AS last", (table,)
             )
             row = curs.fetchone()
             assert row is not None
             last = int(row["last"])
-            ids = list(range(last - len(stored_events) + 1, last + 1))
-            with curs.copy(
-                f"COPY {table} (originator_id, originator_version, topic, state, notification_id)"
-                " FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
-                for event, notification_id in zip(stored_events, ids, strict=True):
-                    copy.write_row(
-                        (
-                            event.originator_id,
-                            event.originator_version,
-                            event.topic,
-                            event.state,
-                            notification_id,
-                        )
-                    )
             self._notify_channel(curs)
-        return ids
+        return list(range(last - len(stored_events) + 1, last + 1))
 
     def _insert_events(
         self,

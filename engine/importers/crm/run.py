@@ -65,8 +65,9 @@ def import_crm(
 
     def run(advance: Any) -> None:
         nonlocal position
-        for batch in _batches(built.deals, batch_events):
-            for outcome in app.ingest(batch):
+        # A bulk sender: the next batch is decided while the last one is stored.
+        for outcomes in app.ingest_stream(_batches(built.deals, batch_events)):
+            for outcome in outcomes:
                 statuses[outcome.status] += 1
                 if outcome.position:
                     position = max(position, outcome.position)
@@ -74,7 +75,7 @@ def import_crm(
                     code = outcome.error.to_dict().get("error", "rejected")
                     rejected[code] += 1
                     examples.setdefault(code, f"{outcome.event_id}: {outcome.error.message}")
-            advance(len(batch))
+            advance(len(outcomes))
 
     if progress:
         from rich.progress import (
