@@ -207,6 +207,7 @@ class Windows:
         self.rows: list[dict[str, Any]] = []
         self.cpu = proc_cpu.sample(server_pid, database)
         self.threads = proc_cpu.thread_cpu(server_pid)
+        self.names: dict[int, str] = {}
         self.since = time.perf_counter()
 
     def close(self, k: int) -> None:
@@ -229,6 +230,10 @@ class Windows:
         }
         self.rows.append(row)
         self.since, self.cpu, self.threads = now, cpu, threads
+        if len(self.rows) % 10 == 1:
+            # The request threads come and go: name them while they run (after this window's
+            # clock was read, so that the dump is not counted in it).
+            self.names.update(proc_cpu.thread_names(self.pid))
         lag = "-" if self.run.lag is None else f"{self.run.lag:,}"
         print(
             f"{k:>4} {row['events_per_s']:>9,.0f} {row['events_so_far']:>13,}"
@@ -272,7 +277,7 @@ def replay(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
         written, drained = asyncio.run(main())
         threads = proc_cpu.thread_cpu(server.pid)
-        names = proc_cpu.thread_names(server.pid)
+        names = {**windows.names, **proc_cpu.thread_names(server.pid)}
     for row in windows.rows:
         row["server_threads_cpu_s"] = proc_cpu.by_name(row["server_threads_cpu_s"], names)
     if run.failure:
@@ -309,9 +314,15 @@ def replay(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "average_events_per_s": round(events / written, 1),
         "projection_drain_s": round(drained, 2) if drained is not None else None,
         "sustained_events_per_s": round(events / sustained_s, 1) if drained is not None else None,
-        # The whole run: the in-process projection runner ("projection-*") beside the API's
-        # request threads ("AnyIO worker thread") and the event loop ("MainThread").
-        "server_threads_cpu_s": proc_cpu.by_name(threads, names),
+        "sustained_ratio_vs_empty": (
+            round(events / sustained_s / empty, 3) if drained is not None else None
+        ),
+        # While writing, summed over the windows: the in-process projection runner
+        # ("projection-*") beside the API's request threads ("AnyIO worker thread", which
+        # come and go) and the event loop ("MainThread").
+        "server_threads_cpu_s": _summed(windows.rows),
+        # The threads alive at the end, over their whole life (the drain included).
+        "server_threads_cpu_s_at_end": proc_cpu.by_name(threads, names),
         "cpu_s_total": {
             key: round(sum(w["cpu_s"][key] for w in windows.rows), 1)
             for key in windows.rows[0]["cpu_s"]
@@ -325,6 +336,14 @@ def replay(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _summed(rows: list[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for row in rows:
+        for name, seconds in row["server_threads_cpu_s"].items():
+            out[name] = round(out.get(name, 0.0) + seconds, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def _print_summary(r: dict[str, Any]) -> None:
     mib = {k: v / 2**20 for k, v in r["sizes_end"].items() if isinstance(v, int)}
     print(
@@ -334,13 +353,14 @@ def _print_summary(r: dict[str, Any]) -> None:
         f"last {r['last_copies']:<3} copies    {r['last_copies_events_per_s']:>9,.0f} events/s"
         f"  ratio vs empty {r['last_ratio_vs_empty']:.2f}\n"
         f"average           {r['average_events_per_s']:>9,.0f} events/s over {r['write_seconds']:.0f} s\n"
-        f"sustained         {r['sustained_events_per_s'] or 0:>9,.0f} events/s (projections caught"
-        f" up {r['projection_drain_s']} s after the last write)\n"
+        f"sustained         {r['sustained_events_per_s'] or 0:>9,.0f} events/s  ratio vs empty"
+        f" {r['sustained_ratio_vs_empty'] or 0:.2f} (the projections caught up"
+        f" {r['projection_drain_s']} s after the last write)\n"
         f"sizes at the end: events {mib['events']:,.0f} MiB + indexes {mib['events_indexes']:,.0f}"
         f" MiB; idempotency keys {mib['keys']:,.0f} MiB + index {mib['keys_indexes']:,.0f} MiB;"
         f" read models {mib['read_models']:,.0f} MiB; database {mib['database']:,.0f} MiB\n"
         f"CPU s while writing: {r['cpu_s_total']}\n"
-        f"server threads' CPU s: {dict(list(r['server_threads_cpu_s'].items())[:6])}\n"
+        f"server threads' CPU s while writing: {dict(list(r['server_threads_cpu_s'].items())[:6])}\n"
         f"load average at the end {r['load_average_end']}",
         flush=True,
     )

@@ -103,7 +103,10 @@ def thread_names(pid: int) -> dict[int, str]:
         return {}
     try:
         dump = subprocess.run(
-            [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+            [spy, "dump", "--nonblocking", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 
-def test_crm_replay_records_every_event_and_reports_the_growth(
-    pg_url: str, tmp_path: Path
-) -> None:
+def test_crm_replay_records_every_event_and_reports_the_growth(pg_url: str, tmp_path: Path) -> None:
     out = tmp_path / "replay.json"
     done = subprocess.run(
         [sys.executable, "-m", "dealflow", "bench", "crm-replay", "--copies", "3"]
@@ -51,6 +49,11 @@ def test_crm_replay_records_every_event_and_reports_the_growth(
     # The projections caught up; sustained counts that time too.
     assert r["projection_drain_s"] is not None
     assert 0 < r["sustained_events_per_s"] <= r["average_events_per_s"]
+    assert r["sustained_ratio_vs_empty"] == pytest.approx(
+        r["sustained_events_per_s"] / r["empty_store_events_per_s"], abs=1e-3
+    )
+    # Where the server's CPU went while writing, by process and by thread.
+    assert r["cpu_s_total"]["server"] > 0 and r["server_threads_cpu_s"]
     assert r["lag_samples"] and all(lag >= 0 for _, _, lag in r["lag_samples"])
     sizes = r["sizes_end"]
     assert sizes["events"] > 0 and sizes["keys"] > 0 and sizes["read_models"] > 0
