@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from dealflow.bench import audit, chaos, feed, http_scale, ingest, read_side, scoring, workflows
+from dealflow.bench import (
+    audit,
+    chaos,
+    crm_replay,
+    feed,
+    http_scale,
+    ingest,
+    read_side,
+    scoring,
+    workflows,
+)
 
 
 def register(benches: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for area in (ingest, http_scale, read_side, workflows, audit, feed, chaos, scoring):
+    for area in (ingest, crm_replay, http_scale, read_side, workflows, audit, feed, chaos, scoring):
         area.register(benches)

@@ -44,10 +44,10 @@ def _with_db(url: str, name: str) -> str:
 
 
 @contextmanager
-def scratch_database(url: str, keep: bool) -> Iterator[str]:
+def scratch_database(url: str, keep: bool, prefix: str = "dealflow_bench_") -> Iterator[str]:
     import psycopg
 
-    name = f"dealflow_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     admin = _with_db(url, urlparse(url).path.lstrip("/") or "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

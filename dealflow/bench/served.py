@@ -1,5 +1,6 @@
 """A served ``dealflow serve`` for the HTTP benches: started on a free port as its own process
-(N workers, no projections), ready once every worker answered, and stopped at the end."""
+(N workers, no projections unless asked), ready once every worker answered, and stopped at the
+end."""
 
 from __future__ import annotations
 
@@ -20,20 +21,31 @@ from workflows.devserver import free_port
 @contextmanager
 def serving(database_url: str, workers: int, token: str) -> Iterator[int]:
     """``dealflow serve --workers N --no-projections`` on a free port until the block ends."""
+    with served_process(database_url, workers, token) as (port, _):
+        yield port
+
+
+@contextmanager
+def served_process(
+    database_url: str, workers: int, token: str, projections: bool = False
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``dealflow serve --workers N`` (with its in-process projections when ``projections``)
+    on a free port until the block ends: the port and the server process."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "DEALFLOW_BOOTSTRAP_TOKEN": token}
     exe = Path(sys.executable).with_name("dealflow")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dealflow"]
     process = subprocess.Popen(
         [*cmd, "serve", "--port", str(port), "--workers", str(workers)]
-        + ["--no-projections", "--log-level", "warning"],
+        + ([] if projections else ["--no-projections"])
+        + ["--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         asyncio.run(_wait_ready(port, process, workers))
-        yield port
+        yield port, process
     finally:
         process.terminate()
         try:
@@ -76,7 +88,11 @@ class Conn:
     async def request(
         self, method: str, path: str, body: Any = None
     ) -> tuple[int, bytes, dict[str, str]]:
-        data = json.dumps(body).encode() if body is not None else b""
+        """``body``: a JSON value, or bytes already encoded."""
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body).encode() if body is not None else b""
         head = (
             f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
             f"authorization: Bearer {self.token}\r\ncontent-type: application/json\r\n"
