@@ -4,6 +4,7 @@ PostgreSQL, polling on SQLite) equal a rebuild, and rebuilds are identical to li
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -305,3 +306,41 @@ def test_stage_occupancy_does_not_wait_when_the_projections_run_elsewhere(
     )
     assert occupied == {r["stage"]: int(r["n"]) for r in open_rows} and occupied
     assert elsewhere.stage_occupancy(BENCH_PIPELINE_ID) == occupied
+
+
+def test_audit_checkpoints_are_written_beside_the_projection_not_in_its_way(
+    app: DealflowApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service keeps the audit checkpoints coming on a thread of its own: a slow checkpoint
+    does not hold the read models back, and checkpoints keep being written."""
+    from engine.audit import checkpoints
+    from projections import runtime
+
+    sealing = threading.Event()
+    release = threading.Event()
+    real = checkpoints.maybe_write_checkpoint
+
+    def slow_checkpoint(application: Any, **kwargs: Any) -> Any:
+        sealing.set()
+        release.wait(20)  # a long seal
+        return real(application, every_events=1)
+
+    monkeypatch.setattr(runtime, "CHECKPOINT_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(checkpoints, "maybe_write_checkpoint", slow_checkpoint)
+    service = ProjectionsService(app, run=True)
+    service.start()
+    try:
+        ingest(app, 5, seed=7, prefix="cp", chunk=10)
+        assert sealing.wait(10)
+        # While the checkpoint is still sealing, new events reach the read models.
+        ingest(app, 5, seed=8, prefix="cp2", chunk=10)
+        assert service.wait(app.max_position(), timeout=10)
+        assert not release.is_set()
+        release.set()
+        deadline = time.monotonic() + 10
+        while checkpoints.latest_checkpoint(app) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpoints.latest_checkpoint(app) is not None
+    finally:
+        release.set()
+        service.stop()
