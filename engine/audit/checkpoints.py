@@ -65,10 +65,19 @@ class Checkpoint:
         }
 
 
+# Taken by every creator of the checkpoint tables on PostgreSQL, for its transaction:
+# ``CREATE TABLE IF NOT EXISTS`` run twice at once collides in the catalog (the checkpoint
+# thread and an audit request on a new store). Not the startup schema lock's key: a process
+# holding that one must never wait on this.
+AUDIT_SCHEMA_LOCK_KEY = 33253570
+
+
 def ensure_schema(db: Database) -> None:
     oid_type = "uuid" if db.is_postgres else "TEXT"
+    lock = [f"SELECT pg_advisory_xact_lock({AUDIT_SCHEMA_LOCK_KEY})"] if db.is_postgres else []
     db.execute_script(
         [
+            *lock,
             f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} ("
             " position bigint PRIMARY KEY,"
             " event_count bigint NOT NULL,"

@@ -39,8 +39,10 @@ def test_crm_replay_records_every_event_and_reports_the_growth(pg_url: str, tmp_
     assert sorted(w["copy"] for w in rows) == [0, 1, 2]
     assert all(w["events_per_s"] > 0 and w["seconds"] > 0 for w in rows)
     assert r["empty_store_events_per_s"] == rows[0]["events_per_s"]
+    # Windows' seconds are kept to the millisecond: a window of a few tenths of a second moves
+    # its rate by up to ~0.3% between the two roundings.
     assert r["last_copies"] == 1 and r["last_copies_events_per_s"] == pytest.approx(
-        rows[-1]["events_per_s"], rel=1e-3
+        rows[-1]["events_per_s"], rel=1e-2
     )
     assert r["last_ratio_vs_empty"] == pytest.approx(
         r["last_copies_events_per_s"] / r["empty_store_events_per_s"], abs=1e-3
