@@ -86,7 +86,8 @@ class StoreSettings:
                 },
                 POSTGRES_LOCK_TIMEOUT="10",
                 # Check a pooled connection before handing it out: after a server restart or
-                # failover the pool would otherwise serve dead connections.
+                # failover the pool would otherwise serve dead connections (the factory swaps
+                # in a check without a round trip, pgfactory.check_idle_connection).
                 POSTGRES_PRE_PING="y",
             )
         else:
