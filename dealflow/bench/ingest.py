@@ -77,6 +77,23 @@ def _validated(events: list[dict[str, Any]], batch: int, invalid: list[int]) -> 
         yield commands
 
 
+def _ingested(app: Any, batches: Iterator[list[Any]], batch: int, stream: bool) -> Iterator[Any]:
+    """Each batch's outcomes: through ``ingest_stream``, or one ``ingest`` call a batch with the
+    collector paused from its validation to its commit, as ``POST /v1/events`` runs it."""
+    from engine.collector import paused_for
+
+    if stream:
+        yield from app.ingest_stream(batches)
+        return
+    while True:
+        with paused_for(batch):
+            commands = next(batches, None)
+            if commands is None:
+                return
+            outcomes = app.ingest(commands)
+        yield outcomes
+
+
 def run_ingest(
     database_url: str,
     events: list[dict[str, Any]],
@@ -88,7 +105,6 @@ def run_ingest(
     does); or, with ``stream``, ``ingest_stream`` over the batches, which validates and
     decides the next batch while the last one is stored."""
     from engine.application import DealflowApp
-    from engine.collector import paused_for
     from engine.persistence.settings import StoreSettings
 
     app = DealflowApp(StoreSettings(database_url=database_url, home=Path(".")))
@@ -102,21 +118,9 @@ def run_ingest(
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    batches = _validated(events, batch, invalid)
-    if stream:
-        for outcomes in app.ingest_stream(batches):
-            for outcome in outcomes:
-                counts[outcome.status] += 1
-    else:
-        while True:
-            # As POST /v1/events does: the collector paused while a batch is validated and
-            # stored.
-            with paused_for(batch):
-                commands = next(batches, None)
-                if commands is None:
-                    break
-                for outcome in app.ingest(commands):
-                    counts[outcome.status] += 1
+    for outcomes in _ingested(app, _validated(events, batch, invalid), batch, stream):
+        for outcome in outcomes:
+            counts[outcome.status] += 1
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
@@ -149,7 +153,6 @@ def _writer(
 ) -> None:
     """One writer process of the parallel run: its own application, its share of the deals."""
     from engine.application import DealflowApp
-    from engine.collector import paused_for
     from engine.persistence.settings import StoreSettings
 
     app = DealflowApp(StoreSettings(database_url=database_url, home=Path(".")))
@@ -158,17 +161,8 @@ def _writer(
     barrier.wait()
     started = time.perf_counter()
     recorded = 0
-    batches = _validated(events, batch, [0])
-    if stream:
-        for outcomes in app.ingest_stream(batches):
-            recorded += sum(1 for o in outcomes if o.status == "recorded")
-    else:
-        while True:
-            with paused_for(batch):
-                commands = next(batches, None)
-                if commands is None:
-                    break
-                recorded += sum(1 for o in app.ingest(commands) if o.status == "recorded")
+    for outcomes in _ingested(app, _validated(events, batch, [0]), batch, stream):
+        recorded += sum(1 for o in outcomes if o.status == "recorded")
     results.put((started, time.perf_counter(), recorded))
     app.close()
 

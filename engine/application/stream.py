@@ -39,8 +39,7 @@ class _InFlight:
 
     commands: list[Command]
     outcomes: list[Outcome]
-    deals: list[Deal]
-    ahead: Ahead
+    ahead: Ahead  # its keys and the deals it touched
     written: Future[dict[tuple[str, int], int]]
 
 
@@ -120,7 +119,7 @@ class StreamedWrites(WritePath):
             deals={deal.id: deal for deal in deals},
         )
         written = writer.submit(self._store_paused, sealed, keys)
-        return _InFlight(commands, outcomes, deals, ahead, written)
+        return _InFlight(commands, outcomes, ahead, written)
 
     def _store_paused(
         self, sealed: SealedBatch, keys: list[IdempotencyRecord]
@@ -136,7 +135,9 @@ class StreamedWrites(WritePath):
             positions = flying.written.result()
         except IntegrityError:
             return None
-        self._recent.remember(deal for deal in flying.deals if deal.id not in touched)
+        self._recent.remember(
+            deal for deal in flying.ahead.deals.values() if deal.id not in touched
+        )
         for outcome in flying.outcomes:
             if outcome.status == "recorded":
                 outcome.position = positions.get((outcome.deal_id, outcome.version or 0))

@@ -305,7 +305,7 @@ class Ahead:
     """A batch decided and sent to the store, not yet committed: what the next batch sees."""
 
     keys: dict[str, tuple[str, str, int]]  # event_id -> (request hash, deal id, version)
-    deals: dict[UUID, Deal | None]
+    deals: dict[UUID, Deal]
 
 
 @dataclass

@@ -24,7 +24,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError, StoredEv
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import retry
-from psycopg import Cursor
+from psycopg import Cursor, adapt, postgres, pq
+from psycopg._copy_base import BinaryFormatter
 from psycopg.rows import DictRow
 
 IDEMPOTENCY_TABLE = "dealflow_idempotency"
@@ -64,9 +65,6 @@ def copy_data(
 def _binary_rows(types: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> bytes:
     # psycopg's formatter (C-accelerated) without a connection: the built-in types' dumpers
     # need none. It lives in a private module; psycopg is pinned below 4.
-    from psycopg import adapt, postgres, pq
-    from psycopg._copy_base import BinaryFormatter
-
     transformer = adapt.Transformer()
     transformer.set_dumper_types([postgres.types[name].oid for name in types], pq.Format.BINARY)
     formatter = BinaryFormatter(transformer)

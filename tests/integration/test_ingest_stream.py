@@ -6,6 +6,7 @@ the one decided on top of it, nothing lost or doubled."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ from engine.api.helpers import to_command
 from engine.application import Command, DealflowApp, Outcome
 from engine.domain.deal import deal_uuid
 from engine.persistence.settings import StoreSettings
+from tests.conftest import fresh_database
 
 BATCH = 60
 
@@ -77,28 +79,17 @@ def _keys(app: DealflowApp) -> list[tuple[Any, ...]]:
 @pytest.fixture
 def two_apps(store_settings: StoreSettings, tmp_path: Path) -> Iterator[tuple[DealflowApp, ...]]:
     """Two empty stores of the same backend."""
-    other = StoreSettings(
-        database_url=store_settings.database_url and _sibling(store_settings.database_url),
-        home=tmp_path / "other",
-    )
-    apps = (DealflowApp(store_settings), DealflowApp(other))
-    try:
-        yield apps
-    finally:
-        for app in apps:
-            app.close()
-
-
-def _sibling(url: str) -> str:
-    import uuid
-
-    import psycopg
-
-    name = f"dealflow_test_{uuid.uuid4().hex[:12]}"
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.rsplit("/", 1)[0] + f"/{name}"
+    with ExitStack() as stack:
+        url = store_settings.database_url and stack.enter_context(fresh_database())
+        apps = (
+            DealflowApp(store_settings),
+            DealflowApp(StoreSettings(database_url=url, home=tmp_path / "other")),
+        )
+        try:
+            yield apps
+        finally:
+            for app in apps:
+                app.close()
 
 
 def test_the_stream_decides_and_stores_what_sequential_ingest_does(
@@ -126,7 +117,7 @@ def test_the_stream_decides_and_stores_what_sequential_ingest_does(
         if outcome.status == "recorded":
             key = (str(deal_uuid(outcome.deal_id)), outcome.version)
             assert outcome.position == rows[key]
-    # The audit chain holds on the streamed store.
+    # Each deal is read back at the version its last recorded outcome named.
     for deal_id in {o.deal_id for o in by_stream if o.status == "recorded"}:
         assert streamed.deal(deal_id).version == max(
             o.version or 0 for o in by_stream if o.deal_id == deal_id and o.status == "recorded"
