@@ -8,12 +8,10 @@ the pool, so that requests during a database outage fail within seconds instead 
 
 from __future__ import annotations
 
-import select
 from typing import Any
 
 import psycopg
 from eventsourcing.postgres import PostgresFactory
-from psycopg_pool import ConnectionPool
 
 from engine.persistence.outage import StoreGate
 
@@ -22,27 +20,6 @@ from engine.persistence.outage import StoreGate
 STATEMENT_TIMEOUT = "dealflow_db_statement_timeout"  # seconds, 0 = none
 SOCKET_CONNECT_TIMEOUT = "dealflow_db_socket_connect_timeout"  # seconds
 PROBE_EVERY = "dealflow_db_probe_every"  # seconds between probes while the store is down
-
-
-def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
-    """The pool's pre-ping, without a round trip for a healthy connection.
-
-    After a server restart, a failover or a terminated backend, the server has closed the
-    socket (and usually said why first), so the idle connection's socket is readable; only
-    then is the connection asked with an empty query, and fails if it is dead. psycopg_pool's
-    own check sent that query on every checkout: a single event takes a connection four or
-    five times, and those round trips were ~7% of a busy API process's samples. A peer that
-    vanished without closing anything is found by the keepalives and the recorders' retries,
-    as before.
-    """
-    if conn.closed or conn.broken:
-        raise psycopg.OperationalError("the connection is closed")
-    try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    except (OSError, ValueError) as error:
-        raise psycopg.OperationalError(f"the connection's socket is gone: {error}") from error
-    if readable:
-        ConnectionPool.check_connection(conn)
 
 
 class DealflowPostgresFactory(PostgresFactory):
@@ -71,9 +48,6 @@ class DealflowPostgresFactory(PostgresFactory):
         # Give up reconnecting in the background after a few seconds: a later request starts a
         # fresh attempt at once, instead of waiting out a backoff that grew during the outage.
         pool.reconnect_timeout = 5.0
-        # The pool's check before it hands a connection out (psycopg_pool keeps it in _check;
-        # it is pinned below 4): no round trip unless the connection has something to say.
-        pool._check = check_idle_connection  # type: ignore[attr-defined]
 
         def probe() -> None:
             psycopg.connect(str(pool.conninfo), **{**kwargs, "connect_timeout": 2}).close()

@@ -86,8 +86,7 @@ class StoreSettings:
                 },
                 POSTGRES_LOCK_TIMEOUT="10",
                 # Check a pooled connection before handing it out: after a server restart or
-                # failover the pool would otherwise serve dead connections (the factory swaps
-                # in a check without a round trip, pgfactory.check_idle_connection).
+                # failover the pool would otherwise serve dead connections.
                 POSTGRES_PRE_PING="y",
             )
         else:
